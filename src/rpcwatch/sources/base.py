@@ -1,0 +1,95 @@
+"""What every reader shares: the batch it yields, the statistics it keeps, its interface."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, Iterator
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from rpcwatch.sources.inputs import InputFile
+    from rpcwatch.sources.prefilter import PrefilterPlan
+
+#: Largest number of example locations kept per skip reason (the count is always exact).
+MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class TableBatch:
+    """Rows of one logical table (``zeek.conn``, ``windows.event``, ...) read from one input."""
+
+    table: str
+    data: pa.Table
+    path: str
+    #: the format that produced the rows, e.g. ``zeek-tsv``
+    format: str = ""
+
+
+@dataclass
+class ReadStats:
+    """What one input yielded and what it had to skip, with reasons.
+
+    Readers never raise on bad content: they call :meth:`skip` and go on.
+    """
+
+    path: str
+    format: str = "unknown"
+    records: int = 0
+    bytes_read: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    #: problems that did not cost a record (repaired or informational), counted like skips
+    warnings: Counter = field(default_factory=Counter)
+    #: why the input as a whole could not be read (unknown format, I/O error), if so
+    error: str | None = None
+
+    def skip(self, reason: str, count: int = 1, where: str | None = None) -> None:
+        self.skipped[reason] += count
+        self._remember(reason, where)
+
+    def warn(self, reason: str, count: int = 1, where: str | None = None) -> None:
+        self.warnings[reason] += count
+        self._remember(reason, where)
+
+    def _remember(self, reason: str, where: str | None) -> None:
+        if where is not None:
+            seen = self.examples.setdefault(reason, [])
+            if len(seen) < MAX_EXAMPLES:
+                seen.append(where)
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+
+READERS: list[type["Reader"]] = []
+
+
+def register(reader: type["Reader"]) -> type["Reader"]:
+    """Class decorator: make a reader known to format sniffing (first registered, first asked)."""
+    READERS.append(reader)
+    return reader
+
+
+class Reader(ABC):
+    """One input format. Subclasses register themselves with :func:`register`."""
+
+    #: short format name shown in summaries (``zeek-tsv``)
+    format_name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def sniff(cls, head: bytes) -> bool:
+        """True when the first bytes (decompressed) look like this format."""
+
+    @abstractmethod
+    def read(
+        self,
+        source: InputFile,
+        stream: BinaryIO,
+        stats: ReadStats,
+        prefilter: PrefilterPlan | None = None,
+    ) -> Iterator[TableBatch]:
+        """Yield the input's records as Arrow tables, counting what was skipped in ``stats``."""

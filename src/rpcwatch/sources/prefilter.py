@@ -1,0 +1,129 @@
+"""Byte-level prefilter: skip lines that cannot match any rule before parsing them.
+
+Most rules demand a literal (port 135, ``dce_rpc``, an EventID). A record that does
+not contain any of the literals its table's rules demand cannot match, so line-oriented
+readers keep only the lines that contain one, found by a single RE2 scan over a large
+block. The rules still decide on the parsed record; the prefilter only has to be sound
+(never drop a line that could match), not exact.
+
+Soundness limits, by construction of the patterns below:
+* numbers are recognised in decimal notation (``135``, ``0135``, ``135.0``, ``"135"``),
+  not in exponent notation (``1.35e2``);
+* string literals are only taken from characters that no supported log format escapes
+  (see :data:`SAFE_LITERAL`), and are matched case-insensitively with Unicode folding
+  unless the rule is case-sensitive.
+Readers that see a format they cannot reason about get no filter (``--no-prefilter``
+turns it off entirely).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Literal as TypingLiteral, Mapping
+
+import re2
+
+#: characters never escaped by Zeek TSV/JSON, evtx JSON or Go/Python JSON encoders
+SAFE_LITERAL = re.compile(r"[A-Za-z0-9 _.:;=@#%+!~$^()\[\]{}|'*?-]+")
+
+
+@dataclass(frozen=True)
+class Literal:
+    """A piece of text that a matching record must contain."""
+
+    text: str
+    kind: TypingLiteral["number", "string"] = "string"
+    case_sensitive: bool = False
+
+    @property
+    def score(self) -> int:
+        """Higher is more selective (used to pick one alternative of an AND)."""
+        return len(self.text) + (2 if self.kind == "number" else 0)
+
+
+#: A record can only match when it contains at least one literal of the set.
+LiteralSet = frozenset[Literal]
+
+
+def best_alternative(alternatives: Iterable[LiteralSet]) -> LiteralSet | None:
+    """Of several sets that are each sufficient (children of an AND), the most selective."""
+    best, best_score = None, -1
+    for candidate in alternatives:
+        score = min(lit.score for lit in candidate) * 100 - len(candidate)
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
+
+
+def _number_pattern(text: str, fmt: str) -> str:
+    integer, _, fraction = text.partition(".")
+    negative = integer.startswith("-")
+    digits = integer.lstrip("-").lstrip("0") or "0"
+    body = re.escape(digits) + (r"\." + re.escape(fraction.rstrip("0")) + "0*" if fraction.rstrip("0") else r"(?:\.0*)?")
+    body = ("-" if negative else "") + "0*" + body
+    if fmt == "zeek-tsv":
+        return rf"(?:^|[\t,]){body}(?:[\t,\r]|$)"
+    if fmt.endswith("json"):
+        return rf"[:\[,]\s*\"?\s*{body}\s*\"?\s*[,\]}}]"
+    return rf"(?:^|[^0-9]){body}(?:[^0-9]|$)"
+
+
+def _pattern(lit: Literal, fmt: str) -> str:
+    if lit.kind == "number":
+        return _number_pattern(lit.text, fmt)
+    escaped = re.escape(lit.text)
+    return escaped if lit.case_sensitive else f"(?i:{escaped})"
+
+
+class LineFilter:
+    """Keeps the lines of a block that contain at least one literal."""
+
+    def __init__(self, literals: LiteralSet, fmt: str):
+        self.literals = literals
+        self._line = None
+        if literals:  # no literal at all: no line can match
+            alternatives = "|".join(sorted(_pattern(lit, fmt) for lit in literals))
+            options = re2.Options()
+            options.never_capture = True
+            self._line = re2.compile(f"(?m)[^\\n]*(?:{alternatives})[^\\n]*\\n?".encode(), options)
+
+    def select(self, block: bytes) -> bytes:
+        if self._line is None:
+            return b""
+        return b"".join(self._line.findall(block))
+
+
+class PrefilterPlan:
+    """Which literals each table's rules demand (``None``: some rule demands none)."""
+
+    def __init__(self, by_table: Mapping[str, LiteralSet | None]):
+        self._by_table = dict(by_table)
+        self._filters: dict[tuple[str, str], LineFilter | None] = {}
+
+    def for_table(self, table: str, fmt: str) -> LineFilter | None:
+        """The filter for lines of ``table`` written in format ``fmt``; ``None`` keeps all lines.
+
+        A table that no rule reads yields no lines at all (an empty literal set)."""
+        key = (table, fmt)
+        if key not in self._filters:
+            literals = self._by_table.get(table, frozenset())
+            self._filters[key] = None if literals is None else LineFilter(literals, fmt)
+        return self._filters[key]
+
+    def for_tables(self, prefix: str, fmt: str) -> LineFilter | None:
+        """One filter for a stream that may hold records of any table named ``prefix*``."""
+        key = (prefix + "*", fmt)
+        if key not in self._filters:
+            sets = [lits for table, lits in self._by_table.items() if table.startswith(prefix)]
+            union: set[Literal] = set()
+            for literals in sets:
+                if literals is None:
+                    self._filters[key] = None
+                    return None
+                union |= literals
+            self._filters[key] = LineFilter(frozenset(union), fmt)
+        return self._filters[key]
+
+    def wants(self, table: str) -> bool:
+        literals = self._by_table.get(table, frozenset())
+        return literals is None or bool(literals)

@@ -1,0 +1,594 @@
+"""Zeek logs: the ASCII writer's TSV (with or without ``#`` header) and JSON lines.
+
+Every Zeek log loads as table ``zeek.<path>`` with Zeek's own field names (``id.orig_h``)
+and Arrow types derived from Zeek's (``port``/``count`` -> int64, ``time``/``interval``
+-> float64 seconds, ``bool`` -> bool, ``set``/``vector`` -> list<string>).
+Parsing is done block-wise by Arrow's CSV/JSON parsers; Python only looks at the
+rare lines that are broken.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import PurePath
+from typing import BinaryIO, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.json as pjson
+
+from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
+from rpcwatch.sources.inputs import InputFile, iter_line_chunks
+from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
+
+#: data lines seen before any ``#fields`` header are held back up to this size
+#: (btest baselines are diff-sorted, so their header can come after the data)
+PENDING_LIMIT = 64 << 20
+
+INT_TYPES = {"count", "port", "int"}
+FLOAT_TYPES = {"double", "interval", "time"}
+_INT_RE = r"^[+-]?[0-9]+$"
+_FLOAT_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+#: Zeek field types for logs written with ``tsv=T`` (no ``#types`` line)
+KNOWN_FIELD_TYPES = {
+    "ts": "time", "id.orig_p": "port", "id.resp_p": "port", "duration": "interval",
+    "orig_bytes": "count", "resp_bytes": "count", "missed_bytes": "count",
+    "orig_pkts": "count", "orig_ip_bytes": "count", "resp_pkts": "count",
+    "resp_ip_bytes": "count", "local_orig": "bool", "local_resp": "bool", "rtt": "interval",
+    "tunnel_parents": "set[string]", "ip_proto": "count", "vlan": "int", "inner_vlan": "int",
+}
+
+#: how to recognise a log when neither ``#path`` nor ``_path`` names it
+PATH_SIGNATURES = (
+    ("dce_rpc", {"endpoint", "operation"}),
+    ("conn", {"conn_state", "history"}),
+    ("conn", {"proto", "id.resp_p", "orig_bytes"}),
+)
+
+_FIELD_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def log_path_for(fields: list[str] | set[str], file_path: str) -> str:
+    """Name a Zeek log from its field names, else from Zeek's file naming
+    (``conn.log``, ``conn.10:00:00-11:00:00.log.gz``, ``dce_rpc.json.gz``)."""
+    names = set(fields)
+    for path, signature in PATH_SIGNATURES:
+        if signature <= names:
+            return path
+    stem = PurePath(file_path.split("!")[-1]).name.split(".")[0]
+    return stem if re.fullmatch(r"[a-z0-9_]+", stem or "") else "unknown"
+
+
+def _unescape_zeek(value: str) -> str:
+    """Zeek's ``get_unescaped_string``: only ``\\xNN`` sequences are escapes."""
+    raw = re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
+    # chr() produced code points 0-255 standing for bytes; rebuild UTF-8 where valid
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return raw if any(ord(c) > 255 for c in raw) else raw.encode("latin-1").decode(
+            "utf-8", errors="backslashreplace")
+
+
+def _unescape_column(column: pa.Array) -> pa.Array:
+    has_escape = pc.match_substring(column, "\\x")
+    if not pc.any(has_escape).as_py():
+        return column
+    values = column.to_pylist()
+    for index in pc.indices_nonzero(has_escape).to_pylist():
+        values[index] = _unescape_zeek(values[index])
+    return pa.array(values, type=pa.string())
+
+
+@dataclass
+class ZeekHeader:
+    """The ``#`` metadata of one TSV block."""
+
+    separator: bytes = b"\t"
+    set_separator: str = ","
+    empty_field: str = "(empty)"
+    unset_field: str = "-"
+    path: str | None = None
+    fields: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+
+    def type_of(self, index: int) -> str:
+        if index < len(self.types):
+            return self.types[index]
+        return KNOWN_FIELD_TYPES.get(self.fields[index], "string")
+
+    def table(self, file_path: str) -> str:
+        return "zeek." + (self.path or log_path_for(self.fields, file_path))
+
+
+class _Block:
+    """Parses data lines of one header block into typed Arrow tables."""
+
+    def __init__(self, header: ZeekHeader, source: InputFile, stats: ReadStats):
+        self.header = header
+        self.stats = stats
+        self.table = header.table(source.path)
+        names = _unique(header.fields)
+        self._read_options = pcsv.ReadOptions(column_names=names, block_size=1 << 24)
+        self._parse_options = pcsv.ParseOptions(
+            delimiter=header.separator.decode("latin-1"), quote_char=False,
+            escape_char=False, double_quote=False, ignore_empty_lines=True,
+            invalid_row_handler=self._invalid_row)
+        self._convert_options = pcsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            null_values=[header.unset_field], strings_can_be_null=True,
+            quoted_strings_can_be_null=False)
+
+    def _invalid_row(self, row) -> str:
+        self.stats.skip(f"wrong number of fields (expected {row.expected_columns})",
+                        where=_excerpt(row.text))
+        return "skip"
+
+    def parse(self, lines: bytes) -> pa.Table | None:
+        if not lines.strip():
+            return None
+        try:
+            raw = pcsv.read_csv(pa.py_buffer(lines), read_options=self._read_options,
+                                parse_options=self._parse_options,
+                                convert_options=self._convert_options)
+        except pa.ArrowInvalid as exc:  # e.g. an embedded NUL or an unusable block
+            self.stats.skip(f"unparseable block ({exc})", count=lines.count(b"\n") or 1)
+            return None
+        return self._typed(raw) if raw.num_rows else None
+
+    def _typed(self, raw: pa.Table) -> pa.Table:
+        columns = []
+        for index, name in enumerate(raw.column_names):
+            column = raw.column(index).combine_chunks()
+            columns.append(self._convert(name, self.header.type_of(index), column))
+        return pa.table(columns, names=raw.column_names)
+
+    def _convert(self, name: str, zeek_type: str, column: pa.Array) -> pa.Array:
+        empty = self.header.empty_field
+        if zeek_type.startswith(("set[", "vector[", "table[")):
+            is_empty = pc.fill_null(pc.equal(column, empty), False)
+            column = _unescape_column(column)
+            parts = pc.split_pattern(column, self.header.set_separator)
+            return pc.if_else(is_empty, pa.scalar([], pa.list_(pa.string())), parts)
+        if zeek_type in INT_TYPES:
+            return self._cast(name, zeek_type, column, pa.int64(), _INT_RE)
+        if zeek_type in FLOAT_TYPES:
+            return self._cast(name, zeek_type, column, pa.float64(), _FLOAT_RE)
+        if zeek_type == "bool":
+            truth = pc.equal(column, "T")
+            known = pc.or_(truth, pc.equal(column, "F"))
+            bad = pc.sum(pc.invert(pc.fill_null(known, True))).as_py() or 0
+            if bad:
+                self.stats.warn(f"invalid bool value in field {name} (kept as unset)", count=bad)
+            return pc.if_else(known, truth, pa.scalar(None, pa.bool_()))
+        column = pc.if_else(pc.fill_null(pc.equal(column, empty), False), "", column)
+        return _unescape_column(column)
+
+    def _cast(self, name: str, zeek_type: str, column: pa.Array, target: pa.DataType,
+              pattern: str) -> pa.Array:
+        try:
+            return pc.cast(column, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            valid = pc.match_substring_regex(column, pattern)
+            bad = pc.sum(pc.invert(pc.fill_null(valid, True))).as_py() or 0
+            self.stats.warn(f"invalid {zeek_type} value in field {name} (kept as unset)",
+                            count=bad)
+            return pc.cast(pc.if_else(valid, column, pa.scalar(None, pa.string())), target)
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name}_{count + 1}")
+    return out
+
+
+def _excerpt(text: str | bytes, limit: int = 80) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="backslashreplace")
+    text = text.rstrip("\r\n")
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _count_lines(data: bytes) -> int:
+    """Lines in a block that ends on a line boundary (or at end of input), blank ones
+    included: the shape checks below find blank lines where there are any."""
+    if not data:
+        return 0
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def _repair_utf8(data: bytes, stats: ReadStats) -> bytes:
+    """Invalid UTF-8 cannot enter an Arrow string; escape the bytes as ``\\xNN`` (what
+    Zeek itself writes for non-printable bytes) and keep the record."""
+    if data.isascii():
+        return data
+    try:
+        data.decode("utf-8")
+        return data
+    except UnicodeDecodeError:
+        pass
+    lines = data.split(b"\n")
+    for index, line in enumerate(lines):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            fixed = line.decode("utf-8", errors="backslashreplace").encode("utf-8")
+            stats.warn("invalid UTF-8 (bytes escaped as \\xNN, record kept)",
+                       where=_excerpt(fixed))
+            lines[index] = fixed
+    return b"\n".join(lines)
+
+
+@register
+class ZeekTsvReader(Reader):
+    """Zeek's ASCII TSV: ``#`` header blocks (several per file allowed), or ``tsv=T``."""
+
+    format_name = "zeek-tsv"
+
+    @classmethod
+    def sniff(cls, head: bytes) -> bool:
+        for line in head.lstrip(b"\r\n").split(b"\n", 8)[:8]:
+            if line.startswith(b"###"):  # btest preamble
+                continue
+            if line.startswith((b"#separator", b"#fields")):
+                return True
+            return cls._plain_header(line) is not None
+        return False
+
+    @staticmethod
+    def _plain_header(line: bytes) -> list[str] | None:
+        names = line.rstrip(b"\r").split(b"\t")
+        if len(names) < 3 or not all(_FIELD_NAME.fullmatch(n) for n in names):
+            return None
+        decoded = [n.decode() for n in names]
+        if not ({"ts", "uid", "id.orig_h"} & set(decoded)):
+            return None
+        return decoded
+
+    def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+             prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
+        stats.format = self.format_name
+        meta = ZeekHeader()
+        block: _Block | None = None
+        line_filter: LineFilter | None = None
+        pending: list[bytes] = []
+        pending_size = 0
+        first = True
+        for chunk in iter_line_chunks(stream):
+            stats.bytes_read += len(chunk)
+            if first:
+                first = False
+                plain = self._plain_header(chunk.split(b"\n", 1)[0])
+                if plain is not None:
+                    meta = replace(meta, fields=plain, types=[])
+                    block = _Block(meta, source, stats)
+                    line_filter = prefilter.for_table(block.table, self.format_name) if prefilter else None
+                    chunk = chunk.split(b"\n", 1)[1] if b"\n" in chunk else b""
+            for is_header, part in _split_header_lines(chunk):
+                if is_header:
+                    meta, started = _apply_header_lines(meta, part, stats)
+                    if started:
+                        block = _Block(meta, source, stats)
+                        line_filter = prefilter.for_table(block.table, self.format_name) if prefilter else None
+                        for held in pending:
+                            yield from self._data(held, block, line_filter, source, stats)
+                        pending, pending_size = [], 0
+                    continue
+                if block is None:
+                    if pending_size < PENDING_LIMIT:
+                        pending.append(part)
+                        pending_size += len(part)
+                    else:
+                        stats.skip("data line before any #fields header", count=_count_lines(part))
+                    continue
+                yield from self._data(part, block, line_filter, source, stats)
+        for held in pending:
+            stats.skip("data line without a #fields header", count=_count_lines(held),
+                       where=_excerpt(held.split(b"\n", 1)[0]))
+
+    def _data(self, data: bytes, block: _Block, line_filter: LineFilter | None,
+              source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
+        lines = _count_lines(data)
+        if not lines:
+            return
+        data = _repair_utf8(data, stats)
+        data, blank = _drop_misshapen_lines(data, block, lines, stats)
+        stats.records += lines - blank
+        if line_filter is not None:
+            data = line_filter.select(data)
+        table = block.parse(data)
+        if table is not None:
+            yield TableBatch(block.table, table, source.path, self.format_name)
+
+
+def _drop_misshapen_lines(data: bytes, block: _Block, lines: int,
+                          stats: ReadStats) -> tuple[bytes, int]:
+    """Cheap integrity check over the whole block before the prefilter discards lines:
+    the separator count must be exactly (fields - 1) per line. Only when it is not
+    are lines looked at one by one, to report and drop the broken ones.
+    Returns the kept lines and the number of blank lines (not records)."""
+    separator = block.header.separator
+    expected = len(block.header.fields) - 1
+    if expected and data.count(separator) == expected * lines and b"\x00" not in data:
+        return data, 0
+    kept, blank = [], 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            blank += 1
+            continue
+        if b"\x00" in line:
+            stats.skip("binary data (NUL byte) in line", where=_excerpt(line))
+        elif line.count(separator) != expected:
+            stats.skip(f"wrong number of fields (expected {expected + 1})", where=_excerpt(line))
+        else:
+            kept.append(line)
+    blank -= 1 if data.endswith(b"\n") else 0  # split() yields an empty tail after the last newline
+    return (b"\n".join(kept) + b"\n" if kept else b""), blank
+
+
+def _split_header_lines(chunk: bytes) -> Iterator[tuple[bool, bytes]]:
+    """Split a block into runs of data lines and of ``#`` lines, in order."""
+    start = 0
+    size = len(chunk)
+    while start < size:
+        if chunk.startswith(b"#", start):
+            end = start
+            while end < size and chunk.startswith(b"#", end):
+                newline = chunk.find(b"\n", end)
+                end = size if newline < 0 else newline + 1
+            yield True, chunk[start:end]
+            start = end
+            continue
+        next_header = chunk.find(b"\n#", start)
+        end = size if next_header < 0 else next_header + 1
+        yield False, chunk[start:end]
+        start = end
+
+
+def _apply_header_lines(meta: ZeekHeader, lines: bytes, stats: ReadStats) -> tuple[ZeekHeader, bool]:
+    """Update the header from ``#`` lines; True when a new ``#fields`` list starts a block."""
+    started = False
+    for raw in lines.split(b"\n"):
+        line = raw.rstrip(b"\r").decode("utf-8", errors="backslashreplace")
+        if not line or line.startswith("##"):
+            continue
+        key, _, value = line[1:].partition("\t")
+        if key.startswith("separator"):
+            # '#separator \x09' (a space, the writer's format) or, seen in the wild, a tab
+            escaped = key[len("separator"):].strip() or value.strip()
+            meta = replace(meta, separator=_decode_escaped(escaped))
+        elif key == "set_separator":
+            meta = replace(meta, set_separator=_decode_escaped(value).decode("latin-1"))
+        elif key == "empty_field":
+            meta = replace(meta, empty_field=value)
+        elif key == "unset_field":
+            meta = replace(meta, unset_field=value)
+        elif key == "path":
+            meta = replace(meta, path=value or None)
+        elif key == "fields":
+            meta = replace(meta, fields=value.split("\t"), types=[])
+            started = True
+        elif key == "types":
+            meta = replace(meta, types=value.split("\t"))
+    if started and meta.types and len(meta.types) != len(meta.fields):
+        stats.warn("#types and #fields differ in length (extra types ignored)")
+    return meta, started
+
+
+def _decode_escaped(text: str) -> bytes:
+    return re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m.group(1), 16)]),
+                  text.encode("latin-1", errors="replace")) or b"\t"
+
+
+@register
+class ZeekJsonReader(Reader):
+    """Zeek's JSON writer: one object per line, flat dotted keys, unset fields omitted.
+
+    ``ts`` may be epoch seconds, epoch milliseconds or ISO-8601; it is normalised to
+    float seconds like TSV. Nested objects are flattened to dotted names.
+    """
+
+    format_name = "zeek-json"
+    _KEYS = (b'"ts"', b'"uid"', b'"id.orig_h"', b'"_path"')
+
+    @classmethod
+    def sniff(cls, head: bytes) -> bool:
+        line = head.lstrip().split(b"\n", 1)[0]
+        if not line.startswith(b"{"):
+            return False
+        return b'"ts"' in line and any(key in line for key in cls._KEYS[1:])
+
+    def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+             prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
+        stats.format = self.format_name
+        line_filter: LineFilter | None = None
+        first = True
+        for chunk in iter_line_chunks(stream, 8 << 20):
+            stats.bytes_read += len(chunk)
+            lines = _count_lines(chunk)
+            chunk = _repair_utf8(chunk, stats)
+            chunk, blank = _drop_non_objects(chunk, lines, stats)
+            stats.records += lines - blank
+            if first and prefilter is not None:
+                first = False
+                line_filter = self._filter_for(chunk, source.path, prefilter)
+            if line_filter is not None:
+                chunk = line_filter.select(chunk)
+            table = self._parse(chunk, stats)
+            if table is None:
+                continue
+            for table_name, part in self._by_path(table, source.path):
+                if part.num_rows:
+                    yield TableBatch(table_name, part, source.path, self.format_name)
+
+    def _filter_for(self, chunk: bytes, file_path: str, prefilter: PrefilterPlan) -> LineFilter | None:
+        """The log is named by the first record; a stream that names its records
+        (``_path``) may mix logs, so it gets the filter of every Zeek table."""
+        try:
+            first = json.loads(chunk.split(b"\n", 1)[0])
+        except ValueError:
+            first = {}
+        if not isinstance(first, dict) or "_path" in first:
+            return prefilter.for_tables("zeek.", self.format_name)
+        table = "zeek." + log_path_for(_flatten_dict(first).keys(), file_path)
+        return prefilter.for_table(table, self.format_name)
+
+    def _parse(self, data: bytes, stats: ReadStats) -> pa.Table | None:
+        if not data.strip():
+            return None
+        try:
+            table = pjson.read_json(io.BytesIO(data), read_options=pjson.ReadOptions(block_size=1 << 24))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            table = _parse_json_lines_slowly(data, stats)
+            if table is None:
+                return None
+        return _normalise_json_table(table, stats)
+
+    @staticmethod
+    def _by_path(table: pa.Table, file_path: str) -> Iterator[tuple[str, pa.Table]]:
+        if "_path" in table.column_names:
+            paths = table.column("_path")
+            for value in pc.unique(paths).to_pylist():
+                part = table.filter(pc.fill_null(pc.equal(paths, value), False)) if value is not None \
+                    else table.filter(pc.is_null(paths))
+                name = value or log_path_for(table.column_names, file_path)
+                yield "zeek." + name, part
+            return
+        yield "zeek." + log_path_for(table.column_names, file_path), table
+
+
+def _drop_non_objects(data: bytes, lines: int, stats: ReadStats) -> tuple[bytes, int]:
+    """Cheap shape check before the prefilter discards lines: every line must look like
+    one JSON object (``{`` ... ``}``). Only when the counts disagree are lines looked at
+    one by one. Full JSON validity is checked when a line is parsed.
+    Returns the kept lines and the number of blank lines (not records)."""
+    opens = data.count(b"\n{") + data.startswith(b"{")
+    closes = data.count(b"}\n") + data.endswith(b"}")
+    if opens == lines and closes == lines:
+        return data, 0
+    kept, blank = [], 0
+    for line in data.split(b"\n"):
+        stripped = line.strip()
+        if not stripped:
+            blank += 1
+        elif stripped.startswith(b"{") and stripped.endswith(b"}"):
+            kept.append(line)
+        else:
+            stats.skip("not a JSON object (malformed line)", where=_excerpt(line))
+    blank -= 1 if data.endswith(b"\n") else 0
+    return (b"\n".join(kept) + b"\n" if kept else b""), blank
+
+
+def _parse_json_lines_slowly(data: bytes, stats: ReadStats) -> pa.Table | None:
+    """The block did not parse as a whole: find the broken lines, report them, and
+    rebuild the good ones (values of conflicting types become strings)."""
+    rows = []
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            stats.skip("not a JSON object (malformed line)", where=_excerpt(line))
+            continue
+        if not isinstance(value, dict):
+            stats.skip("not a JSON object (malformed line)", where=_excerpt(line))
+            continue
+        rows.append(_flatten_dict(value))
+    if not rows:
+        return None
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        columns = {}
+        for name in names:
+            values = [row.get(name) for row in rows]
+            try:
+                columns[name] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                stats.warn(f"field {name} has values of different types (kept as text)")
+                columns[name] = pa.array([_as_text(v) for v in values], type=pa.string())
+        return pa.table(columns)
+
+
+def _as_text(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value).lower() \
+        if isinstance(value, bool) else str(value)
+
+
+def _flatten_dict(value: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, dict):
+            flat.update(_flatten_dict(item, name + "."))
+        else:
+            flat[name] = item
+    return flat
+
+
+def _normalise_json_table(table: pa.Table, stats: ReadStats) -> pa.Table:
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    if "ts" in table.column_names:
+        index = table.column_names.index("ts")
+        table = table.set_column(index, "ts", _epoch_seconds(table.column("ts"), stats))
+    return table
+
+
+def _epoch_seconds(column: pa.ChunkedArray, stats: ReadStats) -> pa.Array:
+    """``ts`` as float seconds whatever Zeek's ``json_timestamps`` setting was."""
+    column = column.combine_chunks()
+    if pa.types.is_timestamp(column.type):
+        return pc.divide(pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()), 1e6)
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        seconds = pc.cast(column, pa.float64())
+        # TS_MILLIS: epoch milliseconds are > 1e11 for any date after 1973
+        return pc.if_else(pc.greater(pc.abs(seconds), 1e11), pc.divide(seconds, 1000.0), seconds)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        parsed = pc.cast(_parse_iso_times(column), pa.int64())
+        bad = (pc.sum(pc.and_(pc.is_valid(column), pc.is_null(parsed))).as_py() or 0)
+        if bad:
+            stats.warn("invalid ts value (kept as unset)", count=bad)
+        return pc.divide(parsed, 1e6)
+    stats.warn(f"ts of unexpected type {column.type} (kept as unset)", count=len(column))
+    return pa.nulls(len(column), pa.float64())
+
+
+def _parse_iso_times(column: pa.Array) -> pa.Array:
+    numeric = pc.match_substring_regex(column, _FLOAT_RE)
+    as_number = pc.multiply(pc.cast(pc.if_else(numeric, column, pa.scalar(None, pa.string())),
+                                    pa.float64()), 1e6)
+    iso = pc.if_else(numeric, pa.scalar(None, pa.string()), column)
+    normalised = pc.replace_substring_regex(iso, r"(?i)z$|\+00:?00$", "")
+    try:
+        stamps = pc.cast(pc.cast(normalised, pa.timestamp("us")), pa.int64())
+    except pa.ArrowInvalid:
+        values = [_iso_to_micros(v) for v in normalised.to_pylist()]
+        stamps = pa.array(values, type=pa.int64())
+    return pc.coalesce(pc.cast(as_number, pa.int64()), stamps)
+
+
+def _iso_to_micros(value: str | None) -> int | None:
+    from datetime import datetime, timezone
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1_000_000)
