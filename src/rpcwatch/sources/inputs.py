@@ -148,7 +148,7 @@ class GzipStream(io.RawIOBase):
         if not block:
             self._done = True
             if not self._inflater.eof and self.compressed_read:
-                self._stats.skip("truncated gzip (data after the cut is lost)",
+                self._stats.lose("truncated gzip: the data after the cut is lost",
                                  where=f"after {self.compressed_read} compressed bytes")
             return b""
         out = []
@@ -157,16 +157,55 @@ class GzipStream(io.RawIOBase):
             while self._inflater.eof and self._inflater.unused_data:
                 rest = self._inflater.unused_data
                 if not rest.startswith(GZIP_MAGIC):
-                    self._stats.skip("trailing garbage after gzip data")
+                    self._stats.lose("trailing garbage after gzip data")
                     self._done = True
                     break
                 self._inflater = _zlib.decompressobj(31)
                 out.append(self._inflater.decompress(rest))
         except _zlib.error as exc:
-            self._stats.skip(f"corrupt gzip data ({exc})",
+            self._stats.lose(f"corrupt gzip data ({exc}): the rest is unreadable",
                              where=f"near compressed byte {self.compressed_read}")
             self._done = True
         return b"".join(out)
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+class TolerantStream(io.RawIOBase):
+    """Turns an I/O error after the first bytes into end-of-data plus a recorded loss, so
+    everything read before a failing disk or network share still gets processed."""
+
+    def __init__(self, raw: BinaryIO, stats: ReadStats):
+        self._raw = raw
+        self._stats = stats
+        self._seen = 0
+        self._failed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._failed:
+            return b""
+        try:
+            data = self._raw.read(size)
+        except OSError as exc:
+            if not self._seen:
+                raise
+            self._failed = True
+            self._stats.lose(f"read error: {exc.strerror or exc}", where=f"after {self._seen} bytes")
+            return b""
+        self._seen += len(data or b"")
+        return data or b""
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         try:
@@ -211,7 +250,7 @@ class PeekStream(io.RawIOBase):
 def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[bytes, BinaryIO]:
     """Open an input, undo gzip when the content says so, and return its first bytes
     (for sniffing) together with a stream that still yields them."""
-    raw = source.open_raw()
+    raw = TolerantStream(source.open_raw(), stats)
     head = _read_at_least(raw, 2)
     stream: BinaryIO = PeekStream(head, raw)
     if head.startswith(GZIP_MAGIC):

@@ -24,7 +24,7 @@ from typing import Iterable, Literal as TypingLiteral, Mapping
 import re2
 
 #: characters never escaped by Zeek TSV/JSON, evtx JSON or Go/Python JSON encoders
-SAFE_LITERAL = re.compile(r"[A-Za-z0-9 _.:;=@#%+!~$^()\[\]{}|'*?-]+")
+SAFE_LITERAL = re.compile(r"[A-Za-z0-9_.:;=@#%+!~$^()\[\]{}|'*?-]+")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _number_pattern(text: str, fmt: str) -> str:
     negative = integer.startswith("-")
     digits = integer.lstrip("-").lstrip("0") or "0"
     body = re.escape(digits) + (r"\." + re.escape(fraction.rstrip("0")) + "0*" if fraction.rstrip("0") else r"(?:\.0*)?")
-    body = ("-" if negative else "") + "0*" + body
+    body = " *" + ("-" if negative else "") + "0*" + body + " *"
     if fmt == "zeek-tsv":
         return rf"(?:^|[\t,]){body}(?:[\t,\r]|$)"
     if fmt.endswith("json"):

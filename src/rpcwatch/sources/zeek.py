@@ -235,13 +235,11 @@ class ZeekTsvReader(Reader):
 
     @classmethod
     def sniff(cls, head: bytes) -> bool:
-        for line in head.lstrip(b"\r\n").split(b"\n", 8)[:8]:
-            if line.startswith(b"###"):  # btest preamble
-                continue
-            if line.startswith((b"#separator", b"#fields")):
-                return True
-            return cls._plain_header(line) is not None
-        return False
+        lines = head.lstrip(b"\r\n").split(b"\n", 256)[:256]
+        if any(line.startswith((b"#separator", b"#fields\t")) for line in lines):
+            return True  # also when diff-sorted data comes before the header (btest baselines)
+        first = next((line for line in lines if not line.startswith(b"###")), b"")
+        return cls._plain_header(first) is not None
 
     @staticmethod
     def _plain_header(line: bytes) -> list[str] | None:
@@ -553,31 +551,34 @@ def _epoch_seconds(column: pa.ChunkedArray, stats: ReadStats) -> pa.Array:
     if pa.types.is_timestamp(column.type):
         return pc.divide(pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()), 1e6)
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        seconds = pc.cast(column, pa.float64())
-        # TS_MILLIS: epoch milliseconds are > 1e11 for any date after 1973
-        return pc.if_else(pc.greater(pc.abs(seconds), 1e11), pc.divide(seconds, 1000.0), seconds)
+        return _from_epoch_number(pc.cast(column, pa.float64()))
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        parsed = pc.cast(_parse_iso_times(column), pa.int64())
-        bad = (pc.sum(pc.and_(pc.is_valid(column), pc.is_null(parsed))).as_py() or 0)
+        seconds = _parse_text_times(column)
+        bad = pc.sum(pc.and_(pc.is_valid(column), pc.is_null(seconds))).as_py() or 0
         if bad:
             stats.warn("invalid ts value (kept as unset)", count=bad)
-        return pc.divide(parsed, 1e6)
+        return seconds
     stats.warn(f"ts of unexpected type {column.type} (kept as unset)", count=len(column))
     return pa.nulls(len(column), pa.float64())
 
 
-def _parse_iso_times(column: pa.Array) -> pa.Array:
+def _from_epoch_number(seconds: pa.Array) -> pa.Array:
+    # TS_MILLIS: epoch milliseconds are > 1e11 for any date after 1973
+    return pc.if_else(pc.greater(pc.abs(seconds), 1e11), pc.divide(seconds, 1000.0), seconds)
+
+
+def _parse_text_times(column: pa.Array) -> pa.Array:
+    """Epoch numbers written as text, or ISO-8601 (``2018-03-24T17:15:41.356590Z``)."""
     numeric = pc.match_substring_regex(column, _FLOAT_RE)
-    as_number = pc.multiply(pc.cast(pc.if_else(numeric, column, pa.scalar(None, pa.string())),
-                                    pa.float64()), 1e6)
+    as_number = _from_epoch_number(pc.cast(pc.if_else(numeric, column, pa.scalar(None, pa.string())),
+                                           pa.float64()))
     iso = pc.if_else(numeric, pa.scalar(None, pa.string()), column)
     normalised = pc.replace_substring_regex(iso, r"(?i)z$|\+00:?00$", "")
     try:
-        stamps = pc.cast(pc.cast(normalised, pa.timestamp("us")), pa.int64())
+        micros = pc.cast(pc.cast(normalised, pa.timestamp("us")), pa.int64())
     except pa.ArrowInvalid:
-        values = [_iso_to_micros(v) for v in normalised.to_pylist()]
-        stamps = pa.array(values, type=pa.int64())
-    return pc.coalesce(pc.cast(as_number, pa.int64()), stamps)
+        micros = pa.array([_iso_to_micros(v) for v in normalised.to_pylist()], type=pa.int64())
+    return pc.coalesce(as_number, pc.divide(pc.cast(micros, pa.float64()), 1e6))
 
 
 def _iso_to_micros(value: str | None) -> int | None:

@@ -1,0 +1,3 @@
+from rpcwatch.cli import main
+import sys
+sys.exit(main())
