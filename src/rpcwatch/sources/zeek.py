@@ -45,7 +45,8 @@ KNOWN_FIELD_TYPES = {
 #: how to recognise a log when neither ``#path`` nor ``_path`` names it
 PATH_SIGNATURES = (
     ("dce_rpc", {"endpoint", "operation"}),
-    ("conn", {"conn_state", "history"}),
+    ("conn", {"proto", "conn_state"}),
+    ("conn", {"proto", "history"}),
     ("conn", {"proto", "id.resp_p", "orig_bytes"}),
 )
 
