@@ -1,3 +1,4 @@
 from rpcwatch.cli import main
-import sys
-sys.exit(main())
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -74,6 +74,7 @@ def _hunt(args) -> int:
     from rpcwatch.outputs import WRITERS
     from rpcwatch.outputs.summary import print_summary
     from rpcwatch.sources import InputError, expand_inputs
+    from rpcwatch.sources.scan import prepare_workers
 
     config = _config(args)
     for path in args.rules:
@@ -85,6 +86,7 @@ def _hunt(args) -> int:
     plan = plan_hunt(args.rules, config, bundled=not args.no_bundled_rules, prefilter=not args.no_prefilter)
     if not plan.rule_set.rules:
         raise UsageError("no runnable rules" + "".join(f"\n  {p.path}: {p.reason}" for p in plan.problems))
+    prepare_workers(inputs)  # before the engine starts threads
     output_format = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
     with ExitStack() as stack:
         stream = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) \

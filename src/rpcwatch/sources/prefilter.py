@@ -80,15 +80,17 @@ class LineFilter:
 
     def __init__(self, literals: LiteralSet, fmt: str):
         self.literals = literals
-        self._line = None
-        if literals:  # no literal at all: no line can match
+        #: the RE2 pattern of a whole line holding a literal (empty: no line can match)
+        self.pattern = b""
+        if literals:
             alternatives = "|".join(sorted(_pattern(lit, fmt) for lit in literals))
+            self.pattern = f"(?m)[^\\n]*(?:{alternatives})[^\\n]*\\n?".encode()
             options = re2.Options()
             options.never_capture = True
-            self._line = re2.compile(f"(?m)[^\\n]*(?:{alternatives})[^\\n]*\\n?".encode(), options)
+            self._line = re2.compile(self.pattern, options)
 
     def select(self, block: bytes) -> bytes:
-        if self._line is None:
+        if not self.pattern:
             return b""
         return b"".join(self._line.findall(block))
 
