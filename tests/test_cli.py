@@ -133,4 +133,4 @@ def test_a_broken_user_rule_is_listed_and_the_others_run(tmp_path):
 def test_examples_from_the_readme():
     result = run("hunt", "examples/", "--format", "jsonl", cwd=REPO)
     assert result.returncode == 0
-    assert len(result.stdout.splitlines()) == 13
+    assert len(result.stdout.splitlines()) == 17

@@ -63,6 +63,22 @@ def outcome(record: dict, info: TableInfo) -> str:
     return "unknown"
 
 
+def event_time(record: dict, info: TableInfo) -> float | None:
+    """The record's time as epoch seconds (for windows and ordering)."""
+    value = record.get(info.time) if info.time else None
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    try:
+        moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def iso_timestamp(value: Any) -> str | None:
     """ISO-8601 UTC with microseconds, from epoch seconds or an ISO string."""
     if value is None:

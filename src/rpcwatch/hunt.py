@@ -12,12 +12,13 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import pyarrow as pa
 
-from rpcwatch.alerts import FILE_COLUMN, build_alerts
+from rpcwatch.alerts import FILE_COLUMN, build_alerts, event_time
 from rpcwatch.config import Config
 from rpcwatch.sigma.compiler import RuleError
 from rpcwatch.sigma.literals import literals_for_table
 from rpcwatch.sigma.loader import RuleProblem, RuleSet, describe_logsource, load_rule_set
-from rpcwatch.sigma.logsources import BoundRule, bind
+from rpcwatch.sigma.correlation import Correlator, Event
+from rpcwatch.sigma.logsources import BoundRule, bind, table_info
 from rpcwatch.sources import LogReading, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.prefilter import PrefilterPlan
@@ -48,8 +49,8 @@ class HuntPlan:
 
 
 def plan_hunt(rule_paths: Iterable[str] = (), config: Config | None = None, bundled: bool = True,
-              prefilter: bool = True) -> HuntPlan:
-    rule_set = load_rule_set(rule_paths, config, bundled=bundled)
+              prefilter: bool = True, filters: Iterable[str] = ()) -> HuntPlan:
+    rule_set = load_rule_set(rule_paths, config, bundled=bundled, filters=filters)
     by_table: dict[str, list[BoundRule]] = defaultdict(list)
     runnable = []
     for rule in rule_set.rules:
@@ -63,9 +64,30 @@ def plan_hunt(rule_paths: Iterable[str] = (), config: Config | None = None, bund
         for item in bound:
             by_table[item.table].append(item)
     rule_set.rules = runnable
+    _drop_unrunnable_correlations(rule_set)
     plan = PrefilterPlan({table: literals_for_table(b.expr for b in rules)
                           for table, rules in by_table.items()}) if prefilter else None
     return HuntPlan(rule_set, dict(by_table), plan)
+
+
+def _drop_unrunnable_correlations(rule_set: RuleSet) -> None:
+    """A correlation runs only when every rule it references (through chains) does."""
+    runnable = {rule.key for rule in rule_set.rules}
+    pending = list(rule_set.correlations)
+    kept: list = []
+    changed = True
+    while changed:
+        changed = False
+        for correlation in list(pending):
+            if all(key in runnable for key in correlation.rules):
+                runnable.add(correlation.key)
+                kept.append(correlation)
+                pending.remove(correlation)
+                changed = True
+    for correlation in pending:
+        rule_set.problems.append(RuleProblem(correlation.path, "correlation: a referenced rule is not runnable",
+                                             correlation.title, correlation.id, correlation.level))
+    rule_set.correlations = kept
 
 
 @dataclass
@@ -103,6 +125,7 @@ class Hunt:
         self._reading = LogReading(inputs, plan.prefilter, self._count_bytes)
         self.report.stats = self._reading.stats
         self._columns: dict[str, set[str]] = defaultdict(set)
+        self._correlator = Correlator(plan.rule_set.correlations)
 
     def _count_bytes(self, size: int) -> None:
         self.report.bytes_on_disk += size
@@ -123,14 +146,28 @@ class Hunt:
                 sizes[batch.table] = 0
         for table, tables in pending.items():
             yield from self._run(table, tables)
+        for alert in self._correlator.finish():
+            self.report.alerts_by_rule[alert["rule"]["name"]] += 1
+            yield alert
         self.report.finished = time.perf_counter()
 
     def _run(self, table: str, tables: list[pa.Table]) -> Iterator[dict]:
         rules = self.plan.by_table[table]
+        info = table_info(table)
         for data in _unify(tables):
             for bound, rows in self.engine.match(data, rules):
-                self.report.alerts_by_rule[bound.rule.title] += rows.num_rows
-                yield from build_alerts(bound, rows, self._columns.__getitem__)
+                key = bound.rule.key
+                observed = self._correlator.wants(key)
+                for alert in build_alerts(bound, rows, self._columns.__getitem__):
+                    if observed:
+                        record = alert["original"]
+                        time_of = event_time(record, info)
+                        if time_of is not None:
+                            self._correlator.observe(key, Event(time_of, key, record, bound.renames,
+                                                                bound.rule.title, table))
+                    if bound.rule.emit:
+                        self.report.alerts_by_rule[bound.rule.title] += 1
+                        yield alert
 
 
 def _with_file(batch: TableBatch) -> pa.Table:

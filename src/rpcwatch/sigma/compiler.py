@@ -6,7 +6,7 @@ module translates that tree and rejects, with a reason, what rpcwatch cannot run
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import re2
@@ -88,11 +88,14 @@ class CompiledRule:
     falsepositives: tuple[str, ...] = ()
     guide: str = ""
     name: str | None = None
-    extra: Mapping[str, object] = field(default_factory=dict)
+    #: unique within a rule set (correlations refer to rules by it)
+    key: str = ""
+    #: False for a rule referenced only by correlations that do not ``generate`` it
+    emit: bool = True
 
 
 def compile_rule(rule: SigmaRule, placeholders: Mapping[str, Sequence[str]] | None = None,
-                 path: str = "") -> CompiledRule:
+                 path: str = "", key: str = "") -> CompiledRule:
     """Translate one pySigma rule; raises :class:`RuleError` with the reason it cannot run."""
     if rule.errors:
         raise RuleError("; ".join(str(error) for error in rule.errors))
@@ -117,6 +120,8 @@ def compile_rule(rule: SigmaRule, placeholders: Mapping[str, Sequence[str]] | No
         falsepositives=tuple(rule.falsepositives or ()),
         guide=str(custom.get("investigation", "")).strip() if isinstance(custom, dict) else "",
         name=getattr(rule, "name", None),
+        key=key or str(rule.id or rule.title),
+        emit=bool(getattr(rule, "_output", True)),
     )
 
 

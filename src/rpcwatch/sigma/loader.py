@@ -1,7 +1,10 @@
-"""Load Sigma rules (bundled and the user's), apply the configured networks, compile them.
+"""Load Sigma rules (bundled and the user's), filters and correlations; apply the configured
+networks; compile.
 
-A rule that cannot be parsed or compiled is kept with its reason, and the others run:
-one bad file never stops a rule set (SigmaHQ's repository layout loads as it is).
+All documents are parsed first and merged, so a correlation may reference rules in other
+files and a filter may tune rules anywhere. A rule, filter or correlation that cannot be
+parsed, resolved or compiled is kept with its reason and the others run: one bad file
+never stops a rule set (SigmaHQ's repository layout loads as it is).
 """
 from __future__ import annotations
 
@@ -11,15 +14,17 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from sigma.collection import SigmaCollection
+from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
+from sigma.filters import SigmaFilter
 from sigma.modifiers import SigmaCIDRModifier
 from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
-from sigma.types import SigmaRuleLocation
-from sigma.types import SigmaCIDRExpression
+from sigma.types import SigmaCIDRExpression, SigmaRuleLocation
 
 from rpcwatch.config import Config
 from rpcwatch.networks import NetworkSet
 from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_rule
+from rpcwatch.sigma.correlation import CompiledCorrelation, compile_correlation
 
 RULE_SUFFIXES = (".yml", ".yaml")
 
@@ -39,7 +44,10 @@ class RuleProblem:
 @dataclass
 class RuleSet:
     rules: list[CompiledRule] = field(default_factory=list)
+    correlations: list[CompiledCorrelation] = field(default_factory=list)
     problems: list[RuleProblem] = field(default_factory=list)
+    #: filters that were loaded, by title, with the number of rules each tuned
+    filters: dict[str, int] = field(default_factory=dict)
 
 
 def bundled_rule_files() -> list[Path]:
@@ -61,54 +69,120 @@ def rule_files(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def load_rule_set(paths: Iterable[str | Path] = (), config: Config | None = None,
-                  bundled: bool = True) -> RuleSet:
-    """Parse and compile the bundled rules (unless ``bundled`` is False) and the rules under ``paths``."""
+                  bundled: bool = True, filters: Iterable[str | Path] = ()) -> RuleSet:
+    """Parse and compile the bundled rules (unless ``bundled`` is False), the rules under
+    ``paths`` and the filter documents under ``filters``."""
     config = config or Config()
     rule_set = RuleSet()
-    files = [*(bundled_rule_files() if bundled else []), *rule_files(paths)]
-    for file in files:
-        for rule, problem in _parse_file(file):
+    documents: list[SigmaRule | SigmaCorrelationRule] = []
+    filter_documents: list[SigmaFilter] = []
+    for file in [*(bundled_rule_files() if bundled else []), *rule_files(paths), *rule_files(filters)]:
+        for document, problem in _parse_file(file):
             if problem is not None:
                 rule_set.problems.append(problem)
+            elif isinstance(document, SigmaFilter):
+                filter_documents.append(document)
+            else:
+                documents.append(document)
+    collection = SigmaCollection(documents, resolve_references=False)
+    correlations = {id(c) for c in _resolve_correlations(collection, rule_set)}
+    _apply_filters(documents, filter_documents, rule_set)
+    keys = _keys(documents)
+    for document in documents:
+        path = _path_of(document)
+        try:
+            if isinstance(document, SigmaCorrelationRule):
+                if id(document) in correlations:
+                    rule_set.correlations.append(compile_correlation(document, keys.__getitem__, path))
                 continue
-            try:
-                apply_networks(rule, config)
-                rule_set.rules.append(compile_rule(rule, config.placeholders, path=str(file)))
-            except (RuleError, SigmaError, ValueError) as exc:
-                rule_set.problems.append(_problem(file, rule, str(exc)))
+            apply_networks(document, config)
+            rule_set.rules.append(compile_rule(document, config.placeholders, path=path, key=keys[document]))
+        except (RuleError, SigmaError, ValueError, KeyError) as exc:
+            rule_set.problems.append(_problem(path, document, str(exc)))
     return rule_set
 
 
-def _parse_file(file: Path) -> Iterator[tuple[SigmaRule | None, RuleProblem | None]]:
+def _keys(documents) -> "_IdentityKeys":
+    keys = _IdentityKeys()
+    for index, document in enumerate(documents):
+        keys[document] = str(document.id) if document.id else f"{document.title}#{index}"
+    return keys
+
+
+class _IdentityKeys(dict):
+    """Rule objects are not hashable by value: key them by identity."""
+
+    def __setitem__(self, rule, key) -> None:
+        super().__setitem__(id(rule), key)
+
+    def __getitem__(self, rule):
+        return super().__getitem__(id(rule))
+
+
+def _resolve_correlations(collection: SigmaCollection, rule_set: RuleSet) -> list[SigmaCorrelationRule]:
+    """Resolve each correlation's references on its own, so one dangling reference only
+    costs that correlation."""
+    resolved = []
+    for document in collection.rules:
+        if not isinstance(document, SigmaCorrelationRule):
+            continue
+        try:
+            document.resolve_rule_references(collection)
+        except SigmaError as exc:
+            rule_set.problems.append(_problem(_path_of(document), document, f"correlation: {exc}"))
+            continue
+        resolved.append(document)
+    return resolved
+
+
+def _apply_filters(documents: list, filters: list[SigmaFilter], rule_set: RuleSet) -> None:
+    """Sigma filters AND-NOT their selection into the rules they name (or all rules of their
+    logsource for ``rules: any``); pySigma rewrites the rules' detections."""
+    for sigma_filter in filters:
+        tuned = 0
+        for index, document in enumerate(documents):
+            if not isinstance(document, SigmaRule):
+                continue
+            try:
+                if sigma_filter._should_apply_on_rule(document):
+                    documents[index] = sigma_filter.apply_on_rule(document)
+                    tuned += 1
+            except SigmaError as exc:
+                rule_set.problems.append(_problem(_path_of(sigma_filter), sigma_filter, f"filter: {exc}"))
+        rule_set.filters[sigma_filter.title] = tuned
+
+
+def _path_of(document) -> str:
+    source = getattr(document, "source", None)
+    return str(source.path) if source is not None and source.path else ""
+
+
+def _parse_file(file: Path) -> Iterator[tuple[object | None, RuleProblem | None]]:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         yield None, RuleProblem(str(file), f"cannot read rule file: {exc}")
         return
     try:
-        collection = SigmaCollection.from_yaml(text, collect_errors=True, source=SigmaRuleLocation(file))
+        collection = SigmaCollection.from_yaml(text, collect_errors=True, source=SigmaRuleLocation(file),
+                                               collect_filters=True, resolve_references=False)
     except Exception as exc:  # YAML errors and pySigma errors alike end in a listed problem
         yield None, RuleProblem(str(file), f"not a Sigma document: {exc}")
         return
-    if collection.errors:
-        for error in collection.errors:
-            yield None, RuleProblem(str(file), str(error))
-    for rule in collection.rules:
-        if not isinstance(rule, SigmaRule):
-            kind = type(rule).__name__.replace("Sigma", "").lower()
-            yield None, _problem(file, rule, f"{kind} documents are not supported yet")
-            continue
-        if rule.errors:
-            yield None, _problem(file, rule, "; ".join(str(e) for e in rule.errors))
-            continue
-        yield rule, None
+    for error in collection.errors:
+        yield None, RuleProblem(str(file), str(error))
+    for document in [*collection.rules, *collection.filters]:
+        if document.errors:
+            yield None, _problem(str(file), document, "; ".join(str(e) for e in document.errors))
+        else:
+            yield document, None
 
 
-def _problem(file: Path, rule, reason: str) -> RuleProblem:
+def _problem(path: str, rule, reason: str) -> RuleProblem:
     logsource = getattr(rule, "logsource", None)
     level = getattr(rule, "level", None)
     return RuleProblem(
-        path=str(file), reason=reason, title=getattr(rule, "title", "") or "",
+        path=path, reason=reason, title=getattr(rule, "title", "") or "",
         id=str(getattr(rule, "id", "") or ""), level=level.name.lower() if level else "",
         logsource=describe_logsource(logsource) if logsource else "")
 

@@ -54,6 +54,8 @@ class BoundRule:
     rule: CompiledRule
     table: str
     expr: Expr
+    #: rule field -> table column, where the route renames fields
+    renames: Mapping[str, str] = field(default_factory=dict)
 
 
 def _load_yaml(name: str) -> dict:
@@ -106,7 +108,7 @@ def bind(rule: CompiledRule) -> list[BoundRule]:
         expr = _rename(rule.expr, route)
         if route.where is not None:
             expr = all_of([route.where, expr])
-        bound.append(BoundRule(rule, route.table, expr))
+        bound.append(BoundRule(rule, route.table, expr, route.fields))
     return bound
 
 
