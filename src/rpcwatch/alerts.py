@@ -43,6 +43,9 @@ def _alert(record: dict, info: TableInfo, rule_part: dict, table: str,
             _set_dotted(alert, target, value)
     if info.transport:
         alert.setdefault("network", {}).setdefault("transport", info.transport)
+    _name_transport(alert, info)
+    if info.inbound and _is_inbound(original, info):
+        _remote_side_first(alert)
     event = alert.setdefault("event", {})
     event["kind"] = "alert"
     event["dataset"] = table
@@ -53,14 +56,39 @@ def _alert(record: dict, info: TableInfo, rule_part: dict, table: str,
 
 
 def outcome(record: dict, info: TableInfo) -> str:
-    """``event.outcome`` from the table's outcome mapping (e.g. Zeek ``conn_state``)."""
+    """``event.outcome`` from the table's outcome mapping (Zeek ``conn_state``, Windows
+    EventID); values written as text or numbers by the producer compare alike."""
     spec = info.outcome
     if "constant" in spec:
         return str(spec["constant"])
     if "column" in spec:
         value = record.get(spec["column"])
-        return str(spec.get("values", {}).get(value, spec.get("default", "unknown")))
+        table = {str(k): v for k, v in spec.get("values", {}).items()}
+        return str(table.get(str(value), spec.get("default", "unknown")))
     return "unknown"
+
+
+def _is_inbound(record: dict, info: TableInfo) -> bool:
+    return any(str(record.get(column)).lower() in values for column, values in info.inbound.items()
+               if record.get(column) is not None)
+
+
+def _remote_side_first(alert: dict) -> None:
+    """An inbound event that names the local listener as its source is turned round."""
+    source, destination = alert.get("source", {}), alert.get("destination", {})
+    try:
+        listener_first = int(source.get("port")) < int(destination.get("port"))
+    except (TypeError, ValueError):
+        return
+    if listener_first:
+        alert["source"], alert["destination"] = destination, source
+
+
+def _name_transport(alert: dict, info: TableInfo) -> None:
+    network = alert.get("network")
+    if info.transports and network and "transport" in network:
+        name = info.transports.get(str(network["transport"]))
+        network["transport"] = name or str(network["transport"]).lower()
 
 
 def event_time(record: dict, info: TableInfo) -> float | None:

@@ -5,6 +5,7 @@ Exit codes (docs/cli.md):
   1  internal error (a bug; ``--debug`` shows the traceback)
   2  usage error: bad arguments, a path that does not exist, a bad configuration or CIDR
   3  nothing could be read: every input was unreadable or in no supported format
+  4  ``rules validate`` found problems (for CI)
 """
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import argparse
 import sys
 import traceback
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Callable, Sequence
 
 from rpcwatch import __version__
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_INPUT = 0, 1, 2, 3
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_INPUT, EXIT_FINDINGS = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):
@@ -46,12 +48,27 @@ def build_parser() -> argparse.ArgumentParser:
     hunt.add_argument("-q", "--quiet", action="store_true", help="no run summary on standard error")
     hunt.add_argument("-v", "--verbose", action="store_true", help="list where each skipped record was")
     hunt.set_defaults(handler=_hunt)
+
+    rules = commands.add_parser("rules", help="list, validate Sigma rules")
+    rule_commands = rules.add_subparsers(dest="rules_command", metavar="ACTION")
+    rule_commands.required = True
+    listing = rule_commands.add_parser("list", help="every rule with its status: runnable, or why not")
+    _add_rule_options(listing)
+    listing.add_argument("--format", choices=("table", "json"), default=None,
+                         help="default: table on a terminal, else json")
+    listing.set_defaults(handler=_rules_list)
+    validate = rule_commands.add_parser("validate", help="check rules with pySigma's validators (exit 4 on findings)")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="rule files or directories")
+    validate.add_argument("--format", choices=("table", "json"), default=None)
+    validate.set_defaults(handler=_rules_validate)
     return parser
 
 
 def _add_rule_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", action="append", default=[], metavar="PATH",
                         help="Sigma rule file or directory to run as well (repeatable)")
+    parser.add_argument("--filters", action="append", default=[], metavar="PATH",
+                        help="Sigma filter documents that tune rules for this environment (repeatable)")
     parser.add_argument("--no-bundled-rules", action="store_true",
                         help="run only the rules given with --rules")
     parser.add_argument("--internal", action="append", default=[], metavar="CIDR",
@@ -77,13 +94,13 @@ def _hunt(args) -> int:
     from rpcwatch.sources.scan import prepare_workers
 
     config = _config(args)
-    for path in args.rules:
-        _must_exist(path, "--rules")
+    _check_rule_paths(args)
     try:
         inputs = list(expand_inputs(args.paths))
     except InputError as exc:
         raise UsageError(str(exc)) from None
-    plan = plan_hunt(args.rules, config, bundled=not args.no_bundled_rules, prefilter=not args.no_prefilter)
+    plan = plan_hunt(args.rules, config, bundled=not args.no_bundled_rules, prefilter=not args.no_prefilter,
+                     filters=args.filters)
     if not plan.rule_set.rules:
         raise UsageError("no runnable rules" + "".join(f"\n  {p.path}: {p.reason}" for p in plan.problems))
     prepare_workers(inputs)  # before the engine starts threads
@@ -101,11 +118,33 @@ def _hunt(args) -> int:
     return EXIT_OK
 
 
-def _must_exist(path: str, option: str) -> None:
-    from pathlib import Path
+def _check_rule_paths(args) -> None:
+    for option, paths in (("--rules", args.rules), ("--filters", args.filters)):
+        for path in paths:
+            if not Path(path).exists():
+                raise UsageError(f"{option} {path}: no such file or directory")
 
-    if not Path(path).exists():
-        raise UsageError(f"{option} {path}: no such file or directory")
+
+def _rules_list(args) -> int:
+    from rpcwatch.hunt import plan_hunt
+    from rpcwatch.outputs.rules import write_rule_list
+
+    _check_rule_paths(args)
+    plan = plan_hunt(args.rules, _config(args), bundled=not args.no_bundled_rules, filters=args.filters)
+    write_rule_list(plan, sys.stdout, args.format or ("table" if sys.stdout.isatty() else "json"))
+    return EXIT_OK
+
+
+def _rules_validate(args) -> int:
+    from rpcwatch.outputs.rules import write_findings
+    from rpcwatch.sigma.validate import validate_rules
+
+    for path in args.paths:
+        if not Path(path).exists():
+            raise UsageError(f"{path}: no such file or directory")
+    findings = validate_rules(args.paths)
+    write_findings(findings, sys.stdout, args.format or ("table" if sys.stdout.isatty() else "json"))
+    return EXIT_FINDINGS if any(f.severity != "informational" for f in findings) else EXIT_OK
 
 
 class _progress:

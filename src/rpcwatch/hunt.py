@@ -18,6 +18,7 @@ from rpcwatch.sigma.compiler import RuleError
 from rpcwatch.sigma.literals import literals_for_table
 from rpcwatch.sigma.loader import RuleProblem, RuleSet, describe_logsource, load_rule_set
 from rpcwatch.sigma.correlation import Correlator, Event
+from rpcwatch.sigma.expr import has_keywords
 from rpcwatch.sigma.logsources import BoundRule, bind, table_info
 from rpcwatch.sources import LogReading, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
@@ -41,7 +42,7 @@ class HuntPlan:
 
     rule_set: RuleSet
     by_table: dict[str, list[BoundRule]]
-    prefilter: PrefilterPlan | None
+    prefilter: PrefilterPlan
 
     @property
     def problems(self) -> list[RuleProblem]:
@@ -65,8 +66,10 @@ def plan_hunt(rule_paths: Iterable[str] = (), config: Config | None = None, bund
             by_table[item.table].append(item)
     rule_set.rules = runnable
     _drop_unrunnable_correlations(rule_set)
-    plan = PrefilterPlan({table: literals_for_table(b.expr for b in rules)
-                          for table, rules in by_table.items()}) if prefilter else None
+    plan = PrefilterPlan({table: literals_for_table(b.expr for b in rules) for table, rules in by_table.items()},
+                         raw_tables={table for table, rules in by_table.items()
+                                     if any(has_keywords(b.expr) for b in rules)},
+                         enabled=prefilter)
     return HuntPlan(rule_set, dict(by_table), plan)
 
 

@@ -55,9 +55,16 @@ def test_rule_files_carry_the_default_networks():
 
 def test_configured_networks_replace_the_lists():
     config = Config().with_internal(["10.50.0.0/16", "2001:db8:1::/48"])
+    configured = {ipaddress.ip_network("10.50.0.0/16"), ipaddress.ip_network("2001:db8:1::/48")}
+    non_routable = {ipaddress.ip_network(n) for n in DEFAULT_NON_ROUTABLE}
     for rule in load_rule_set(config=config).rules:
-        destination = [nets for field, nets in cidr_tests(rule.expr) if field == "id.resp_h"]
-        assert destination == [{ipaddress.ip_network("10.50.0.0/16"), ipaddress.ip_network("2001:db8:1::/48")}]
+        lists = list(cidr_tests(rule.expr))
+        if rule.logsource["product"] == "zeek":
+            assert ("id.resp_h", configured) in lists
+            assert ("id.orig_h", configured | non_routable) in lists
+        else:  # the Windows rule: both orientations
+            assert ("SourceIp", configured | non_routable) in lists
+            assert ("DestinationIp", configured | non_routable) in lists
 
 
 @pytest.mark.parametrize("title,tables", [

@@ -211,6 +211,11 @@ def _pattern(value: SigmaString) -> Pattern:
     return _pattern_parts(value.s)
 
 
+def pattern_of(text: str) -> Pattern:
+    """A Sigma string (wildcards, escapes) as a pattern."""
+    return _pattern(SigmaString(text))
+
+
 def _pattern_parts(parts) -> Pattern:
     out: list = []
     for part in parts:

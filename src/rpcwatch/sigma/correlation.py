@@ -86,8 +86,8 @@ def compile_correlation(rule: SigmaCorrelationRule, key_of, path: str = "") -> C
         field_name = condition.fieldref if isinstance(condition.fieldref, str) or condition.fieldref is None \
             else condition.fieldref[0]
         percentile = condition.percentile
-    aliases = {alias.alias: {key_of(ref.rule) if ref.rule is not None else ref.reference: name
-                             for ref, name in alias.mapping.items()} for alias in rule.aliases}
+    aliases = {alias.alias: {names.get(ref.reference, ref.reference): name for ref, name in alias.mapping.items()}
+               for alias in rule.aliases}
     custom = rule.custom_attributes.get("rpcwatch") or {}
     return CompiledCorrelation(
         key=key_of(rule), id=str(rule.id or ""), title=rule.title,

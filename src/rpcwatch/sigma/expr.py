@@ -195,3 +195,14 @@ def fields_of(expr: Expr) -> Iterator[str]:
             yield from fields_of(item)
     elif isinstance(expr, Not):
         yield from fields_of(expr.item)
+
+
+def has_keywords(expr: Expr) -> bool:
+    """Whether the expression searches record text without a field."""
+    if isinstance(expr, Keyword):
+        return True
+    if isinstance(expr, (And, Or)):
+        return any(has_keywords(item) for item in expr.items)
+    if isinstance(expr, Not):
+        return has_keywords(expr.item)
+    return False

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_selection
+from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_selection, pattern_of
 from rpcwatch.sigma.expr import (
     And,
     Expr,
@@ -21,6 +21,7 @@ from rpcwatch.sigma.expr import (
     Match,
     Not,
     Or,
+    Pattern,
     StringTest,
     all_of,
     plain_text,
@@ -33,6 +34,8 @@ class Route:
     where: Expr | None = None
     fields: Mapping[str, str] = field(default_factory=dict)
     values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: per rule field: value start (lower case) -> the pattern that replaces it
+    prefixes: Mapping[str, Mapping[str, Pattern]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class TableInfo:
     ecs: Mapping[str, str] = field(default_factory=dict)
     outcome: Mapping[str, Any] = field(default_factory=dict)
     transport: str | None = None
+    #: field -> values that make a record an inbound connection (see tables.yml)
+    inbound: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: protocol numbers -> names for network.transport
+    transports: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,9 @@ def _logsource_entries() -> tuple[tuple[Mapping[str, str], tuple[Route, ...]], .
                   where=compile_selection(route["where"]) if route.get("where") else None,
                   fields=route.get("fields", {}) or {},
                   values={k: {str(a).lower(): str(b) for a, b in v.items()}
-                          for k, v in (route.get("values", {}) or {}).items()})
+                          for k, v in (route.get("values", {}) or {}).items()},
+                  prefixes={k: {str(a).lower(): pattern_of(str(b)) for a, b in v.items()}
+                            for k, v in (route.get("prefixes", {}) or {}).items()})
             for route in entry["routes"])
         entries.append((entry["match"], routes))
     return tuple(entries)
@@ -93,8 +102,8 @@ def _format_route(route: Route, given: Mapping[str, str]) -> Route:
     try:
         table = route.table.format(**given)
     except KeyError:
-        return Route("", route.where, route.fields, route.values)
-    return Route(table, route.where, route.fields, route.values)
+        return Route("", route.where, route.fields, route.values, route.prefixes)
+    return Route(table, route.where, route.fields, route.values, route.prefixes)
 
 
 def bind(rule: CompiledRule) -> list[BoundRule]:
@@ -113,7 +122,7 @@ def bind(rule: CompiledRule) -> list[BoundRule]:
 
 
 def _rename(expr: Expr, route: Route) -> Expr:
-    if not route.fields and not route.values:
+    if not route.fields and not route.values and not route.prefixes:
         return expr
     if isinstance(expr, Match):
         test = expr.test
@@ -122,6 +131,8 @@ def _rename(expr: Expr, route: Route) -> Expr:
             text = plain_text(test.pattern)
             if text is not None and text.lower() in mapping:
                 test = StringTest((mapping[text.lower()],), test.case_sensitive)
+        if route.prefixes.get(expr.field) and isinstance(test, StringTest):
+            test = _rewrite_prefix(test, route.prefixes[expr.field])
         if isinstance(test, FieldRefTest):
             test = FieldRefTest(route.fields.get(test.other, test.other), test.starts_with, test.ends_with)
         return Match(route.fields.get(expr.field, expr.field), test)
@@ -134,13 +145,25 @@ def _rename(expr: Expr, route: Route) -> Expr:
     return expr  # Keyword and Const are not about fields
 
 
+def _rewrite_prefix(test: StringTest, prefixes: Mapping[str, Pattern]) -> StringTest:
+    head = test.pattern[0] if test.pattern and isinstance(test.pattern[0], str) else ""
+    for start, replacement in prefixes.items():
+        if head.lower().startswith(start):
+            rest = head[len(start):]
+            return StringTest(replacement + ((rest,) if rest else ()) + tuple(test.pattern[1:]), test.case_sensitive)
+    return test
+
+
 @lru_cache(maxsize=1)
 def _table_infos() -> Mapping[str, TableInfo]:
     infos = {}
     for name, data in _load_yaml("tables.yml")["tables"].items():
         infos[name] = TableInfo(name=name, time=data.get("time"), record_id=data.get("record_id"),
                                 ecs=data.get("ecs", {}) or {}, outcome=data.get("outcome", {}) or {},
-                                transport=data.get("transport"))
+                                transport=data.get("transport"),
+                                inbound={k: tuple(str(v).lower() for v in vs)
+                                         for k, vs in (data.get("inbound") or {}).items()},
+                                transports={str(k): v for k, v in (data.get("transports") or {}).items()})
     return infos
 
 

@@ -15,6 +15,7 @@ from typing import Mapping
 import pyarrow as pa
 
 from rpcwatch.networks import merged_key_ranges
+from rpcwatch.sources.base import RAW_COLUMN
 from rpcwatch.sigma.expr import (
     And,
     BoolTest,
@@ -37,8 +38,6 @@ from rpcwatch.sigma.expr import (
     plain_text,
 )
 
-#: column readers may add with the raw text of a record; keyword rules search it when present
-RAW_COLUMN = "__raw__"
 
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)")
 _TRUE_WORDS = ("true", "t")
@@ -152,7 +151,7 @@ class SqlPrinter:
             test = StringTest(_contains(test.pattern), test.case_sensitive)
         if RAW_COLUMN in self.schema:
             return self.value_test(self.dialect.ident(RAW_COLUMN), pa.string(), test)
-        texts = [name for name, dtype in self.schema.items() if _is_text_like(dtype)]
+        texts = [name for name, dtype in self.schema.items() if _is_text_like(dtype) and not name.startswith("__")]
         if not texts:
             return "FALSE"
         return "(" + " OR ".join(

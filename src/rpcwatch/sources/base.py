@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from rpcwatch.sources.inputs import InputFile
     from rpcwatch.sources.prefilter import PrefilterPlan
 
+#: the column with a record's raw text, added by readers for keyword rules (see docs/sigma-support.md)
+RAW_COLUMN = "__raw__"
+
 #: Largest number of example locations kept per skip reason (the count is always exact).
 MAX_EXAMPLES = 5
 

@@ -96,11 +96,18 @@ class LineFilter:
 
 
 class PrefilterPlan:
-    """Which literals each table's rules demand (``None``: some rule demands none)."""
+    """What the rules need from readers: which literals each table's rules demand
+    (``None``: some rule demands none), and which tables' rules search raw record text
+    (keyword rules). With ``enabled`` False nothing is filtered (``--no-prefilter``)."""
 
-    def __init__(self, by_table: Mapping[str, LiteralSet | None]):
-        self._by_table = dict(by_table)
+    def __init__(self, by_table: Mapping[str, LiteralSet | None], raw_tables: Iterable[str] = (),
+                 enabled: bool = True):
+        self._by_table = dict(by_table) if enabled else {table: None for table in by_table}
+        self.raw_tables = frozenset(raw_tables)
         self._filters: dict[tuple[str, str], LineFilter | None] = {}
+
+    def keeps_raw(self, table: str) -> bool:
+        return table in self.raw_tables
 
     def for_table(self, table: str, fmt: str) -> LineFilter | None:
         """The filter for lines of ``table`` written in format ``fmt``; ``None`` keeps all lines.
@@ -126,6 +133,3 @@ class PrefilterPlan:
             self._filters[key] = LineFilter(frozenset(union), fmt)
         return self._filters[key]
 
-    def wants(self, table: str) -> bool:
-        literals = self._by_table.get(table, frozenset())
-        return literals is None or bool(literals)

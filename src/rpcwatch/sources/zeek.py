@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 
-from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
+from rpcwatch.sources.base import RAW_COLUMN, Reader, ReadStats, TableBatch, register
 from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
 from rpcwatch.sources.scan import Run, line_runs, run_bytes
@@ -130,17 +130,28 @@ class _Block:
                         where=_excerpt(row.text))
         return "skip"
 
-    def parse(self, lines: bytes) -> pa.Table | None:
+    def parse(self, lines: bytes, raw: bool = False) -> pa.Table | None:
+        """Typed rows of whole lines; with ``raw`` also the line itself (keyword rules
+        search a TSV record's raw text), as column ``__raw__``."""
         if not lines.strip():
             return None
         try:
-            raw = pcsv.read_csv(pa.py_buffer(lines), read_options=self._read_options,
-                                parse_options=self._parse_options,
-                                convert_options=self._convert_options)
+            parsed = pcsv.read_csv(pa.py_buffer(lines), read_options=self._read_options,
+                                   parse_options=self._parse_options,
+                                   convert_options=self._convert_options)
         except pa.ArrowInvalid as exc:  # e.g. an embedded NUL or an unusable block
             self.stats.skip(f"unparseable block ({exc})", count=lines.count(b"\n") or 1)
             return None
-        return self._typed(raw) if raw.num_rows else None
+        if not parsed.num_rows:
+            return None
+        typed = self._typed(parsed)
+        if raw:
+            texts = [line for line in lines.decode("utf-8", errors="backslashreplace").split("\n") if line.strip()]
+            if len(texts) == typed.num_rows:
+                typed = typed.append_column(RAW_COLUMN, pa.array(texts, pa.string()))
+            else:  # a row the parser refused: lines and rows no longer pair up
+                self.stats.warn("raw text not kept for a block with refused rows (keyword rules see field values)")
+        return typed
 
     def _typed(self, raw: pa.Table) -> pa.Table:
         columns = []
@@ -298,7 +309,7 @@ class ZeekTsvReader(Reader):
             data, blank = _drop_misshapen_lines(data, block, run.lines, stats)
             stats.records += run.lines - blank
             kept = line_filter.select(data) if line_filter is not None else data
-        table = block.parse(kept)
+        table = block.parse(kept, raw=prefilter is not None and prefilter.keeps_raw(block.table))
         if table is not None:
             yield TableBatch(block.table, table, source.path, self.format_name)
 
