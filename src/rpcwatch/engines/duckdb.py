@@ -78,7 +78,8 @@ class DuckDBEngine:
         self.con.create_function("rpcw_ip_in", AddressMatcher(), [VARCHAR, VARCHAR], BOOLEAN,
                                  type="arrow", null_handling="special", side_effects=False)
         self.dialect = Dialect()
-        self._queries: dict[tuple, str | None] = {}
+        #: (schema, rule identities) -> (the rules, kept alive so identities stay unique; SQL)
+        self._queries: dict[tuple, tuple[tuple, str | None]] = {}
         #: rules that could not be printed for some table schema, with the reason
         self.problems: dict[str, str] = {}
 
@@ -86,23 +87,26 @@ class DuckDBEngine:
         """The SQL that evaluates these rules on this schema (None: no rule can match)."""
         key = (schema, tuple(id(rule) for rule in rules))
         if key not in self._queries:
-            printer = SqlPrinter(schema, self.dialect)
-            conditions = []
-            for index, rule in enumerate(rules):
-                try:
-                    conditions.append((index, printer.condition(rule.expr)))
-                except Unprintable as exc:
-                    self.problems[rule.rule.title] = str(exc)
-            conditions = [(i, c) for i, c in conditions if c != "FALSE"]
-            if not conditions:
-                self._queries[key] = None
-            else:
-                flags = ", ".join(f"CASE WHEN {c} THEN {i} END" for i, c in conditions)
-                where = " OR ".join(c for _, c in conditions)
-                self._queries[key] = (
-                    f"SELECT *, list_filter([{flags}], lambda r: r IS NOT NULL) AS {RULES_COLUMN} "
-                    f"FROM batch WHERE {where}")
-        return self._queries[key]
+            self._queries[key] = (tuple(rules), self._sql(schema, rules))
+        return self._queries[key][1]
+
+    def _sql(self, schema: pa.Schema, rules: Sequence[BoundRule]) -> str | None:
+        printer = SqlPrinter(schema, self.dialect)
+        conditions = []
+        for index, rule in enumerate(rules):
+            try:
+                condition = printer.condition(rule.expr)
+            except Unprintable as exc:
+                self.problems[rule.rule.title] = str(exc)
+                continue
+            if condition != "FALSE":
+                conditions.append((index, condition))
+        if not conditions:
+            return None
+        flags = ", ".join(f"CASE WHEN {c} THEN {i} END" for i, c in conditions)
+        where = " OR ".join(c for _, c in conditions)
+        return (f"SELECT *, list_filter([{flags}], lambda r: r IS NOT NULL) AS {RULES_COLUMN} "
+                f"FROM batch WHERE {where}")
 
     def match(self, data: pa.Table, rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
         """Yield each rule with the rows of ``data`` it matched (rules without matches omitted)."""
