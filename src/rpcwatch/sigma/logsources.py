@@ -56,13 +56,20 @@ class TableInfo:
 
 @dataclass(frozen=True)
 class BoundRule:
-    """A rule as it runs on one table."""
+    """A rule as it runs on one table: ``expr`` is the whole condition; when a route adds a
+    selection, ``where`` is that selection and ``body`` the rule's own part, so engines can
+    evaluate many rules that share a ``where`` on the rows that pass it once."""
 
     rule: CompiledRule
     table: str
     expr: Expr
     #: rule field -> table column, where the route renames fields
     renames: Mapping[str, str] = field(default_factory=dict)
+    where: Expr | None = None
+    body: Expr | None = None
+
+    def parts(self) -> tuple[Expr | None, Expr]:
+        return (self.where, self.body) if self.where is not None and self.body is not None else (None, self.expr)
 
 
 def _load_yaml(name: str) -> dict:
@@ -114,10 +121,11 @@ def bind(rule: CompiledRule) -> list[BoundRule]:
         raise RuleError(f"no table for logsource ({described})")
     bound = []
     for route in routes:
-        expr = _rename(rule.expr, route)
-        if route.where is not None:
-            expr = all_of([route.where, expr])
-        bound.append(BoundRule(rule, route.table, expr, route.fields))
+        body = _rename(rule.expr, route)
+        if route.where is None:
+            bound.append(BoundRule(rule, route.table, body, route.fields))
+        else:
+            bound.append(BoundRule(rule, route.table, all_of([route.where, body]), route.fields, route.where, body))
     return bound
 
 
