@@ -22,6 +22,8 @@ import pyarrow.json as pjson
 
 from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
 from rpcwatch.sources.inputs import InputFile, iter_line_chunks
+from rpcwatch.sources.jsonlines import (count_lines, drop_non_objects, excerpt, flatten_dict,
+                                         flatten_structs, parse_json_lines_slowly, repair_utf8)
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
 
 #: data lines seen before any ``#fields`` header are held back up to this size
@@ -125,7 +127,7 @@ class _Block:
 
     def _invalid_row(self, row) -> str:
         self.stats.skip(f"wrong number of fields (expected {row.expected_columns})",
-                        where=_excerpt(row.text))
+                        where=excerpt(row.text))
         return "skip"
 
     def parse(self, lines: bytes) -> pa.Table | None:
@@ -190,43 +192,6 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-def _excerpt(text: str | bytes, limit: int = 80) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="backslashreplace")
-    text = text.rstrip("\r\n")
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-def _count_lines(data: bytes) -> int:
-    """Lines in a block that ends on a line boundary (or at end of input), blank ones
-    included: the shape checks below find blank lines where there are any."""
-    if not data:
-        return 0
-    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-
-
-def _repair_utf8(data: bytes, stats: ReadStats) -> bytes:
-    """Invalid UTF-8 cannot enter an Arrow string; escape the bytes as ``\\xNN`` (what
-    Zeek itself writes for non-printable bytes) and keep the record."""
-    if data.isascii():
-        return data
-    try:
-        data.decode("utf-8")
-        return data
-    except UnicodeDecodeError:
-        pass
-    lines = data.split(b"\n")
-    for index, line in enumerate(lines):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            fixed = line.decode("utf-8", errors="backslashreplace").encode("utf-8")
-            stats.warn("invalid UTF-8 (bytes escaped as \\xNN, record kept)",
-                       where=_excerpt(fixed))
-            lines[index] = fixed
-    return b"\n".join(lines)
-
-
 @register
 class ZeekTsvReader(Reader):
     """Zeek's ASCII TSV: ``#`` header blocks (several per file allowed), or ``tsv=T``."""
@@ -287,19 +252,19 @@ class ZeekTsvReader(Reader):
                         pending.append(part)
                         pending_size += len(part)
                     else:
-                        stats.skip("data line before any #fields header", count=_count_lines(part))
+                        stats.skip("data line before any #fields header", count=count_lines(part))
                     continue
                 yield from self._data(part, block, line_filter, source, stats)
         for held in pending:
-            stats.skip("data line without a #fields header", count=_count_lines(held),
-                       where=_excerpt(held.split(b"\n", 1)[0]))
+            stats.skip("data line without a #fields header", count=count_lines(held),
+                       where=excerpt(held.split(b"\n", 1)[0]))
 
     def _data(self, data: bytes, block: _Block, line_filter: LineFilter | None,
               source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
-        lines = _count_lines(data)
+        lines = count_lines(data)
         if not lines:
             return
-        data = _repair_utf8(data, stats)
+        data = repair_utf8(data, stats)
         data, blank = _drop_misshapen_lines(data, block, lines, stats)
         stats.records += lines - blank
         if line_filter is not None:
@@ -325,9 +290,9 @@ def _drop_misshapen_lines(data: bytes, block: _Block, lines: int,
             blank += 1
             continue
         if b"\x00" in line:
-            stats.skip("binary data (NUL byte) in line", where=_excerpt(line))
+            stats.skip("binary data (NUL byte) in line", where=excerpt(line))
         elif line.count(separator) != expected:
-            stats.skip(f"wrong number of fields (expected {expected + 1})", where=_excerpt(line))
+            stats.skip(f"wrong number of fields (expected {expected + 1})", where=excerpt(line))
         else:
             kept.append(line)
     blank -= 1 if data.endswith(b"\n") else 0  # split() yields an empty tail after the last newline
@@ -413,9 +378,9 @@ class ZeekJsonReader(Reader):
         first = True
         for chunk in iter_line_chunks(stream, 8 << 20):
             stats.bytes_read += len(chunk)
-            lines = _count_lines(chunk)
-            chunk = _repair_utf8(chunk, stats)
-            chunk, blank = _drop_non_objects(chunk, lines, stats)
+            lines = count_lines(chunk)
+            chunk = repair_utf8(chunk, stats)
+            chunk, blank = drop_non_objects(chunk, lines, stats)
             stats.records += lines - blank
             if first and prefilter is not None:
                 first = False
@@ -438,7 +403,7 @@ class ZeekJsonReader(Reader):
             first = {}
         if not isinstance(first, dict) or "_path" in first:
             return prefilter.for_tables("zeek.", self.format_name)
-        table = "zeek." + log_path_for(_flatten_dict(first).keys(), file_path)
+        table = "zeek." + log_path_for(flatten_dict(first).keys(), file_path)
         return prefilter.for_table(table, self.format_name)
 
     def _parse(self, data: bytes, stats: ReadStats) -> pa.Table | None:
@@ -447,7 +412,7 @@ class ZeekJsonReader(Reader):
         try:
             table = pjson.read_json(io.BytesIO(data), read_options=pjson.ReadOptions(block_size=1 << 24))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            table = _parse_json_lines_slowly(data, stats)
+            table = parse_json_lines_slowly(data, stats)
             if table is None:
                 return None
         return _normalise_json_table(table, stats)
@@ -465,82 +430,8 @@ class ZeekJsonReader(Reader):
         yield "zeek." + log_path_for(table.column_names, file_path), table
 
 
-def _drop_non_objects(data: bytes, lines: int, stats: ReadStats) -> tuple[bytes, int]:
-    """Cheap shape check before the prefilter discards lines: every line must look like
-    one JSON object (``{`` ... ``}``). Only when the counts disagree are lines looked at
-    one by one. Full JSON validity is checked when a line is parsed.
-    Returns the kept lines and the number of blank lines (not records)."""
-    opens = data.count(b"\n{") + data.startswith(b"{")
-    closes = data.count(b"}\n") + data.endswith(b"}")
-    if opens == lines and closes == lines:
-        return data, 0
-    kept, blank = [], 0
-    for line in data.split(b"\n"):
-        stripped = line.strip()
-        if not stripped:
-            blank += 1
-        elif stripped.startswith(b"{") and stripped.endswith(b"}"):
-            kept.append(line)
-        else:
-            stats.skip("not a JSON object (malformed line)", where=_excerpt(line))
-    blank -= 1 if data.endswith(b"\n") else 0
-    return (b"\n".join(kept) + b"\n" if kept else b""), blank
-
-
-def _parse_json_lines_slowly(data: bytes, stats: ReadStats) -> pa.Table | None:
-    """The block did not parse as a whole: find the broken lines, report them, and
-    rebuild the good ones (values of conflicting types become strings)."""
-    rows = []
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            stats.skip("not a JSON object (malformed line)", where=_excerpt(line))
-            continue
-        if not isinstance(value, dict):
-            stats.skip("not a JSON object (malformed line)", where=_excerpt(line))
-            continue
-        rows.append(_flatten_dict(value))
-    if not rows:
-        return None
-    try:
-        return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        names = list(dict.fromkeys(name for row in rows for name in row))
-        columns = {}
-        for name in names:
-            values = [row.get(name) for row in rows]
-            try:
-                columns[name] = pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                stats.warn(f"field {name} has values of different types (kept as text)")
-                columns[name] = pa.array([_as_text(v) for v in values], type=pa.string())
-        return pa.table(columns)
-
-
-def _as_text(value) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value).lower() \
-        if isinstance(value, bool) else str(value)
-
-
-def _flatten_dict(value: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, item in value.items():
-        name = f"{prefix}{key}"
-        if isinstance(item, dict):
-            flat.update(_flatten_dict(item, name + "."))
-        else:
-            flat[name] = item
-    return flat
-
-
 def _normalise_json_table(table: pa.Table, stats: ReadStats) -> pa.Table:
-    while any(pa.types.is_struct(f.type) for f in table.schema):
-        table = table.flatten()
+    table = flatten_structs(table)
     if "ts" in table.column_names:
         index = table.column_names.index("ts")
         table = table.set_column(index, "ts", _epoch_seconds(table.column("ts"), stats))
