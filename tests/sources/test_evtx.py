@@ -157,8 +157,11 @@ def test_qualified_event_ids_split_into_event_id_and_qualifiers(corpus):
 
 
 def test_user_data_payload_fields_take_their_own_names(corpus):
-    cleared = [row for row in read(corpus / RDP_TUNNEL).rows if row["EventID"] == 1102]
+    rows = read(corpus / RDP_TUNNEL).rows
+    cleared = [row for row in rows if row["EventID"] == 1102]
     assert [(row["SubjectUserName"], row["SubjectDomainName"]) for row in cleared] == [("admin01", "EXAMPLE")]
+    # EventData fields of the same name in the other events share the column
+    assert Counter(row["SubjectUserName"] for row in rows if row["EventID"] == 4624) == {"PC01$": 3, "-": 2}
     wmi = read(next((corpus / "sigmahq-sigma/regression_data").rglob(
         "win_wmi_activity_nteventlogfile_cleareventlog/*.evtx"))).rows
     assert wmi[0]["EventID"] == 5858

@@ -27,11 +27,11 @@ def read(path: Path | str, prefilter: PrefilterPlan | None = None) -> Reading:
     return Reading([row for table in batches for row in table.to_pylist()], reading.stats[0], batches)
 
 
-def parser_records(path: Path) -> list[dict]:
-    """What the evtx parser itself yields, with the options the reader uses."""
+def parser_records(path: Path, **options) -> list[dict]:
+    """What the evtx parser itself yields, with the options the reader uses (and more)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return list(evtx.PyEvtxParser(str(path), skip_errors=True).records_json())
+        return list(evtx.PyEvtxParser(str(path), skip_errors=True, **options).records_json())
 
 
 def sigma_text(value) -> str | None:

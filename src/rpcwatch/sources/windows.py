@@ -64,6 +64,10 @@ _TEXT = "#text"
 _SEPARATE_ATTRIBUTES = "_attributes"  # evtx_dump --separate-json-attributes
 
 
+def is_system_field(name: str) -> bool:
+    return name in _TYPED_FIELDS
+
+
 def split_event_id_qualifiers(data: bytes) -> bytes:
     """Rewrite qualified EventIDs as ``"EventID": N, "EventID_Qualifiers": Q`` in raw JSON.
 
@@ -98,19 +102,14 @@ def rename_event_columns(table: pa.Table) -> pa.Table:
 
 @lru_cache(maxsize=256)
 def _sigma_names(dotted: tuple[str, ...]) -> tuple[str | None, ...]:
-    """System names are placed first, so that an event data field of the same name (rare)
-    is the one that gives way: it becomes ``EventData_<name>`` / ``UserData_<name>``."""
-    names: list[str | None] = [None] * len(dotted)
-    taken: set[str] = set()
-    order = sorted(range(len(dotted)), key=lambda i: not dotted[i].startswith("Event.System."))
-    for index in order:
-        name, section = _sigma_name(dotted[index])
-        if name is not None and name in taken:
-            name = f"{section}_{name}"
-        if name is not None:
-            taken.add(name)
-        names[index] = name
-    return tuple(names)
+    """An event data field named like a System field (Sysmon 4's ``Version``) gives way
+    and becomes ``EventData_<name>`` / ``UserData_<name>``. Data fields of the same name
+    from different sections (``EventData`` in one event, ``UserData`` in another) keep
+    it, and :func:`conform_system_fields` merges them into one column."""
+    sections = [_sigma_name(name) for name in dotted]
+    system = {name for name, section in sections if section == "System"} | _TYPED_FIELDS.keys()
+    return tuple(f"{section}_{name}" if section not in ("System", "") and name in system else name
+                 for name, section in sections)
 
 
 def _sigma_name(dotted: str) -> tuple[str | None, str]:
@@ -134,8 +133,8 @@ def _sigma_name(dotted: str) -> tuple[str | None, str]:
         section = section[: -len(_SEPARATE_ATTRIBUTES)]
         return (None if _is_namespace(parts[-1]) else f"{section}_{parts[-1]}"), section
     inner = parts[2:]
-    if section == "UserData" and len(inner) > 1:
-        inner = inner[1:]
+    if section == "UserData" and len(inner) > 1:  # drop the payload element's name
+        inner = [_ATTRIBUTES, *inner[1:]] if _is_attribute_part(inner[0]) else inner[1:]
     elif section not in ("System", "EventData", "UserData"):
         inner = parts[1:]
     if _is_attribute_part(inner[0]) and section != "System":
@@ -168,7 +167,7 @@ def conform_system_fields(table: pa.Table, stats: ReadStats) -> pa.Table:
             column = _cast_system_field(name, column, wanted, stats)
         elif pa.types.is_null(column.type):
             column = column.cast(pa.string())
-        columns[name] = _coalesce(columns[name], column) if name in columns else column
+        columns[name] = _coalesce(name, columns[name], column, stats) if name in columns else column
     for name, wanted in SYSTEM_FIELD_TYPES.items():
         if name not in columns:
             columns[name] = pa.nulls(table.num_rows, wanted)
@@ -198,8 +197,9 @@ def _as_string_column(column) -> pa.Array:
         return pa.array([as_text(value) for value in column.to_pylist()], type=pa.string())
 
 
-def _coalesce(first, second):
+def _coalesce(name: str, first, second, stats: ReadStats):
     """Two source fields mapped to one name: the first non-null value wins."""
     if first.type != second.type:
+        stats.warn(f"field {name} has values of different types (kept as text)")
         first, second = _as_string_column(first), _as_string_column(second)
     return pc.coalesce(first, second)

@@ -28,7 +28,7 @@ from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
 from rpcwatch.sources.inputs import InputFile, iter_line_chunks
 from rpcwatch.sources.jsonlines import JsonBlockParser, count_lines, drop_non_objects, repair_utf8
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
-from rpcwatch.sources.windows import WINDOWS_TABLE, EventJsonTables, conform_system_fields
+from rpcwatch.sources.windows import WINDOWS_TABLE, EventJsonTables, conform_system_fields, is_system_field
 
 BLOCK_SIZE = 16 << 20
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -130,19 +130,18 @@ def _pretty_records(blocks: Iterator[bytes]) -> Iterator[bytes]:
     """Pretty-printed objects, one after another, rewritten one object per line.
 
     A raw newline cannot occur inside a JSON string, and nested lines are indented, so
-    a line starting with ``{`` starts a record: blocks are cut there and every other
-    newline becomes a space."""
+    a line starting with ``{`` starts a record: blocks are cut there (except the last,
+    which ends with the input) and every other newline becomes a space."""
     carry = b""
-    for block in blocks:
+    block = next(blocks, None)
+    while block is not None:
+        following = next(blocks, None)
         data = carry + block
-        cut = data.rfind(b"\n{")
-        if cut < 0:
-            carry = data
-            continue
-        carry = data[cut + 1:]
-        yield _one_object_per_line(data[:cut + 1])
-    if carry.strip():
-        yield _one_object_per_line(carry)
+        cut = len(data) if following is None else data.rfind(b"\n{") + 1
+        carry = data[cut:]
+        if data[:cut].strip():
+            yield _one_object_per_line(data[:cut])
+        block = following
 
 
 def _one_object_per_line(data: bytes) -> bytes:
@@ -183,7 +182,8 @@ class SysmonModuleMapping:
 class FieldMappings:
     nxlog_rename: dict[str, str]
     winlogbeat_rename: dict[str, str]
-    data_prefixes: tuple[str, ...]
+    #: prefix of data fields -> the XML section they come from
+    data_prefixes: dict[str, str]
     sysmon: SysmonModuleMapping
     #: ECS field -> [(Sysmon field, EventIDs or None for every other Sysmon event)]
     sysmon_targets: dict[str, list[tuple[str, frozenset[int] | None]]] = field(default_factory=dict)
@@ -198,7 +198,7 @@ def field_mappings() -> FieldMappings:
     return FieldMappings(
         nxlog_rename=data["nxlog"]["rename"],
         winlogbeat_rename=beat["rename"],
-        data_prefixes=tuple(beat["data_prefixes"]),
+        data_prefixes=beat["data_prefixes"],
         sysmon=sysmon,
         sysmon_targets=_sysmon_targets(sysmon),
     )
@@ -287,9 +287,10 @@ def _ecs_to_sigma(table: pa.Table) -> pa.Table:
 def _native_name(name: str, mappings: FieldMappings) -> str | None:
     if name in mappings.winlogbeat_rename:
         return mappings.winlogbeat_rename[name]
-    for prefix in mappings.data_prefixes:
+    for prefix, section in mappings.data_prefixes.items():
         if name.startswith(prefix):
-            return name[len(prefix):]
+            native = name[len(prefix):]
+            return f"{section}_{native}" if is_system_field(native) else native
     return None
 
 
