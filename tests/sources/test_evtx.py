@@ -248,3 +248,24 @@ def test_file_too_short_for_a_header_is_an_error_not_an_exception(corpus, tmp_pa
     reading = read(path)
     assert reading.rows == [] and reading.stats.records == 0
     assert reading.stats.error.startswith("unreadable EVTX file (")
+
+
+def test_error_the_parser_cannot_resume_after_keeps_earlier_records(corpus, monkeypatch):
+    """No corpus file makes the parser give up with skip_errors on; a parser that
+    yields the real records of a file and then fails stands in for one."""
+    real = parser_records(corpus / RDP_TUNNEL)
+
+    class FailingParser:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def records_json(self):
+            yield from real[:40]
+            raise RuntimeError("Failed to parse chunk number 1: stand-in failure")
+
+    monkeypatch.setattr(evtx_reader.evtx_parser, "PyEvtxParser", FailingParser)
+    monkeypatch.setattr(evtx_reader, "TAKE_STEP", 30)
+    reading = read(corpus / RDP_TUNNEL)
+    assert reading.stats.records == len(reading.rows) == 40
+    assert dict(reading.stats.skipped) == {evtx_reader.UNREADABLE_REST: 1}
+    assert reading.stats.examples[evtx_reader.UNREADABLE_REST] == ["Failed to parse chunk number 1: stand-in failure"]

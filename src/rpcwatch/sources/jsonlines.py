@@ -19,6 +19,10 @@ from rpcwatch.sources.base import ReadStats
 #: Arrow's message when one field holds values of two JSON kinds within a block
 _KIND_CONFLICT = re.compile(r"Column\((/[^)]*)\) changed from (\w+) to (\w+)")
 _SCALAR_KINDS = {"number", "string", "boolean"}
+#: Arrow's name for the items of a list in a column path
+_LIST_ITEM = "[]"
+_SCALAR_VALUE = rb"-?[0-9][0-9.eE+-]*|true|false"
+_SINGLE_VALUE = rb'"(?:[^"\\]|\\.)*"|' + _SCALAR_VALUE
 #: each retry learns one more field, so this bounds the work on hostile input
 MAX_REPARSES = 32
 
@@ -147,36 +151,40 @@ class JsonBlockParser:
     """Parses blocks of JSON lines into flat Arrow tables (dotted column names), keeping
     the types the producer wrote.
 
-    Arrow infers one type per field and refuses a block where a field holds, say, a
-    number in one line and a string in another (Sysmon's integer ``ProcessId`` next to
-    Security's ``"0x1a4"``). Such a field is then read as text: its unquoted scalar
-    values are quoted in the raw bytes and the block is parsed again. Arrow also turns
-    strings that look like dates into timestamps; those fields are read again as the
-    strings they are. What was learnt holds for the following blocks of the same input,
-    so a field keeps one type for the whole input once it has needed text.
+    Arrow infers one type per field and refuses a block where a field holds values of
+    two JSON kinds. Two such conflicts are repaired in the raw bytes, and the block is
+    parsed again:
+
+    * a number or boolean next to a string (Sysmon's integer ``ProcessId`` next to
+      Security's ``"0x1a4"``): the field's unquoted scalars are quoted, it is text;
+    * a single value next to a list (the unnamed ``Data`` of classic events): the
+      field's single values become one-item lists.
+
+    Other conflicts send the block to per-line parsing. Arrow also turns strings that
+    look like dates into timestamps; those fields are read again as the strings they
+    are. What was learnt holds for the following blocks of the same input, so a field
+    keeps one type for the whole input once it has been repaired.
     """
 
-    def __init__(self, stats: ReadStats, block_size: int = 1 << 26):
+    def __init__(self, stats: ReadStats):
         self._stats = stats
-        self._read_options = pjson.ReadOptions(block_size=block_size)
-        self._text_keys: list[str] = []
-        self._quote_values: re.Pattern[bytes] | None = None
+        self._repaired_keys: set[str] = set()
+        self._rewrites: list[tuple[re.Pattern[bytes], bytes]] = []
         self._string_paths: set[tuple[str, ...]] = set()
         self._parse_options = pjson.ParseOptions()
 
     def parse(self, data: bytes) -> pa.Table | None:
         if not data.strip():
             return None
-        data = self._quote_text_values(data)
+        data = self._rewrite(data)
         for _ in range(MAX_REPARSES):
             try:
-                table = pjson.read_json(io.BytesIO(data), read_options=self._read_options,
+                table = pjson.read_json(io.BytesIO(data), read_options=_one_block(data),
                                         parse_options=self._parse_options)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                key = self._learn_text_key(str(exc))
-                if key is None:
+                if not self._learn_repair(str(exc)):
                     break
-                data = self._quote_text_values(data)
+                data = self._rewrite(data)
                 continue
             if self._learn_string_paths(table.schema):
                 continue
@@ -184,26 +192,31 @@ class JsonBlockParser:
         table = parse_json_lines_slowly(data, self._stats)
         return None if table is None else flatten_structs(table)
 
-    def _learn_text_key(self, message: str) -> str | None:
-        """The field named by a scalar kind conflict, now to be read as text."""
+    def _learn_repair(self, message: str) -> bool:
+        """Learn the rewrite for the field named in a kind conflict, if it has one."""
         conflict = _KIND_CONFLICT.search(message)
-        if conflict is None or not {conflict[2], conflict[3]} <= _SCALAR_KINDS:
-            return None
-        key = conflict[1].rsplit("/", 1)[-1]
-        if key in self._text_keys:
-            return None
-        self._text_keys.append(key)
-        self._stats.warn(f"field {key} has values of different types (kept as text)",
-                         where=conflict[0])
-        names = b"|".join(re.escape(json.dumps(k).encode()) for k in self._text_keys)
-        self._quote_values = re.compile(
-            rb"((?:" + names + rb")\s*:\s*)(-?[0-9][0-9.eE+-]*|true|false)(?=\s*[,}\]])")
-        return key
+        if conflict is None:
+            return False
+        path, kinds = conflict[1], {conflict[2], conflict[3]}
+        key = path.rsplit("/", 1)[-1]
+        if key in self._repaired_keys or key == _LIST_ITEM:
+            return False
+        if kinds <= _SCALAR_KINDS:
+            self._rewrites.append(_rewrite_for(key, _SCALAR_VALUE, rb'\1"\2"'))
+            effect = "has values of different types (kept as text)"
+        elif "array" in kinds and kinds - {"array"} <= _SCALAR_KINDS:
+            self._rewrites.append(_rewrite_for(key, _SINGLE_VALUE, rb"\1[\2]"))
+            effect = "holds single values and lists (single values read as one-item lists)"
+        else:
+            return False
+        self._repaired_keys.add(key)
+        self._stats.warn(f"field {key} {effect}", where=path)
+        return True
 
-    def _quote_text_values(self, data: bytes) -> bytes:
-        if self._quote_values is None:
-            return data
-        return self._quote_values.sub(rb'\1"\2"', data)
+    def _rewrite(self, data: bytes) -> bytes:
+        for pattern, replacement in self._rewrites:
+            data = pattern.sub(replacement, data)
+        return data
 
     def _learn_string_paths(self, schema: pa.Schema) -> bool:
         """True when new timestamp-typed fields were found (the block must be read again)."""
@@ -214,6 +227,24 @@ class JsonBlockParser:
         self._parse_options = pjson.ParseOptions(
             explicit_schema=_string_schema(self._string_paths), unexpected_field_behavior="infer")
         return True
+
+
+def _one_block(data: bytes) -> pjson.ReadOptions:
+    """Arrow infers types per block and reconciles blocks silently (a number after a
+    string becomes text without a word), so every block is read as one: the types, and
+    the warnings about them, then do not depend on where a block boundary fell. One
+    block is parsed by one thread, so no thread pool is asked for."""
+    return pjson.ReadOptions(block_size=len(data) + 1, use_threads=False)
+
+
+def _rewrite_for(key: str, value: bytes, replacement: bytes) -> tuple[re.Pattern[bytes], bytes]:
+    """A pattern matching ``"key": <value>`` and its replacement (applied to group 2).
+
+    The pattern starts with the quoted key itself: a literal prefix lets ``re`` skip
+    ahead to candidates, several times faster than a pattern starting with a group."""
+    quoted = json.dumps(key, ensure_ascii=False).encode()
+    pattern = re.compile(re.escape(quoted) + rb"(\s*:\s*)(" + value + rb")(?=\s*[,}\]])")
+    return pattern, quoted.replace(b"\\", b"\\\\") + replacement
 
 
 def _timestamp_paths(schema: pa.Schema | pa.StructType, prefix: tuple[str, ...] = ()):
