@@ -269,10 +269,15 @@ def test_sysmon_module_renames_are_undone(corpus, tmp_path, directions, layout):
 
 # --- sniffing ------------------------------------------------------------------------
 
-def sniffed(path: Path) -> type | None:
-    head, stream = open_decompressed(InputFile(str(path), lambda: open(path, "rb")), ReadStats(str(path)))
+def head(path: Path) -> bytes:
+    """The decompressed first bytes the readers are sniffed with."""
+    first, stream = open_decompressed(InputFile(str(path), lambda: open(path, "rb")), ReadStats(str(path)))
     stream.close()
-    return sniff_reader(head)
+    return first
+
+
+def sniffed(path: Path) -> type | None:
+    return sniff_reader(head(path))
 
 
 def test_zeek_json_and_windows_json_are_told_apart(corpus, tmp_path):
@@ -286,3 +291,6 @@ def test_zeek_json_and_windows_json_are_told_apart(corpus, tmp_path):
     windows_json += [beat, write_ndjson(tmp_path / "beat_dotted.json",
                                         [dotted(json.loads(line)) for line in beat.read_text().splitlines()])]
     assert {str(path): sniffed(path) for path in windows_json} == {str(path): WindowsJsonReader for path in windows_json}
+    # and neither claims the other's files whatever the registration order
+    assert not any(ZeekJsonReader.sniff(head(path)) for path in windows_json)
+    assert not any(WindowsJsonReader.sniff(head(path)) for path in zeek_json)

@@ -94,10 +94,18 @@ class EventJsonTables:
 
 
 def rename_event_columns(table: pa.Table) -> pa.Table:
-    """Dotted columns of flattened evtx JSON -> Sigma names (XML namespace attributes dropped)."""
+    """Dotted columns of flattened evtx JSON -> Sigma names. Dropped: XML namespace
+    attributes, and System elements that are empty in every event of the batch
+    (``"Correlation": null``), which carry no value, only the element's presence."""
     names = _sigma_names(tuple(table.column_names))
-    kept = [index for index, name in enumerate(names) if name is not None]
+    kept = [index for index, name in enumerate(names)
+            if name is not None and not _empty_system_element(table.column_names[index], table.column(index))]
     return pa.table([table.column(i) for i in kept], names=[names[i] for i in kept])
+
+
+def _empty_system_element(dotted: str, column: pa.ChunkedArray) -> bool:
+    return (pa.types.is_null(column.type) and dotted.startswith("Event.System.")
+            and dotted.count(".") == 2 and dotted[len("Event.System."):] not in _TYPED_FIELDS)
 
 
 @lru_cache(maxsize=256)
