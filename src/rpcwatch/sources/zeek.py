@@ -8,7 +8,6 @@ rare lines that are broken.
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -18,10 +17,10 @@ from typing import BinaryIO, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
-import pyarrow.json as pjson
 
 from rpcwatch.sources.base import RAW_COLUMN, Reader, ReadStats, TableBatch, register
 from rpcwatch.sources.inputs import InputFile
+from rpcwatch.sources.jsonlines import JsonBlockParser, drop_non_objects, excerpt, flatten_dict, repair_utf8
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
 from rpcwatch.sources.scan import Run, line_runs, run_bytes
 
@@ -127,7 +126,7 @@ class _Block:
 
     def _invalid_row(self, row) -> str:
         self.stats.skip(f"wrong number of fields (expected {row.expected_columns})",
-                        where=_excerpt(row.text))
+                        where=excerpt(row.text))
         return "skip"
 
     def parse(self, lines: bytes, raw: bool = False) -> pa.Table | None:
@@ -203,35 +202,6 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-def _excerpt(text: str | bytes, limit: int = 80) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="backslashreplace")
-    text = text.rstrip("\r\n")
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-def _repair_utf8(data: bytes, stats: ReadStats) -> bytes:
-    """Invalid UTF-8 cannot enter an Arrow string; escape the bytes as ``\\xNN`` (what
-    Zeek itself writes for non-printable bytes) and keep the record."""
-    if data.isascii():
-        return data
-    try:
-        data.decode("utf-8")
-        return data
-    except UnicodeDecodeError:
-        pass
-    lines = data.split(b"\n")
-    for index, line in enumerate(lines):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            fixed = line.decode("utf-8", errors="backslashreplace").encode("utf-8")
-            stats.warn("invalid UTF-8 (bytes escaped as \\xNN, record kept)",
-                       where=_excerpt(fixed))
-            lines[index] = fixed
-    return b"\n".join(lines)
-
-
 @register
 class ZeekTsvReader(Reader):
     """Zeek's ASCII TSV: ``#`` header blocks (several per file allowed), or ``tsv=T``."""
@@ -285,7 +255,7 @@ class ZeekTsvReader(Reader):
             yield from self._data(run, block, prefilter, scan_filter, source, stats)
         for held in pending:
             stats.skip("data line without a #fields header", count=held.lines,
-                       where=_excerpt(run_bytes(source, held).split(b"\n", 1)[0]))
+                       where=excerpt(run_bytes(source, held).split(b"\n", 1)[0]))
 
     def _start(self, stream) -> tuple[ZeekHeader, int]:
         """A ``tsv=T`` log starts with a plain line of field names: consume it, and say how
@@ -305,7 +275,7 @@ class ZeekTsvReader(Reader):
             stats.records += run.lines
             kept = run.kept
         else:  # a closer look: broken lines, bad bytes, or a block of another log than scanned for
-            data = _repair_utf8(run_bytes(source, run), stats)
+            data = repair_utf8(run_bytes(source, run), stats)
             data, blank = _drop_misshapen_lines(data, block, run.lines, stats)
             stats.records += run.lines - blank
             kept = line_filter.select(data) if line_filter is not None else data
@@ -337,9 +307,9 @@ def _drop_misshapen_lines(data: bytes, block: _Block, lines: int,
             blank += 1
             continue
         if b"\x00" in line:
-            stats.skip("binary data (NUL byte) in line", where=_excerpt(line))
+            stats.skip("binary data (NUL byte) in line", where=excerpt(line))
         elif line.count(separator) != expected:
-            stats.skip(f"wrong number of fields (expected {expected + 1})", where=_excerpt(line))
+            stats.skip(f"wrong number of fields (expected {expected + 1})", where=excerpt(line))
         else:
             kept.append(line)
     blank -= 1 if data.endswith(b"\n") else 0  # split() yields an empty tail after the last newline
@@ -403,16 +373,17 @@ class ZeekJsonReader(Reader):
              prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
         stats.format = self.format_name
         scan_filter = self._filter_for(stream.peek(1 << 16), source.path, prefilter) if prefilter else None
+        parser = JsonBlockParser(stats)
         for run in line_runs(source, stream, stats, scan_filter, marker=b"}\n{", headers=False):
             if run.clean and run.marks == run.lines - 1 and run.edges == b"{}":
                 stats.records += run.lines
                 kept = run.kept
             else:  # a closer look: lines that are not objects, blank lines, bad bytes
-                data = _repair_utf8(run_bytes(source, run), stats)
-                data, blank = _drop_non_objects(data, run.lines, stats)
+                data = repair_utf8(run_bytes(source, run), stats)
+                data, blank = drop_non_objects(data, run.lines, stats)
                 stats.records += run.lines - blank
                 kept = scan_filter.select(data) if scan_filter is not None else data
-            table = self._parse(kept, stats)
+            table = self._parse(kept, parser, stats)
             if table is None:
                 continue
             for table_name, part in self._by_path(table, source.path):
@@ -428,19 +399,13 @@ class ZeekJsonReader(Reader):
             first = {}
         if not isinstance(first, dict) or "_path" in first:
             return prefilter.for_tables("zeek.", self.format_name)
-        table = "zeek." + log_path_for(_flatten_dict(first).keys(), file_path)
+        table = "zeek." + log_path_for(flatten_dict(first).keys(), file_path)
         return prefilter.for_table(table, self.format_name)
 
-    def _parse(self, data: bytes, stats: ReadStats) -> pa.Table | None:
-        if not data.strip():
-            return None
-        try:
-            table = pjson.read_json(io.BytesIO(data), read_options=pjson.ReadOptions(block_size=1 << 24))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            table = _parse_json_lines_slowly(data, stats)
-            if table is None:
-                return None
-        return _normalise_json_table(table, stats)
+    @staticmethod
+    def _parse(data: bytes, parser: JsonBlockParser, stats: ReadStats) -> pa.Table | None:
+        table = parser.parse(data)
+        return None if table is None else _normalise_json_table(table, stats)
 
     @staticmethod
     def _by_path(table: pa.Table, file_path: str) -> Iterator[tuple[str, pa.Table]]:
@@ -455,76 +420,7 @@ class ZeekJsonReader(Reader):
         yield "zeek." + log_path_for(table.column_names, file_path), table
 
 
-def _drop_non_objects(data: bytes, lines: int, stats: ReadStats) -> tuple[bytes, int]:
-    """Drop (and report) lines that are not shaped like one JSON object; full JSON validity
-    is checked when a line is parsed. Returns the kept lines and the blank-line count."""
-    kept, blank = [], 0
-    for line in data.split(b"\n"):
-        stripped = line.strip()
-        if not stripped:
-            blank += 1
-        elif stripped.startswith(b"{") and stripped.endswith(b"}"):
-            kept.append(line)
-        else:
-            stats.skip("not a JSON object (malformed line)", where=_excerpt(line))
-    blank -= 1 if data.endswith(b"\n") else 0
-    return (b"\n".join(kept) + b"\n" if kept else b""), blank
-
-
-def _parse_json_lines_slowly(data: bytes, stats: ReadStats) -> pa.Table | None:
-    """The block did not parse as a whole: find the broken lines, report them, and
-    rebuild the good ones (values of conflicting types become strings)."""
-    rows = []
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            stats.skip("not a JSON object (malformed line)", where=_excerpt(line))
-            continue
-        if not isinstance(value, dict):
-            stats.skip("not a JSON object (malformed line)", where=_excerpt(line))
-            continue
-        rows.append(_flatten_dict(value))
-    if not rows:
-        return None
-    try:
-        return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        names = list(dict.fromkeys(name for row in rows for name in row))
-        columns = {}
-        for name in names:
-            values = [row.get(name) for row in rows]
-            try:
-                columns[name] = pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                stats.warn(f"field {name} has values of different types (kept as text)")
-                columns[name] = pa.array([_as_text(v) for v in values], type=pa.string())
-        return pa.table(columns)
-
-
-def _as_text(value) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value).lower() \
-        if isinstance(value, bool) else str(value)
-
-
-def _flatten_dict(value: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, item in value.items():
-        name = f"{prefix}{key}"
-        if isinstance(item, dict):
-            flat.update(_flatten_dict(item, name + "."))
-        else:
-            flat[name] = item
-    return flat
-
-
 def _normalise_json_table(table: pa.Table, stats: ReadStats) -> pa.Table:
-    while any(pa.types.is_struct(f.type) for f in table.schema):
-        table = table.flatten()
     if "ts" in table.column_names:
         index = table.column_names.index("ts")
         table = table.set_column(index, "ts", _epoch_seconds(table.column("ts"), stats))

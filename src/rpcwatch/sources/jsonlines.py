@@ -1,0 +1,298 @@
+"""Helpers shared by the line-oriented readers (Zeek TSV/JSON, Windows JSON exports):
+counting and repairing lines, and turning blocks of JSON lines into Arrow tables.
+
+JSON blocks are parsed in bulk by Arrow's JSON reader; Python only looks at single
+lines when a block cannot be parsed as a whole (a broken line, or values whose JSON
+kinds Arrow cannot reconcile).
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pjson
+
+from rpcwatch.sources.base import ReadStats
+
+#: Arrow's message when one field holds values of two JSON kinds within a block
+_KIND_CONFLICT = re.compile(r"Column\((/[^)]*)\) changed from (\w+) to (\w+)")
+_SCALAR_KINDS = {"number", "string", "boolean"}
+#: Arrow's name for the items of a list in a column path
+_LIST_ITEM = "[]"
+_SCALAR_VALUE = rb"-?[0-9][0-9.eE+-]*|true|false"
+_SINGLE_VALUE = rb'"(?:[^"\\]|\\.)*"|' + _SCALAR_VALUE
+#: each retry learns one more field, so this bounds the work on hostile input
+MAX_REPARSES = 32
+
+
+def excerpt(text: str | bytes, limit: int = 80) -> str:
+    """A short printable form of a bad line, for skip examples."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="backslashreplace")
+    text = text.rstrip("\r\n")
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def count_lines(data: bytes) -> int:
+    """Lines in a block that ends on a line boundary (or at end of input), blank ones
+    included: the shape checks below find blank lines where there are any."""
+    if not data:
+        return 0
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def repair_utf8(data: bytes, stats: ReadStats) -> bytes:
+    """Invalid UTF-8 cannot enter an Arrow string; escape the bytes as ``\\xNN`` (what
+    Zeek itself writes for non-printable bytes) and keep the record."""
+    if data.isascii():
+        return data
+    try:
+        data.decode("utf-8")
+        return data
+    except UnicodeDecodeError:
+        pass
+    lines = data.split(b"\n")
+    for index, line in enumerate(lines):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            fixed = line.decode("utf-8", errors="backslashreplace").encode("utf-8")
+            stats.warn("invalid UTF-8 (bytes escaped as \\xNN, record kept)",
+                       where=excerpt(fixed))
+            lines[index] = fixed
+    return b"\n".join(lines)
+
+
+def drop_non_objects(data: bytes, lines: int, stats: ReadStats) -> tuple[bytes, int]:
+    """Cheap shape check before the prefilter discards lines: every line must look like
+    one JSON object (``{`` ... ``}``). Only when the counts disagree are lines looked at
+    one by one. Full JSON validity is checked when a line is parsed.
+    Returns the kept lines and the number of blank lines (not records)."""
+    opens = data.count(b"\n{") + data.startswith(b"{")
+    closes = data.count(b"}\n") + data.endswith(b"}")
+    if opens == lines and closes == lines:
+        return data, 0
+    kept, blank = [], 0
+    for line in data.split(b"\n"):
+        stripped = line.strip()
+        if not stripped:
+            blank += 1
+        elif stripped.startswith(b"{") and stripped.endswith(b"}"):
+            kept.append(line)
+        else:
+            stats.skip("not a JSON object (malformed line)", where=excerpt(line))
+    blank -= 1 if data.endswith(b"\n") else 0
+    return (b"\n".join(kept) + b"\n" if kept else b""), blank
+
+
+def parse_json_lines_slowly(data: bytes, stats: ReadStats) -> pa.Table | None:
+    """The block did not parse as a whole: find the broken lines, report them, and
+    rebuild the good ones (values of conflicting types become strings)."""
+    rows = []
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            stats.skip("not a JSON object (malformed line)", where=excerpt(line))
+            continue
+        if not isinstance(value, dict):
+            stats.skip("not a JSON object (malformed line)", where=excerpt(line))
+            continue
+        rows.append(flatten_dict(value))
+    if not rows:
+        return None
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        columns = {}
+        for name in names:
+            values = [row.get(name) for row in rows]
+            try:
+                columns[name] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                stats.warn(f"field {name} has values of different types (kept as text)")
+                columns[name] = pa.array([as_text(v) for v in values], type=pa.string())
+        return pa.table(columns)
+
+
+def as_text(value) -> str | None:
+    """A JSON value as the text a producer would have written for it."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value).lower() \
+        if isinstance(value, bool) else str(value)
+
+
+def flatten_dict(value: dict, prefix: str = "") -> dict:
+    """Nested objects as one level of dotted names (``{"a": {"b": 1}}`` -> ``a.b``)."""
+    flat = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, dict):
+            flat.update(flatten_dict(item, name + "."))
+        else:
+            flat[name] = item
+    return flat
+
+
+def flatten_structs(table: pa.Table, stats: ReadStats) -> pa.Table:
+    """Struct columns as dotted columns, the Arrow counterpart of :func:`flatten_dict`.
+    A nested field and a flat dotted key of the same name (``{"id": {"orig_h": ..}}`` next
+    to ``{"id.orig_h": ..}``) become one column."""
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    if len(set(table.column_names)) == table.num_columns:
+        return table
+    columns: dict[str, pa.ChunkedArray] = {}
+    for name, column in zip(table.column_names, table.columns):
+        columns[name] = coalesce_columns(name, columns[name], column, stats) if name in columns else column
+    return pa.table(columns)
+
+
+def as_string_column(column) -> pa.Array:
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([as_text(value) for value in column.to_pylist()], type=pa.string())
+
+
+def coalesce_columns(name: str, first, second, stats: ReadStats):
+    """Two source fields with one name: the first non-null value wins."""
+    if first.type != second.type:
+        if pa.types.is_null(first.type) or pa.types.is_null(second.type):
+            return second if pa.types.is_null(first.type) else first
+        stats.warn(f"field {name} has values of different types (kept as text)")
+        first, second = as_string_column(first), as_string_column(second)
+    return pc.coalesce(first, second)
+
+
+class JsonBlockParser:
+    """Parses blocks of JSON lines into flat Arrow tables (dotted column names), keeping
+    the types the producer wrote.
+
+    Arrow infers one type per field and refuses a block where a field holds values of
+    two JSON kinds. Two such conflicts are repaired in the raw bytes, and the block is
+    parsed again:
+
+    * a number or boolean next to a string (Sysmon's integer ``ProcessId`` next to
+      Security's ``"0x1a4"``): the field's unquoted scalars are quoted, it is text;
+    * a single value next to a list (the unnamed ``Data`` of classic events): the
+      field's single values become one-item lists.
+
+    Other conflicts send the block to per-line parsing. Arrow also turns strings that
+    look like dates into timestamps; those fields are read again as the strings they
+    are. What was learnt holds for the following blocks of the same input, so a field
+    keeps one type for the whole input once it has been repaired.
+    """
+
+    def __init__(self, stats: ReadStats):
+        self._stats = stats
+        self._repaired_keys: set[str] = set()
+        self._rewrites: list[tuple[re.Pattern[bytes], bytes]] = []
+        self._string_paths: set[tuple[str, ...]] = set()
+        self._parse_options = pjson.ParseOptions()
+
+    def parse(self, data: bytes) -> pa.Table | None:
+        if not data.strip():
+            return None
+        data = self._rewrite(data)
+        for _ in range(MAX_REPARSES):
+            try:
+                table = pjson.read_json(io.BytesIO(data), read_options=_one_block(data),
+                                        parse_options=self._parse_options)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                if not self._learn_repair(str(exc)):
+                    break
+                data = self._rewrite(data)
+                continue
+            if self._learn_string_paths(table.schema):
+                continue
+            return flatten_structs(table, self._stats)
+        table = parse_json_lines_slowly(data, self._stats)
+        return None if table is None else flatten_structs(table, self._stats)
+
+    def _learn_repair(self, message: str) -> bool:
+        """Learn the rewrite for the field named in a kind conflict, if it has one."""
+        conflict = _KIND_CONFLICT.search(message)
+        if conflict is None:
+            return False
+        path, kinds = conflict[1], {conflict[2], conflict[3]}
+        key = path.rsplit("/", 1)[-1]
+        if key in self._repaired_keys or key == _LIST_ITEM:
+            return False
+        if kinds <= _SCALAR_KINDS:
+            self._rewrites.append(_rewrite_for(key, _SCALAR_VALUE, rb'\1"\2"'))
+            effect = "has values of different types (kept as text)"
+        elif "array" in kinds and kinds - {"array"} <= _SCALAR_KINDS:
+            self._rewrites.append(_rewrite_for(key, _SINGLE_VALUE, rb"\1[\2]"))
+            effect = "holds single values and lists (single values read as one-item lists)"
+        else:
+            return False
+        self._repaired_keys.add(key)
+        self._stats.warn(f"field {key} {effect}", where=path)
+        return True
+
+    def _rewrite(self, data: bytes) -> bytes:
+        for pattern, replacement in self._rewrites:
+            data = pattern.sub(replacement, data)
+        return data
+
+    def _learn_string_paths(self, schema: pa.Schema) -> bool:
+        """True when new timestamp-typed fields were found (the block must be read again)."""
+        found = set(_timestamp_paths(schema)) - self._string_paths
+        if not found:
+            return False
+        self._string_paths |= found
+        self._parse_options = pjson.ParseOptions(
+            explicit_schema=_string_schema(self._string_paths), unexpected_field_behavior="infer")
+        return True
+
+
+def _one_block(data: bytes) -> pjson.ReadOptions:
+    """Arrow infers types per block and reconciles blocks silently (a number after a
+    string becomes text without a word), so every block is read as one: the types, and
+    the warnings about them, then do not depend on where a block boundary fell. One
+    block is parsed by one thread, so no thread pool is asked for."""
+    return pjson.ReadOptions(block_size=len(data) + 1, use_threads=False)
+
+
+def _rewrite_for(key: str, value: bytes, replacement: bytes) -> tuple[re.Pattern[bytes], bytes]:
+    """A pattern matching ``"key": <value>`` and its replacement (applied to group 2).
+
+    The pattern starts with the quoted key itself: a literal prefix lets ``re`` skip
+    ahead to candidates, several times faster than a pattern starting with a group."""
+    quoted = json.dumps(key, ensure_ascii=False).encode()
+    pattern = re.compile(re.escape(quoted) + rb"(\s*:\s*)(" + value + rb")(?=\s*[,}\]])")
+    return pattern, quoted.replace(b"\\", b"\\\\") + replacement
+
+
+def _timestamp_paths(schema: pa.Schema | pa.StructType, prefix: tuple[str, ...] = ()):
+    fields = schema if isinstance(schema, pa.Schema) else [schema.field(i) for i in range(schema.num_fields)]
+    for field in fields:
+        path = prefix + (field.name,)
+        if pa.types.is_struct(field.type):
+            yield from _timestamp_paths(field.type, path)
+        elif pa.types.is_timestamp(field.type):
+            yield path
+
+
+def _string_schema(paths: set[tuple[str, ...]]) -> pa.Schema:
+    """A partial schema that declares each path a string (nested as structs)."""
+    tree: dict = {}
+    for path in paths:
+        node = tree
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = None
+
+    def build(node: dict) -> list[pa.Field]:
+        return [pa.field(name, pa.string() if child is None else pa.struct(build(child)))
+                for name, child in sorted(node.items())]
+
+    return pa.schema(build(tree))
