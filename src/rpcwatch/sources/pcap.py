@@ -1,0 +1,214 @@
+"""Packet captures (pcap, pcapng; gzip is undone before) as Zeek ``conn`` and ``dce_rpc`` logs.
+
+The capture is streamed record by record (:mod:`~rpcwatch.sources.capture`), each frame's
+headers decoded (:mod:`~rpcwatch.sources.packets`), packets grouped into connections the
+way Zeek does it (:mod:`~rpcwatch.sources.connections`) and DCE/RPC parsed where Zeek would
+(:mod:`~rpcwatch.sources.dcerpc`). Finished connections become rows of ``zeek.conn`` and
+their DCE/RPC calls rows of ``zeek.dce_rpc``, with the columns and Arrow types of the Zeek
+log reader, so the Zeek rules run unchanged on captures.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import BinaryIO, Callable, Iterator
+
+import pyarrow as pa
+
+from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
+from rpcwatch.sources.capture import is_capture, iter_records
+from rpcwatch.sources.connections import PROTO_NAMES, Connection, ConnectionTable
+from rpcwatch.sources.inputs import InputFile
+from rpcwatch.sources.packets import decode
+from rpcwatch.sources.prefilter import PrefilterPlan
+
+BATCH_ROWS = 65536
+#: decode() reasons that lose nothing the logs would show (Zeek ignores these packets too)
+INFORMATIONAL_PREFIXES = ("not IP", "IP protocol")
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: how much of the capture's start seeds the connection uids
+UID_SEED_BYTES = 1 << 16
+
+ID_FIELDS = [("id.orig_h", pa.string()), ("id.orig_p", pa.int64()),
+             ("id.resp_h", pa.string()), ("id.resp_p", pa.int64())]
+CONN_SCHEMA = pa.schema([
+    ("ts", pa.float64()), ("uid", pa.string()), *ID_FIELDS,
+    ("proto", pa.string()), ("service", pa.string()), ("duration", pa.float64()),
+    ("orig_bytes", pa.int64()), ("resp_bytes", pa.int64()), ("conn_state", pa.string()),
+    ("local_orig", pa.bool_()), ("local_resp", pa.bool_()), ("missed_bytes", pa.int64()),
+    ("history", pa.string()), ("orig_pkts", pa.int64()), ("orig_ip_bytes", pa.int64()),
+    ("resp_pkts", pa.int64()), ("resp_ip_bytes", pa.int64()),
+    ("tunnel_parents", pa.list_(pa.string())),
+])
+DCE_RPC_SCHEMA = pa.schema([
+    ("ts", pa.float64()), ("uid", pa.string()), *ID_FIELDS, ("rtt", pa.float64()),
+    ("named_pipe", pa.string()), ("endpoint", pa.string()), ("operation", pa.string()),
+])
+#: a capture knows nothing of Site::local_nets, and pcaps are read without tunnels
+ALWAYS_NULL = {"local_orig", "local_resp", "tunnel_parents"}
+
+
+@lru_cache(maxsize=1 << 16)
+def address_text(raw: bytes) -> str:
+    """Canonical text of a 4- or 16-byte address (IPv6 compressed, lowercase)."""
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+class UidMaker:
+    """Zeek-like uids (``C`` + base62), derived from the capture's first bytes and the
+    connection's number, so the same capture always gets the same uids."""
+
+    def __init__(self, seed: bytes):
+        self._seed = hashlib.blake2b(seed, digest_size=16).digest()
+
+    def __call__(self, number: int) -> str:
+        digest = hashlib.blake2b(number.to_bytes(8, "little"), key=self._seed, digest_size=12).digest()
+        value = int.from_bytes(digest, "little")
+        letters = []
+        while value:
+            value, digit = divmod(value, 62)
+            letters.append(BASE62[digit])
+        return "C" + "".join(letters)
+
+
+@dataclass
+class LogColumns:
+    """Rows of one Zeek log kept as Python lists until a batch is full."""
+
+    schema: pa.Schema
+    columns: dict[str, list] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.columns = {name: [] for name in self.schema.names if name not in ALWAYS_NULL}
+
+    def __len__(self) -> int:
+        return len(self.columns["ts"])
+
+    def take(self) -> pa.Table:
+        rows = len(self)
+        arrays = [pa.nulls(rows, type=f.type) if f.name in ALWAYS_NULL
+                  else pa.array(self.columns[f.name], type=f.type) for f in self.schema]
+        self.__post_init__()
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+class ZeekLogBuilder:
+    """Turns finished connections into ``zeek.conn`` and ``zeek.dce_rpc`` rows."""
+
+    def __init__(self, uid: UidMaker):
+        self.uid = uid
+        self.conn = LogColumns(CONN_SCHEMA)
+        self.dce_rpc = LogColumns(DCE_RPC_SCHEMA)
+
+    def add(self, conn: Connection) -> None:
+        uid = self.uid(conn.number)
+        key = conn.key
+        ends = (address_text(key.orig_h), key.orig_p, address_text(key.resp_h), key.resp_p)
+        self._add_conn(conn, uid, ends)
+        if conn.dce is not None:
+            self._add_calls(conn, uid, ends)
+
+    def _add_conn(self, conn: Connection, uid: str, ends: tuple) -> None:
+        columns = self.conn.columns
+        orig, resp = conn.orig, conn.resp
+        duration = conn.duration
+        # Zeek leaves duration and sizes unset for a connection that lasted no time
+        orig_bytes, resp_bytes = conn.sizes() if duration > 0 else (None, None)
+        values = (conn.ts, uid, *ends, PROTO_NAMES[conn.proto],
+                  "dce_rpc" if conn.dce is not None and conn.dce.confirmed else None,
+                  duration if duration > 0 else None, orig_bytes, resp_bytes,
+                  conn.conn_state(), conn.missed_bytes(),
+                  "".join(conn.history) or None,
+                  orig.packets, orig.ip_bytes, resp.packets, resp.ip_bytes)
+        for column, value in zip(columns.values(), values):
+            column.append(value)
+
+    def _add_calls(self, conn: Connection, uid: str, ends: tuple) -> None:
+        columns = self.dce_rpc.columns
+        for call in conn.dce.calls:
+            values = (call.ts, uid, *ends, call.rtt, call.named_pipe, call.endpoint, call.operation)
+            for column, value in zip(columns.values(), values):
+                column.append(value)
+
+    def batches(self, path: str, final: bool = False) -> Iterator[TableBatch]:
+        for table, rows in (("zeek.conn", self.conn), ("zeek.dce_rpc", self.dce_rpc)):
+            if len(rows) >= BATCH_ROWS or (final and len(rows)):
+                yield TableBatch(table, rows.take(), path, PcapReader.format_name)
+
+
+@dataclass
+class _Problems:
+    """Per-reason counts of things that went wrong, reported once at the end."""
+
+    #: problems in the analysis of packets that were still counted in their connection
+    analysis: bool = False
+    counts: dict[str, list[int]] = field(default_factory=dict)
+
+    def count(self, reason: str, packet: int) -> None:
+        entry = self.counts.get(reason)
+        if entry is None:
+            self.counts[reason] = [1, packet]
+        else:
+            entry[0] += 1
+
+    def report(self, stats: ReadStats) -> None:
+        for reason, (count, first) in self.counts.items():
+            where = f"first at packet {first}"
+            if self.analysis:
+                stats.warn(reason, count, where=where)
+            elif reason.startswith(INFORMATIONAL_PREFIXES):
+                stats.warn(reason + " (packet not tracked)", count, where=where)
+            else:
+                stats.skip(reason + " (packet skipped)", count, where=where)
+
+
+def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
+                  observer: Callable[[Connection], None] | None = None) -> Iterator[TableBatch]:
+    """Read a capture stream and yield its conn and dce_rpc rows in bounded batches.
+    ``observer`` also sees every finished :class:`Connection` (e.g. for its frame bytes)."""
+    seed = stream.peek(UID_SEED_BYTES)[:UID_SEED_BYTES] if hasattr(stream, "peek") else b""
+    builder = ZeekLogBuilder(UidMaker(seed))
+    packet_problems, analysis_problems = _Problems(), _Problems(analysis=True)
+    count = 0
+
+    def finished(conn: Connection) -> None:
+        builder.add(conn)
+        if observer is not None:
+            observer(conn)
+
+    table = ConnectionTable(finished, lambda reason: analysis_problems.count(reason, count))
+    packet = table.packet
+    for ts, link_type, frame, wire_len in iter_records(stream, stats):
+        count += 1
+        decoded = decode(link_type, frame)
+        if decoded.__class__ is str:
+            packet_problems.count(decoded, count)
+            continue
+        proto, src, dst, sport, dport, ip_len, payload_len, payload, flags, seq, ack, window = decoded
+        packet(ts, proto, src, dst, sport, dport, ip_len, wire_len, payload_len, payload,
+               flags, seq, ack, window)
+        if len(builder.conn) >= BATCH_ROWS or len(builder.dce_rpc) >= BATCH_ROWS:
+            yield from builder.batches(path)
+    stats.records = count
+    table.flush()
+    packet_problems.report(stats)
+    analysis_problems.report(stats)
+    yield from builder.batches(path, final=True)
+
+
+@register
+class PcapReader(Reader):
+    """pcap (both byte orders, micro- and nanosecond) and pcapng captures."""
+
+    format_name = "pcap"
+
+    @classmethod
+    def sniff(cls, head: bytes) -> bool:
+        return is_capture(head)
+
+    def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+             prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
+        stats.format = self.format_name
+        yield from track_capture(stream, stats, path=source.path)
