@@ -40,7 +40,7 @@ BODY_LIMIT = 8192
 HELD_SEGMENTS = 64
 
 #: Zeek's DPD signature for DCE/RPC on ports other than 135 (``dpd.sig``)
-SIGNATURE = re.compile(rb"\x05[\x00\x01][\x00-\x13]\x03")
+SIGNATURE = re.compile(rb"\x05[\x00\x01][\x00-\x13]")
 #: protocol tower floor "TCP port" (lhs: protocol 0x07; rhs: 2-byte port, big-endian)
 TCP_FLOOR = re.compile(rb"\x01\x00\x07\x02\x00(..)", re.DOTALL)
 IP_FLOOR = re.compile(rb"\x01\x00\x09\x04\x00(....)", re.DOTALL)

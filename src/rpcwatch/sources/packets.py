@@ -121,6 +121,8 @@ def _ipv4(frame: bytes, offset: int) -> Decoded | str:
         return "truncated IP header"
     header_len = (frame[offset] & 0x0F) * 4
     total = _u16(frame, offset + 2)[0]
+    if total == 0:  # segmentation offload on the capturing host zeroes it; Zeek takes the frame
+        total = len(frame) - offset
     if header_len < 20 or total < header_len:
         return "malformed IPv4 header"
     if _u16(frame, offset + 6)[0] & 0x3FFF:  # more-fragments flag or a fragment offset
