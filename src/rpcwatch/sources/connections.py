@@ -293,13 +293,10 @@ class ConnectionTable:
             return True
         if proto != TCP:
             return False
-        if (conn.attempt_deadline and ts > conn.attempt_deadline and conn.resp.state == INACTIVE
-                and conn.orig.state in (SYN_SENT, SYN_ACK_SENT)):
-            return True  # Zeek's attempt timer removed the unanswered attempt
+        if _done(conn, ts):
+            return True
         orig, resp = conn.orig, conn.resp
         closed = orig.did_close or resp.did_close
-        if closed and ts - conn.last_time > CLOSE_DELAY and orig.did_close and resp.did_close:
-            return True
         # Zeek's IsReuse(): a new initial SYN after a close, with a new sequence number
         if flags & SYN and not flags & ACK and closed:
             return (seq & SEQ_MASK) != orig.start
@@ -426,9 +423,18 @@ class ConnectionTable:
 
 
 def _done(conn: Connection, now: float) -> bool:
-    """Closed long enough ago that Zeek would have removed it (keeps memory flat)."""
-    return (conn.proto == TCP and conn.orig.did_close and conn.resp.did_close
-            and now - conn.last_time > CLOSE_DELAY)
+    """Closed, or an unanswered attempt, long enough ago that Zeek would have removed it."""
+    if conn.proto != TCP:
+        return False
+    if conn.orig.did_close and conn.resp.did_close:
+        return now - conn.last_time > CLOSE_DELAY
+    return _attempt_expired(conn, now)
+
+
+def _attempt_expired(conn: Connection, now: float) -> bool:
+    """Zeek's attempt timer: no answer to the SYN within ``ATTEMPT_DELAY``."""
+    return (bool(conn.attempt_deadline) and now > conn.attempt_deadline
+            and conn.resp.state == INACTIVE and conn.orig.state in (SYN_SENT, SYN_ACK_SENT))
 
 
 def _originator_is_destination(proto: int, sport: int, dport: int, flags: int) -> bool:

@@ -86,11 +86,17 @@ class LogColumns:
     def __len__(self) -> int:
         return len(self.columns["ts"])
 
-    def take(self) -> pa.Table:
-        rows = len(self)
-        arrays = [pa.nulls(rows, type=f.type) if f.name in ALWAYS_NULL
-                  else pa.array(self.columns[f.name], type=f.type) for f in self.schema]
-        self.__post_init__()
+    def take(self, limit: int) -> pa.Table:
+        """The first ``limit`` rows as a table; they are removed from the lists."""
+        rows = min(limit, len(self))
+        arrays = []
+        for f in self.schema:
+            if f.name in ALWAYS_NULL:
+                arrays.append(pa.nulls(rows, type=f.type))
+            else:
+                values = self.columns[f.name]
+                arrays.append(pa.array(values[:rows], type=f.type))
+                del values[:rows]
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
@@ -133,9 +139,10 @@ class ZeekLogBuilder:
                 column.append(value)
 
     def batches(self, path: str, final: bool = False) -> Iterator[TableBatch]:
+        """Full batches of at most ``BATCH_ROWS`` rows (and, when ``final``, the rest)."""
         for table, rows in (("zeek.conn", self.conn), ("zeek.dce_rpc", self.dce_rpc)):
-            if len(rows) >= BATCH_ROWS or (final and len(rows)):
-                yield TableBatch(table, rows.take(), path, PcapReader.format_name)
+            while len(rows) >= BATCH_ROWS or (final and len(rows)):
+                yield TableBatch(table, rows.take(BATCH_ROWS), path, PcapReader.format_name)
 
 
 @dataclass
