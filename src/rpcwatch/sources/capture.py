@@ -97,27 +97,34 @@ def _pcap_records(buffer: BlockBuffer, stats: ReadStats) -> Iterator[Record]:
     order, unit = PCAP_MAGICS[buffer.data[:4]]
     link_type = struct.unpack_from(order + "I", buffer.data, 20)[0] & 0x0FFFFFFF
     buffer.pos = 24
-    header = struct.Struct(order + "IIII")
-    unpack_header = header.unpack_from
+    unpack_header = struct.Struct(order + "IIII").unpack_from
+    # the window (data, pos, size) is held in locals: this loop runs once per packet
+    data, pos, size = buffer.data, buffer.pos, len(buffer.data)
     while True:
-        if buffer.left < 16 and not buffer.ensure(16):
-            if buffer.left:
-                stats.skip("truncated capture (partial last packet header)",
-                           where=f"last {buffer.left} bytes")
-            return
-        seconds, fraction, captured, wire = unpack_header(buffer.data, buffer.pos)
+        if size - pos < 16:
+            buffer.pos = pos
+            if not buffer.ensure(16):
+                if buffer.left:
+                    stats.skip("truncated capture (partial last packet header)",
+                               where=f"last {buffer.left} bytes")
+                return
+            data, pos, size = buffer.data, buffer.pos, len(buffer.data)
+        seconds, fraction, captured, wire = unpack_header(data, pos)
         if captured > MAX_RECORD:
             stats.skip("corrupt packet header (rest of capture unreadable)",
                        where=f"captured length {captured}")
             return
-        if buffer.left < 16 + captured and not buffer.ensure(16 + captured):
-            stats.skip("truncated capture (partial last packet)",
-                       where=f"{buffer.left - 16} of {captured} bytes")
-            return
-        start = buffer.pos + 16  # after ensure(), which may have moved the window
-        end = start + captured
-        buffer.pos = end
-        yield seconds + fraction * unit, link_type, buffer.data[start:end], wire
+        end = pos + 16 + captured
+        if end > size:
+            buffer.pos = pos
+            if not buffer.ensure(16 + captured):
+                stats.skip("truncated capture (partial last packet)",
+                           where=f"{buffer.left - 16} of {captured} bytes")
+                return
+            data, pos, size = buffer.data, buffer.pos, len(buffer.data)
+            end = pos + 16 + captured
+        yield seconds + fraction * unit, link_type, data[pos + 16:end], wire
+        pos = end
 
 
 @dataclass

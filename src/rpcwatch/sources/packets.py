@@ -54,6 +54,8 @@ _udp = struct.Struct("!HHH").unpack_from
 def decode(link_type: int, frame: bytes) -> Decoded | str:
     """Headers of one frame, or the reason it has no TCP/UDP/ICMP packet."""
     if link_type == LINK_ETHERNET:
+        if frame[12:14] == b"\x08\x00":  # the common case first: untagged IPv4
+            return _ipv4(frame, 14)
         return _ethernet(frame)
     if link_type in RAW_LINKS:
         return _ip(frame, 0)

@@ -28,6 +28,11 @@ BATCH_ROWS = 65536
 #: decode() reasons that lose nothing the logs would show (Zeek ignores these packets too)
 INFORMATIONAL_PREFIXES = ("not IP", "IP protocol")
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+#: base62 digit pairs, so a uid takes nine divisions instead of seventeen
+BASE62_PAIRS = [low + high for high in BASE62 for low in BASE62]
+#: uids carry 96 bits like Zeek's; the multiplier is odd, so number -> uid is one-to-one
+UID_MULTIPLIER = 0x9E3779B97F4A7C15F39CC061
+UID_MASK = (1 << 96) - 1
 #: how much of the capture's start seeds the connection uids
 UID_SEED_BYTES = 1 << 16
 
@@ -57,46 +62,41 @@ def address_text(raw: bytes) -> str:
 
 
 class UidMaker:
-    """Zeek-like uids (``C`` + base62), derived from the capture's first bytes and the
-    connection's number, so the same capture always gets the same uids."""
+    """Zeek-like uids (``C`` + base62): the connection's number scrambled with a key taken
+    from the capture's first bytes, so the same capture always gets the same uids and
+    different captures get different ones. (A keyed multiply-add is a bijection on 96-bit
+    numbers: uids never collide within a capture, and it is far cheaper than hashing.)"""
 
     def __init__(self, seed: bytes):
-        self._seed = hashlib.blake2b(seed, digest_size=16).digest()
+        self._key = int.from_bytes(hashlib.blake2b(seed, digest_size=12).digest(), "little")
 
     def __call__(self, number: int) -> str:
-        digest = hashlib.blake2b(number.to_bytes(8, "little"), key=self._seed, digest_size=12).digest()
-        value = int.from_bytes(digest, "little")
+        value = ((number + 1) * UID_MULTIPLIER + self._key) & UID_MASK
         letters = []
         while value:
-            value, digit = divmod(value, 62)
-            letters.append(BASE62[digit])
-        return "C" + "".join(letters)
+            value, pair = divmod(value, 3844)
+            letters.append(BASE62_PAIRS[pair])
+        return "C" + "".join(letters).rstrip("0")  # least significant digit first
 
 
 @dataclass
-class LogColumns:
-    """Rows of one Zeek log kept as Python lists until a batch is full."""
+class LogRows:
+    """Rows of one Zeek log, kept as tuples (in schema order, without the always-null
+    columns) until a batch is full; a batch turns them into columns in one step."""
 
     schema: pa.Schema
-    columns: dict[str, list] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.columns = {name: [] for name in self.schema.names if name not in ALWAYS_NULL}
+    rows: list[tuple] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.columns["ts"])
+        return len(self.rows)
 
     def take(self, limit: int) -> pa.Table:
-        """The first ``limit`` rows as a table; they are removed from the lists."""
-        rows = min(limit, len(self))
-        arrays = []
-        for f in self.schema:
-            if f.name in ALWAYS_NULL:
-                arrays.append(pa.nulls(rows, type=f.type))
-            else:
-                values = self.columns[f.name]
-                arrays.append(pa.array(values[:rows], type=f.type))
-                del values[:rows]
+        """The first ``limit`` rows as a table; they are removed from the list."""
+        taken = self.rows[:limit]
+        del self.rows[:limit]
+        columns = iter(zip(*taken)) if taken else iter(() for _ in self.schema)
+        arrays = [pa.nulls(len(taken), type=f.type) if f.name in ALWAYS_NULL
+                  else pa.array(next(columns), type=f.type) for f in self.schema]
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
@@ -105,8 +105,8 @@ class ZeekLogBuilder:
 
     def __init__(self, uid: UidMaker):
         self.uid = uid
-        self.conn = LogColumns(CONN_SCHEMA)
-        self.dce_rpc = LogColumns(DCE_RPC_SCHEMA)
+        self.conn = LogRows(CONN_SCHEMA)
+        self.dce_rpc = LogRows(DCE_RPC_SCHEMA)
 
     def add(self, conn: Connection) -> None:
         uid = self.uid(conn.number)
@@ -117,26 +117,21 @@ class ZeekLogBuilder:
             self._add_calls(conn, uid, ends)
 
     def _add_conn(self, conn: Connection, uid: str, ends: tuple) -> None:
-        columns = self.conn.columns
         orig, resp = conn.orig, conn.resp
         duration = conn.duration
         # Zeek leaves duration and sizes unset for a connection that lasted no time
         orig_bytes, resp_bytes = conn.sizes() if duration > 0 else (None, None)
-        values = (conn.ts, uid, *ends, PROTO_NAMES[conn.proto],
-                  "dce_rpc" if conn.dce is not None and conn.dce.confirmed else None,
-                  duration if duration > 0 else None, orig_bytes, resp_bytes,
-                  conn.conn_state(), conn.missed_bytes(),
-                  "".join(conn.history) or None,
-                  orig.packets, orig.ip_bytes, resp.packets, resp.ip_bytes)
-        for column, value in zip(columns.values(), values):
-            column.append(value)
+        self.conn.rows.append((
+            conn.ts, uid, *ends, PROTO_NAMES[conn.proto],
+            "dce_rpc" if conn.dce is not None and conn.dce.confirmed else None,
+            duration if duration > 0 else None, orig_bytes, resp_bytes,
+            conn.conn_state(), conn.missed_bytes(), "".join(conn.history) or None,
+            orig.packets, orig.ip_bytes, resp.packets, resp.ip_bytes))
 
     def _add_calls(self, conn: Connection, uid: str, ends: tuple) -> None:
-        columns = self.dce_rpc.columns
-        for call in conn.dce.calls:
-            values = (call.ts, uid, *ends, call.rtt, call.named_pipe, call.endpoint, call.operation)
-            for column, value in zip(columns.values(), values):
-                column.append(value)
+        self.dce_rpc.rows.extend(
+            (call.ts, uid, *ends, call.rtt, call.named_pipe, call.endpoint, call.operation)
+            for call in conn.dce.calls)
 
     def batches(self, path: str, final: bool = False) -> Iterator[TableBatch]:
         """Full batches of at most ``BATCH_ROWS`` rows (and, when ``final``, the rest)."""
@@ -187,6 +182,7 @@ def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
 
     table = ConnectionTable(finished, lambda reason: analysis_problems.count(reason, count))
     packet = table.packet
+    conn_rows, dce_rpc_rows = builder.conn.rows, builder.dce_rpc.rows
     for ts, link_type, frame, wire_len in iter_records(stream, stats):
         count += 1
         decoded = decode(link_type, frame)
@@ -196,7 +192,7 @@ def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
         proto, src, dst, sport, dport, ip_len, payload_len, payload, flags, seq, ack, window = decoded
         packet(ts, proto, src, dst, sport, dport, ip_len, wire_len, payload_len, payload,
                flags, seq, ack, window)
-        if len(builder.conn) >= BATCH_ROWS or len(builder.dce_rpc) >= BATCH_ROWS:
+        if len(conn_rows) >= BATCH_ROWS or len(dce_rpc_rows) >= BATCH_ROWS:
             yield from builder.batches(path)
     stats.records = count
     table.flush()
