@@ -13,12 +13,12 @@ multi-GB capture keeps only live connections in memory.
 """
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from rpcwatch.sources.dcerpc import DceRpcSession, looks_like_dce_rpc
-from rpcwatch.sources.packets import ICMP, ICMP6, TCP, UDP
+from rpcwatch.sources.packets import ICMP, ICMP6, TCP, UDP, Decoded
 
 # Endpoint states (Zeek's TCP_ENDPOINT_*)
 INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
@@ -56,6 +56,8 @@ ICMP6_COUNTERPART = {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133,
                      146: 147, 147: 146}
 
 PROTO_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMP6: "icmp"}
+#: Zeek's test for "originator sent a SYN then a RST, nothing from the responder"
+RSTOS0_HISTORY = re.compile(r"\^?S[^HAFGIQ]*R.*")
 
 
 def seq_delta(a: int, b: int) -> int:
@@ -115,8 +117,7 @@ class Endpoint:
 H_SYN, H_FIN, H_RST, H_FIN_RST, H_DATA, H_ACK, H_MULTI = 1, 2, 4, 8, 16, 32, 64
 
 
-@dataclass
-class ConnectionKey:
+class ConnectionKey(NamedTuple):
     """Addresses and ports as the originator and responder of a connection."""
 
     orig_h: bytes
@@ -126,12 +127,14 @@ class ConnectionKey:
 
 
 class Connection:
-    __slots__ = ("proto", "key", "number", "ts", "last_time", "orig", "resp", "history",
+    __slots__ = ("proto", "key", "flipped", "number", "ts", "last_time", "orig", "resp", "history",
                  "dce", "dce_checked", "dce_held", "attempt_deadline")
 
     def __init__(self, proto: int, key: ConnectionKey, number: int, ts: float, flipped: bool):
         self.proto = proto
         self.key = key
+        #: the first packet came from the responder
+        self.flipped = flipped
         self.number = number  # order of creation within the capture (for uids)
         self.ts = self.last_time = ts
         self.orig = Endpoint()
@@ -158,30 +161,25 @@ class Connection:
 
     # -- summary ------------------------------------------------------------------------
 
-    @property
-    def duration(self) -> float:
-        return self.last_time - self.ts
-
-    def sizes(self) -> tuple[int, int]:
+    def summary(self) -> tuple[int, int, str, int, str | None]:
+        """Payload sizes, ``conn_state``, missed bytes and ``history``, as Zeek logs them."""
+        history = "".join(self.history) or None
+        orig, resp = self.orig, self.resp
         if self.proto == TCP:
-            return self.orig.tcp_size(self.resp), self.resp.tcp_size(self.orig)
-        return self.orig.payload_bytes, self.resp.payload_bytes
+            sizes = orig.tcp_size(resp), resp.tcp_size(orig)
+            missed = orig.missed + resp.missed + max(0, orig.ack - orig.last) + max(0, resp.ack - resp.last)
+            return (*sizes, _tcp_conn_state(orig.state, resp.state, history or "", sizes), missed, history)
+        if self.proto == UDP:
+            if orig.packets:
+                state = "SF" if resp.packets else "S0"
+            else:
+                state = "SHR" if resp.packets else "OTH"
+        else:
+            state = "OTH"
+        return orig.payload_bytes, resp.payload_bytes, state, 0, history
 
     def conn_state(self) -> str:
-        if self.proto == TCP:
-            return _tcp_conn_state(self.orig.state, self.resp.state, "".join(self.history),
-                                   self.sizes())
-        if self.proto == UDP:
-            orig_active, resp_active = self.orig.packets > 0, self.resp.packets > 0
-            if orig_active:
-                return "SF" if resp_active else "S0"
-            return "SHR" if resp_active else "OTH"
-        return "OTH"
-
-    def missed_bytes(self) -> int:
-        if self.proto != TCP:
-            return 0
-        return sum(ep.missed + max(0, ep.ack - ep.last) for ep in (self.orig, self.resp))
+        return self.summary()[2]
 
 
 def _tcp_conn_state(os: int, rs: int, history: str, sizes: tuple[int, int]) -> str:
@@ -210,16 +208,7 @@ def _tcp_conn_state(os: int, rs: int, history: str, sizes: tuple[int, int]) -> s
 
 
 def _rstos0(history: str) -> bool:
-    """Zeek's ``/\\^?S[^HAFGIQ]*R.*/`` on the history."""
-    text = history[1:] if history.startswith("^") else history
-    if not text.startswith("S"):
-        return False
-    for letter in text[1:]:
-        if letter == "R":
-            return True
-        if letter in "HAFGIQ":
-            return False
-    return False
+    return RSTOS0_HISTORY.fullmatch(history) is not None
 
 
 ProblemCounter = Callable[[str], None]
@@ -241,23 +230,32 @@ class ConnectionTable:
 
     # -- packets ------------------------------------------------------------------------
 
-    def packet(self, ts: float, proto: int, src: bytes, dst: bytes, sport: int, dport: int,
-               ip_len: int, wire_len: int, payload_len: int, payload: bytes, flags: int,
-               seq: int, ack: int, window: int) -> None:
+    def packet(self, ts: float, wire_len: int, decoded: Decoded) -> None:
+        """One decoded packet (see :data:`~rpcwatch.sources.packets.Decoded`)."""
+        proto, src, dst, sport, dport, ip_len, payload_len, payload, flags, seq, ack, window = decoded
         if proto == ICMP or proto == ICMP6:
             counterpart = ICMP4_COUNTERPART if proto == ICMP else ICMP6_COUNTERPART
             dport = counterpart.get(sport, dport)
-        forward = (src, sport) <= (dst, dport)
-        key = (proto, src, sport, dst, dport) if forward else (proto, dst, dport, src, sport)
-        conn = self._live.get(key)
-        if conn is not None and self._ended_before(conn, ts, proto, flags, seq):
+        # a connection is filed under the direction of its first packet
+        live = self._live
+        key = (proto, src, sport, dst, dport)
+        conn = live.get(key)
+        from_first_sender = True
+        if conn is None:
+            reverse = (proto, dst, dport, src, sport)
+            conn = live.get(reverse)
+            if conn is not None:
+                key, from_first_sender = reverse, False
+        # every way of ending takes ATTEMPT_DELAY or more, or a new SYN: test cheaply first
+        if conn is not None and (ts - conn.ts > ATTEMPT_DELAY or flags & SYN) and self._ended_before(
+                conn, ts, proto, flags, seq):
             self._finish(key)
-            conn = None
+            conn, key, from_first_sender = None, (proto, src, sport, dst, dport), True
         if conn is None:
             conn = self._start(key, ts, proto, src, dst, sport, dport, flags)
         else:
-            self._live.move_to_end(key)
-        is_orig = src == conn.key.orig_h and sport == conn.key.orig_p
+            live.move_to_end(key)
+        is_orig = from_first_sender != conn.flipped
         endpoint = conn.orig if is_orig else conn.resp
         endpoint.packets += 1
         endpoint.ip_bytes += ip_len
@@ -309,9 +307,17 @@ class ConnectionTable:
         endpoint, peer = (conn.orig, conn.resp) if is_orig else (conn.resp, conn.orig)
         syn, fin, rst = flags & SYN, flags & FIN, flags & RST
         seg_len = length + (1 if syn else 0) + (1 if fin else 0) - (length if rst else 0)
-        _init_endpoint(endpoint, syn, base_seq, seg_len)
-        rel_seq = endpoint.relative(base_seq, endpoint.last)
-        _update_history(conn, is_orig, endpoint, flags, rel_seq, length)
+        if syn or endpoint.state == INACTIVE:
+            _init_endpoint(endpoint, syn, base_seq, seg_len)
+        last = endpoint.last
+        rel_seq = last + ((base_seq - endpoint.start - last + 0x80000000) & SEQ_MASK) - 0x80000000
+        if syn or fin or rst:
+            _update_flag_history(conn, is_orig, endpoint, flags, rel_seq, length)
+        elif length or flags & ACK:  # data, else a pure ACK: each recorded once per side
+            bit = H_DATA if length else H_ACK
+            if not endpoint.seen & bit:
+                endpoint.seen |= bit
+                conn.add_history(is_orig, "D" if length else "A")
         if window == 0 and not rst and peer.state != CLOSED and endpoint.state != RESET:
             endpoint.zero_windows += 1
             if endpoint.zero_windows == endpoint.zero_windows_next:
@@ -330,7 +336,7 @@ class ConnectionTable:
                     peer.ack = rel_ack
         delta_last = self._update_last_seq(conn, is_orig, endpoint, rel_seq + seg_len, flags, length, payload)
         do_close = _update_state(conn, endpoint, peer, is_orig, flags, base_seq, length, delta_last)
-        if conn.dce is not None or conn.dce_checked != 3:
+        if payload and (conn.dce is not None or conn.dce_checked != 3):
             self._deliver_dce(conn, is_orig, rel_seq + 1 if syn else rel_seq, length, payload, ts, rst)
         if do_close:
             endpoint.did_close = True
@@ -364,7 +370,7 @@ class ConnectionTable:
 
     def _deliver_dce(self, conn: Connection, is_orig: bool, seq: int, length: int, payload: bytes,
                      ts: float, rst: int) -> None:
-        if not payload or rst:
+        if rst:
             return
         if conn.dce is None:
             if not self._detect_dce(conn, is_orig, seq, payload, ts):
@@ -468,8 +474,9 @@ def _init_endpoint(endpoint: Endpoint, syn: int, base_seq: int, seg_len: int) ->
             endpoint.init_seq(base_seq, seg_len)
 
 
-def _update_history(conn: Connection, is_orig: bool, endpoint: Endpoint, flags: int,
-                    rel_seq: int, length: int) -> None:
+def _update_flag_history(conn: Connection, is_orig: bool, endpoint: Endpoint, flags: int,
+                         rel_seq: int, length: int) -> None:
+    """Zeek's ``update_history`` for a packet with SYN, FIN or RST set."""
     syn, fin, rst = flags & SYN, flags & FIN, flags & RST
     bits_set = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
     if bits_set > 1:
@@ -477,7 +484,7 @@ def _update_history(conn: Connection, is_orig: bool, endpoint: Endpoint, flags: 
             conn.check_history(is_orig, H_FIN_RST, "I")
         else:
             conn.check_history(is_orig, H_MULTI, "Q")
-    elif bits_set == 1:
+    else:
         if syn:
             code = "H" if flags & ACK else "S"
             if conn.check_history(is_orig, H_SYN, code) and rel_seq != endpoint.last_syn:
@@ -491,10 +498,6 @@ def _update_history(conn: Connection, is_orig: bool, endpoint: Endpoint, flags: 
             if conn.check_history(is_orig, H_RST, "R") and rel_seq != endpoint.last_rst:
                 conn.add_history(is_orig, "R")
             endpoint.last_rst = rel_seq
-    elif length:
-        conn.check_history(is_orig, H_DATA, "D")
-    elif flags & ACK:
-        conn.check_history(is_orig, H_ACK, "A")
 
 
 def _update_state(conn: Connection, endpoint: Endpoint, peer: Endpoint, is_orig: bool,

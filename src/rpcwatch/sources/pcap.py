@@ -118,14 +118,14 @@ class ZeekLogBuilder:
 
     def _add_conn(self, conn: Connection, uid: str, ends: tuple) -> None:
         orig, resp = conn.orig, conn.resp
-        duration = conn.duration
-        # Zeek leaves duration and sizes unset for a connection that lasted no time
-        orig_bytes, resp_bytes = conn.sizes() if duration > 0 else (None, None)
+        orig_bytes, resp_bytes, state, missed, history = conn.summary()
+        duration = conn.last_time - conn.ts
+        if duration <= 0:  # Zeek leaves duration and sizes unset for a connection that took no time
+            duration = orig_bytes = resp_bytes = None
         self.conn.rows.append((
             conn.ts, uid, *ends, PROTO_NAMES[conn.proto],
             "dce_rpc" if conn.dce is not None and conn.dce.confirmed else None,
-            duration if duration > 0 else None, orig_bytes, resp_bytes,
-            conn.conn_state(), conn.missed_bytes(), "".join(conn.history) or None,
+            duration, orig_bytes, resp_bytes, state, missed, history,
             orig.packets, orig.ip_bytes, resp.packets, resp.ip_bytes))
 
     def _add_calls(self, conn: Connection, uid: str, ends: tuple) -> None:
@@ -189,9 +189,7 @@ def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
         if decoded.__class__ is str:
             packet_problems.count(decoded, count)
             continue
-        proto, src, dst, sport, dport, ip_len, payload_len, payload, flags, seq, ack, window = decoded
-        packet(ts, proto, src, dst, sport, dport, ip_len, wire_len, payload_len, payload,
-               flags, seq, ack, window)
+        packet(ts, wire_len, decoded)
         if len(conn_rows) >= BATCH_ROWS or len(dce_rpc_rows) >= BATCH_ROWS:
             yield from builder.batches(path)
     stats.records = count
