@@ -43,6 +43,7 @@ print(stats.records, rows.get("zeek.conn", 0), rows.get("zeek.dce_rpc", 0))
 @dataclass
 class Run:
     seconds: float
+    cpu_seconds: float
     peak_rss_mb: float
     output: str
 
@@ -104,21 +105,19 @@ def measure(command: list[str]) -> Run:
                "start = time.perf_counter()\n"
                "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
                "elapsed = time.perf_counter() - start\n"
-               "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
-               "print(elapsed, peak)\n"
+               "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+               "print(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)\n"
                "print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:])\n")
     result = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True,
                             check=True)
     first, output = result.stdout.split("\n", 1)
-    seconds, peak_kb = first.split()
-    return Run(float(seconds), int(peak_kb) / 1024, output.strip())
+    seconds, cpu_seconds, peak_kb = first.split()
+    return Run(float(seconds), float(cpu_seconds), int(peak_kb) / 1024, output.strip())
 
 
-def median_run(command: list[str], runs: int) -> tuple[Run, list[float]]:
-    results = [measure(command) for _ in range(runs)]
-    times = [r.seconds for r in results]
-    middle = sorted(results, key=lambda r: r.seconds)[len(results) // 2]
-    return middle, times
+def median(runs: list[Run]) -> Run:
+    """The run with the median wall time (the machine may be shared: runs alternate)."""
+    return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
 
 
 def main() -> None:
@@ -134,23 +133,28 @@ def main() -> None:
         build_capture(args.corpus, capture, args.size_mb * 1_000_000)
     size_mb = capture.stat().st_size / 1e6
 
-    reader, reader_times = median_run([sys.executable, "-c", READER_SCRIPT, str(capture)], args.runs)
+    commands = {"rpcwatch pcap reader": [sys.executable, "-c", READER_SCRIPT, str(capture)]}
+    if shutil.which("tshark"):
+        commands["tshark -q -z conv,tcp"] = ["tshark", "-n", "-q", "-r", str(capture), "-z", "conv,tcp"]
+    else:
+        print("tshark not installed: no comparison")
+    runs: dict[str, list[Run]] = {name: [] for name in commands}
+    for _ in range(args.runs):
+        for name, command in commands.items():
+            runs[name].append(measure(command))
+    reader = median(runs["rpcwatch pcap reader"])
     packets = int(reader.output.split()[0])
     print(f"capture: {size_mb:.0f} MB, {packets} packets; reader output (packets, conn rows, dce_rpc rows): "
           f"{reader.output}")
-    rows = [("rpcwatch pcap reader", reader, reader_times)]
-    if shutil.which("tshark"):
-        tshark, tshark_times = median_run(["tshark", "-n", "-q", "-r", str(capture), "-z", "conv,tcp"], args.runs)
-        rows.append(("tshark -q -z conv,tcp", tshark, tshark_times))
-    else:
-        print("tshark not installed: no comparison")
-    print(f"{'':24} {'median s':>9} {'packets/s':>11} {'MB/s':>7} {'peak RSS MB':>12}  runs (s)")
-    for name, run, times in rows:
+    print(f"{'':24} {'median s':>9} {'packets/s':>11} {'MB/s':>7} {'CPU s':>7} {'peak RSS MB':>12}  wall s per run")
+    for name, results in runs.items():
+        run = median(results)
         print(f"{name:24} {run.seconds:9.1f} {packets / run.seconds:11.0f} {size_mb / run.seconds:7.1f} "
-              f"{run.peak_rss_mb:12.0f}  {', '.join(f'{t:.1f}' for t in times)}")
-    if len(rows) == 2:
-        print(f"reader / tshark: time x{rows[0][1].seconds / rows[1][1].seconds:.2f}, "
-              f"peak RSS x{rows[0][1].peak_rss_mb / rows[1][1].peak_rss_mb:.2f}")
+              f"{run.cpu_seconds:7.1f} {run.peak_rss_mb:12.0f}  {', '.join(f'{r.seconds:.1f}' for r in results)}")
+    if len(runs) == 2:
+        tshark = median(runs["tshark -q -z conv,tcp"])
+        print(f"reader / tshark: wall time x{reader.seconds / tshark.seconds:.2f}, CPU time "
+              f"x{reader.cpu_seconds / tshark.cpu_seconds:.2f}, peak RSS x{reader.peak_rss_mb / tshark.peak_rss_mb:.3f}")
 
 
 if __name__ == "__main__":

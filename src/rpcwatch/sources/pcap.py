@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import BinaryIO, Callable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
 from rpcwatch.sources.capture import is_capture, iter_records
@@ -27,12 +28,11 @@ from rpcwatch.sources.prefilter import PrefilterPlan
 BATCH_ROWS = 65536
 #: decode() reasons that lose nothing the logs would show (Zeek ignores these packets too)
 INFORMATIONAL_PREFIXES = ("not IP", "IP protocol")
-BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-#: base62 digit pairs, so a uid takes nine divisions instead of seventeen
-BASE62_PAIRS = [low + high for high in BASE62 for low in BASE62]
-#: uids carry 96 bits like Zeek's; the multiplier is odd, so number -> uid is one-to-one
-UID_MULTIPLIER = 0x9E3779B97F4A7C15F39CC061
-UID_MASK = (1 << 96) - 1
+BASE62_DIGITS = pa.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+#: a uid is two halves of 47 bits (8 base62 digits each), nearly the 96 bits of Zeek's
+UID_HALF_MASK = (1 << 47) - 1
+UID_HALF_DIGITS = 8
+UID_MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)
 #: how much of the capture's start seeds the connection uids
 UID_SEED_BYTES = 1 << 16
 
@@ -62,21 +62,34 @@ def address_text(raw: bytes) -> str:
 
 
 class UidMaker:
-    """Zeek-like uids (``C`` + base62): the connection's number scrambled with a key taken
-    from the capture's first bytes, so the same capture always gets the same uids and
-    different captures get different ones. (A keyed multiply-add is a bijection on 96-bit
-    numbers: uids never collide within a capture, and it is far cheaper than hashing.)"""
+    """Zeek-like uids (``C`` + 16 base62 digits) for a whole column of connection numbers.
+
+    Each half of the uid is ``(number * odd constant + key) mod 2**47``, a one-to-one
+    mapping, with the key taken from the capture's first bytes: the same capture always
+    gets the same uids, different captures different ones, and no two connections of a
+    capture share one. It is computed with Arrow kernels, batch by batch.
+    """
 
     def __init__(self, seed: bytes):
-        self._key = int.from_bytes(hashlib.blake2b(seed, digest_size=12).digest(), "little")
+        digest = hashlib.blake2b(seed, digest_size=16).digest()
+        self._keys = (int.from_bytes(digest[:8], "little") & UID_HALF_MASK,
+                      int.from_bytes(digest[8:], "little") & UID_HALF_MASK)
 
-    def __call__(self, number: int) -> str:
-        value = ((number + 1) * UID_MULTIPLIER + self._key) & UID_MASK
-        letters = []
-        while value:
-            value, pair = divmod(value, 3844)
-            letters.append(BASE62_PAIRS[pair])
-        return "C" + "".join(letters).rstrip("0")  # least significant digit first
+    def column(self, numbers: pa.Array) -> pa.Array:
+        value = pc.cast(numbers, pa.uint64())
+        digits = []
+        for multiplier, key in zip(UID_MULTIPLIERS, self._keys):
+            half = pc.bit_wise_and(pc.add(pc.multiply(value, _u64(multiplier)), _u64(key)),
+                                   _u64(UID_HALF_MASK))
+            for _ in range(UID_HALF_DIGITS):
+                quotient = pc.divide(half, _u64(62))
+                digits.append(pc.take(BASE62_DIGITS, pc.subtract(half, pc.multiply(quotient, _u64(62)))))
+                half = quotient
+        return pc.binary_join_element_wise(pa.scalar("C"), *digits, "")
+
+
+def _u64(value: int) -> pa.Scalar:
+    return pa.scalar(value, pa.uint64())
 
 
 @dataclass
@@ -90,13 +103,20 @@ class LogRows:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def take(self, limit: int) -> pa.Table:
-        """The first ``limit`` rows as a table; they are removed from the list."""
+    def take(self, limit: int, uids: UidMaker) -> pa.Table:
+        """The first ``limit`` rows as a table; they are removed from the list. Rows hold
+        the connection's number where the uid goes; uids are made for the whole column."""
         taken = self.rows[:limit]
         del self.rows[:limit]
         columns = iter(zip(*taken)) if taken else iter(() for _ in self.schema)
-        arrays = [pa.nulls(len(taken), type=f.type) if f.name in ALWAYS_NULL
-                  else pa.array(next(columns), type=f.type) for f in self.schema]
+        arrays = []
+        for f in self.schema:
+            if f.name in ALWAYS_NULL:
+                arrays.append(pa.nulls(len(taken), type=f.type))
+            elif f.name == "uid":
+                arrays.append(uids.column(pa.array(next(columns), type=pa.int64())))
+            else:
+                arrays.append(pa.array(next(columns), type=f.type))
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
@@ -109,14 +129,14 @@ class ZeekLogBuilder:
         self.dce_rpc = LogRows(DCE_RPC_SCHEMA)
 
     def add(self, conn: Connection) -> None:
-        uid = self.uid(conn.number)
+        uid = conn.number  # replaced by the uid when the batch is built
         key = conn.key
         ends = (address_text(key.orig_h), key.orig_p, address_text(key.resp_h), key.resp_p)
         self._add_conn(conn, uid, ends)
         if conn.dce is not None:
             self._add_calls(conn, uid, ends)
 
-    def _add_conn(self, conn: Connection, uid: str, ends: tuple) -> None:
+    def _add_conn(self, conn: Connection, uid: int, ends: tuple) -> None:
         orig, resp = conn.orig, conn.resp
         orig_bytes, resp_bytes, state, missed, history = conn.summary()
         duration = conn.last_time - conn.ts
@@ -128,7 +148,7 @@ class ZeekLogBuilder:
             duration, orig_bytes, resp_bytes, state, missed, history,
             orig.packets, orig.ip_bytes, resp.packets, resp.ip_bytes))
 
-    def _add_calls(self, conn: Connection, uid: str, ends: tuple) -> None:
+    def _add_calls(self, conn: Connection, uid: int, ends: tuple) -> None:
         self.dce_rpc.rows.extend(
             (call.ts, uid, *ends, call.rtt, call.named_pipe, call.endpoint, call.operation)
             for call in conn.dce.calls)
@@ -137,7 +157,7 @@ class ZeekLogBuilder:
         """Full batches of at most ``BATCH_ROWS`` rows (and, when ``final``, the rest)."""
         for table, rows in (("zeek.conn", self.conn), ("zeek.dce_rpc", self.dce_rpc)):
             while len(rows) >= BATCH_ROWS or (final and len(rows)):
-                yield TableBatch(table, rows.take(BATCH_ROWS), path, PcapReader.format_name)
+                yield TableBatch(table, rows.take(BATCH_ROWS, self.uid), path, PcapReader.format_name)
 
 
 @dataclass
