@@ -53,7 +53,6 @@ class NameTables:
     interfaces: dict[str, str]
     operations: dict[tuple[str, int], str]
     ignored: dict[str, frozenset[str]]
-    pipe_uuids: dict[str, str]
 
     def endpoint(self, interface: str) -> str:
         return self.interfaces.get(interface) or f"unknown-{interface}"
@@ -77,7 +76,7 @@ def name_tables() -> NameTables:
             if name is not None:
                 operations[(interface, opnum)] = name
     ignored = {endpoint: frozenset(names) for endpoint, names in raw["ignored_operations"].items()}
-    return NameTables(interfaces, operations, ignored, raw["pipe_name_to_common_uuid"])
+    return NameTables(interfaces, operations, ignored)
 
 
 def looks_like_dce_rpc(payload: bytes) -> bool:
