@@ -70,8 +70,7 @@ class LogReading:
 
     def _read_one(self, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
         try:
-            counted = _counted(source, self.on_bytes)
-            head, stream = open_decompressed(counted, stats)
+            source, head, stream = open_decompressed(_counted(source, self.on_bytes), stats)
         except OSError as exc:
             stats.error = f"cannot read: {exc.strerror or exc}"
             return
@@ -93,7 +92,8 @@ class LogReading:
 def _counted(source: InputFile, on_bytes: Callable[[int], None] | None) -> InputFile:
     if on_bytes is None or source.path == "-":
         return source
-    return InputFile(source.path, lambda: _CountingStream(source.open_raw(), on_bytes), source.size)
+    return InputFile(source.path, lambda: _CountingStream(source.open_raw(), on_bytes), source.size,
+                     source.disk_path, on_bytes)
 
 
 def _why_unknown(head: bytes) -> str:

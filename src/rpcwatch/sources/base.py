@@ -44,10 +44,16 @@ class ReadStats:
     warnings: Counter = field(default_factory=Counter)
     #: why the input as a whole could not be read (unknown format, I/O error), if so
     error: str | None = None
+    #: losses that cannot be counted in records (a truncated or corrupt stream), with where
+    lost: list[str] = field(default_factory=list)
 
     def skip(self, reason: str, count: int = 1, where: str | None = None) -> None:
         self.skipped[reason] += count
         self._remember(reason, where)
+
+    def lose(self, reason: str, where: str | None = None) -> None:
+        """The rest of a stream (or a part of unknown size) could not be read."""
+        self.lost.append(reason if where is None else f"{reason} ({where})")
 
     def warn(self, reason: str, count: int = 1, where: str | None = None) -> None:
         self.warnings[reason] += count

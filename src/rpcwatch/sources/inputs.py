@@ -5,7 +5,7 @@ import io
 import os
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -35,6 +35,11 @@ class InputFile:
     path: str
     opener: Callable[[], BinaryIO]
     size: int | None = None
+    #: the file on disk whose bytes are exactly the stream's (None for compressed, piped or
+    #: archived input); readers may read ranges of it directly
+    disk_path: str | None = None
+    #: told how many bytes were consumed, by readers that read ranges of ``disk_path``
+    progress: Callable[[int], None] | None = None
 
     def open_raw(self) -> BinaryIO:
         return self.opener()
@@ -75,7 +80,7 @@ def _file_inputs(path: Path) -> Iterator[InputFile]:
     if magic == ZIP_MAGIC and zipfile.is_zipfile(path):
         yield from _zip_members(path)
         return
-    yield InputFile(str(path), lambda p=path: open(p, "rb"), size=_size(path))
+    yield InputFile(str(path), lambda p=path: open(p, "rb"), size=_size(path), disk_path=str(path))
 
 
 def _zip_members(path: Path) -> Iterator[InputFile]:
@@ -120,6 +125,7 @@ class GzipStream(io.RawIOBase):
         self._stats = stats
         self._inflater = _zlib.decompressobj(31)
         self._pending = b""
+        self._offset = 0  # how much of _pending was handed out (no re-slicing per read)
         self._done = False
         self.compressed_read = 0
 
@@ -127,20 +133,12 @@ class GzipStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        while not self._pending and not self._done:
-            self._pending = self._inflate_more()
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
+        while self._offset >= len(self._pending) and not self._done:
+            self._pending, self._offset = self._inflate_more(), 0
+        size = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:size] = memoryview(self._pending)[self._offset:self._offset + size]
+        self._offset += size
         return size
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            return self.readall()
-        while len(self._pending) < size and not self._done:
-            self._pending += self._inflate_more()
-        data, self._pending = self._pending[:size], self._pending[size:]
-        return data
 
     def _inflate_more(self) -> bytes:
         block = self._raw.read(COMPRESSED_BLOCK)
@@ -148,7 +146,7 @@ class GzipStream(io.RawIOBase):
         if not block:
             self._done = True
             if not self._inflater.eof and self.compressed_read:
-                self._stats.skip("truncated gzip (data after the cut is lost)",
+                self._stats.lose("truncated gzip: the data after the cut is lost",
                                  where=f"after {self.compressed_read} compressed bytes")
             return b""
         out = []
@@ -157,16 +155,50 @@ class GzipStream(io.RawIOBase):
             while self._inflater.eof and self._inflater.unused_data:
                 rest = self._inflater.unused_data
                 if not rest.startswith(GZIP_MAGIC):
-                    self._stats.skip("trailing garbage after gzip data")
+                    self._stats.lose("trailing garbage after gzip data")
                     self._done = True
                     break
                 self._inflater = _zlib.decompressobj(31)
                 out.append(self._inflater.decompress(rest))
         except _zlib.error as exc:
-            self._stats.skip(f"corrupt gzip data ({exc})",
+            self._stats.lose(f"corrupt gzip data ({exc}): the rest is unreadable",
                              where=f"near compressed byte {self.compressed_read}")
             self._done = True
         return b"".join(out)
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+class TolerantStream(io.RawIOBase):
+    """Turns an I/O error after the first bytes into end-of-data plus a recorded loss, so
+    everything read before a failing disk or network share still gets processed."""
+
+    def __init__(self, raw: BinaryIO, stats: ReadStats):
+        self._raw = raw
+        self._stats = stats
+        self._seen = 0
+        self._failed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._failed:
+            return 0
+        try:
+            size = self._raw.readinto(buffer)
+        except OSError as exc:
+            if not self._seen:
+                raise
+            self._failed = True
+            self._stats.lose(f"read error: {exc.strerror or exc}", where=f"after {self._seen} bytes")
+            return 0
+        self._seen += size or 0
+        return size or 0
 
     def close(self) -> None:
         try:
@@ -197,6 +229,8 @@ class PeekStream(io.RawIOBase):
         return self._rest.read(size)
 
     def readinto(self, buffer) -> int:
+        if not self._head:
+            return self._rest.readinto(buffer)
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
@@ -208,16 +242,18 @@ class PeekStream(io.RawIOBase):
             super().close()
 
 
-def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[bytes, BinaryIO]:
+def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, bytes, BinaryIO]:
     """Open an input, undo gzip when the content says so, and return its first bytes
-    (for sniffing) together with a stream that still yields them."""
-    raw = source.open_raw()
+    (for sniffing) together with a stream that still yields them. The returned input
+    has no ``disk_path`` when the stream is not the file's bytes as they are."""
+    raw = TolerantStream(source.open_raw(), stats)
     head = _read_at_least(raw, 2)
     stream: BinaryIO = PeekStream(head, raw)
     if head.startswith(GZIP_MAGIC):
         stream = GzipStream(stream, stats)
+        source = replace(source, disk_path=None)
     head = _read_at_least(stream, HEAD_SIZE)
-    return head, io.BufferedReader(PeekStream(head, stream), buffer_size=1 << 20)
+    return source, head, io.BufferedReader(PeekStream(head, stream), buffer_size=1 << 20)
 
 
 def _read_at_least(stream: BinaryIO, size: int) -> bytes:

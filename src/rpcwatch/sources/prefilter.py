@@ -24,7 +24,7 @@ from typing import Iterable, Literal as TypingLiteral, Mapping
 import re2
 
 #: characters never escaped by Zeek TSV/JSON, evtx JSON or Go/Python JSON encoders
-SAFE_LITERAL = re.compile(r"[A-Za-z0-9 _.:;=@#%+!~$^()\[\]{}|'*?-]+")
+SAFE_LITERAL = re.compile(r"[A-Za-z0-9_.:;=@#%+!~$^()\[\]{}|'*?-]+")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _number_pattern(text: str, fmt: str) -> str:
     negative = integer.startswith("-")
     digits = integer.lstrip("-").lstrip("0") or "0"
     body = re.escape(digits) + (r"\." + re.escape(fraction.rstrip("0")) + "0*" if fraction.rstrip("0") else r"(?:\.0*)?")
-    body = ("-" if negative else "") + "0*" + body
+    body = " *" + ("-" if negative else "") + "0*" + body + " *"
     if fmt == "zeek-tsv":
         return rf"(?:^|[\t,]){body}(?:[\t,\r]|$)"
     if fmt.endswith("json"):
@@ -80,15 +80,17 @@ class LineFilter:
 
     def __init__(self, literals: LiteralSet, fmt: str):
         self.literals = literals
-        self._line = None
-        if literals:  # no literal at all: no line can match
+        #: the RE2 pattern of a whole line holding a literal (empty: no line can match)
+        self.pattern = b""
+        if literals:
             alternatives = "|".join(sorted(_pattern(lit, fmt) for lit in literals))
+            self.pattern = f"(?m)[^\\n]*(?:{alternatives})[^\\n]*\\n?".encode()
             options = re2.Options()
             options.never_capture = True
-            self._line = re2.compile(f"(?m)[^\\n]*(?:{alternatives})[^\\n]*\\n?".encode(), options)
+            self._line = re2.compile(self.pattern, options)
 
     def select(self, block: bytes) -> bytes:
-        if self._line is None:
+        if not self.pattern:
             return b""
         return b"".join(self._line.findall(block))
 

@@ -21,8 +21,9 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 
 from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
-from rpcwatch.sources.inputs import InputFile, iter_line_chunks
+from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
+from rpcwatch.sources.scan import Run, line_runs, run_bytes
 
 #: data lines seen before any ``#fields`` header are held back up to this size
 #: (btest baselines are diff-sorted, so their header can come after the data)
@@ -45,7 +46,8 @@ KNOWN_FIELD_TYPES = {
 #: how to recognise a log when neither ``#path`` nor ``_path`` names it
 PATH_SIGNATURES = (
     ("dce_rpc", {"endpoint", "operation"}),
-    ("conn", {"conn_state", "history"}),
+    ("conn", {"proto", "conn_state"}),
+    ("conn", {"proto", "history"}),
     ("conn", {"proto", "id.resp_p", "orig_bytes"}),
 )
 
@@ -197,14 +199,6 @@ def _excerpt(text: str | bytes, limit: int = 80) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def _count_lines(data: bytes) -> int:
-    """Lines in a block that ends on a line boundary (or at end of input), blank ones
-    included: the shape checks below find blank lines where there are any."""
-    if not data:
-        return 0
-    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-
-
 def _repair_utf8(data: bytes, stats: ReadStats) -> bytes:
     """Invalid UTF-8 cannot enter an Arrow string; escape the bytes as ``\\xNN`` (what
     Zeek itself writes for non-printable bytes) and keep the record."""
@@ -235,13 +229,11 @@ class ZeekTsvReader(Reader):
 
     @classmethod
     def sniff(cls, head: bytes) -> bool:
-        for line in head.lstrip(b"\r\n").split(b"\n", 8)[:8]:
-            if line.startswith(b"###"):  # btest preamble
-                continue
-            if line.startswith((b"#separator", b"#fields")):
-                return True
-            return cls._plain_header(line) is not None
-        return False
+        lines = head.lstrip(b"\r\n").split(b"\n", 256)[:256]
+        if any(line.startswith((b"#separator", b"#fields\t")) for line in lines):
+            return True  # also when diff-sorted data comes before the header (btest baselines)
+        first = next((line for line in lines if not line.startswith(b"###")), b"")
+        return cls._plain_header(first) is not None
 
     @staticmethod
     def _plain_header(line: bytes) -> list[str] | None:
@@ -256,57 +248,66 @@ class ZeekTsvReader(Reader):
     def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
              prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
         stats.format = self.format_name
-        meta = ZeekHeader()
-        block: _Block | None = None
-        line_filter: LineFilter | None = None
-        pending: list[bytes] = []
-        pending_size = 0
-        first = True
-        for chunk in iter_line_chunks(stream):
-            stats.bytes_read += len(chunk)
-            if first:
-                first = False
-                plain = self._plain_header(chunk.split(b"\n", 1)[0])
-                if plain is not None:
-                    meta = replace(meta, fields=plain, types=[])
+        meta, skipped = self._start(stream)
+        plain = skipped > 0
+        scan_filter = None
+        if prefilter is not None:
+            first_table = meta.table(source.path) if plain else _table_from_head(stream.peek(1 << 16), source.path)
+            scan_filter = prefilter.for_table(first_table, self.format_name)
+        block: _Block | None = _Block(meta, source, stats) if plain else None
+        pending: list[Run] = []
+        for run in line_runs(source, stream, stats, scan_filter, marker=b"\t", headers=True, start=skipped):
+            if run.header is not None:
+                meta, started = _apply_header_lines(meta, run.header, stats)
+                if started:
                     block = _Block(meta, source, stats)
-                    line_filter = prefilter.for_table(block.table, self.format_name) if prefilter else None
-                    chunk = chunk.split(b"\n", 1)[1] if b"\n" in chunk else b""
-            for is_header, part in _split_header_lines(chunk):
-                if is_header:
-                    meta, started = _apply_header_lines(meta, part, stats)
-                    if started:
-                        block = _Block(meta, source, stats)
-                        line_filter = prefilter.for_table(block.table, self.format_name) if prefilter else None
-                        for held in pending:
-                            yield from self._data(held, block, line_filter, source, stats)
-                        pending, pending_size = [], 0
-                    continue
-                if block is None:
-                    if pending_size < PENDING_LIMIT:
-                        pending.append(part)
-                        pending_size += len(part)
-                    else:
-                        stats.skip("data line before any #fields header", count=_count_lines(part))
-                    continue
-                yield from self._data(part, block, line_filter, source, stats)
+                    for held in pending:
+                        yield from self._data(held, block, prefilter, scan_filter, source, stats)
+                    pending = []
+                continue
+            if block is None:  # data before its header (diff-sorted btest baselines)
+                if sum(held.length for held in pending) < PENDING_LIMIT:
+                    pending.append(run)
+                else:
+                    stats.skip("data line before any #fields header", count=run.lines)
+                continue
+            yield from self._data(run, block, prefilter, scan_filter, source, stats)
         for held in pending:
-            stats.skip("data line without a #fields header", count=_count_lines(held),
-                       where=_excerpt(held.split(b"\n", 1)[0]))
+            stats.skip("data line without a #fields header", count=held.lines,
+                       where=_excerpt(run_bytes(source, held).split(b"\n", 1)[0]))
 
-    def _data(self, data: bytes, block: _Block, line_filter: LineFilter | None,
-              source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
-        lines = _count_lines(data)
-        if not lines:
+    def _start(self, stream) -> tuple[ZeekHeader, int]:
+        """A ``tsv=T`` log starts with a plain line of field names: consume it, and say how
+        many bytes it took."""
+        fields = self._plain_header(stream.peek(1 << 16).split(b"\n", 1)[0])
+        if fields is None:
+            return ZeekHeader(), 0
+        return ZeekHeader(fields=fields), len(stream.readline())
+
+    def _data(self, run: Run, block: _Block, prefilter: PrefilterPlan | None,
+              scan_filter: LineFilter | None, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
+        if not run.lines:
             return
-        data = _repair_utf8(data, stats)
-        data, blank = _drop_misshapen_lines(data, block, lines, stats)
-        stats.records += lines - blank
-        if line_filter is not None:
-            data = line_filter.select(data)
-        table = block.parse(data)
+        line_filter = prefilter.for_table(block.table, self.format_name) if prefilter else None
+        expected = len(block.header.fields) - 1
+        if run.clean and expected and run.marks == expected * run.lines and line_filter is scan_filter:
+            stats.records += run.lines
+            kept = run.kept
+        else:  # a closer look: broken lines, bad bytes, or a block of another log than scanned for
+            data = _repair_utf8(run_bytes(source, run), stats)
+            data, blank = _drop_misshapen_lines(data, block, run.lines, stats)
+            stats.records += run.lines - blank
+            kept = line_filter.select(data) if line_filter is not None else data
+        table = block.parse(kept)
         if table is not None:
             yield TableBatch(block.table, table, source.path, self.format_name)
+
+
+def _table_from_head(head: bytes, file_path: str) -> str:
+    """The table of a TSV log from its first header block."""
+    meta, _ = _apply_header_lines(ZeekHeader(), b"\n".join(
+        line for line in head.split(b"\n") if line.startswith(b"#")), ReadStats(file_path))
+    return meta.table(file_path)
 
 
 def _drop_misshapen_lines(data: bytes, block: _Block, lines: int,
@@ -332,25 +333,6 @@ def _drop_misshapen_lines(data: bytes, block: _Block, lines: int,
             kept.append(line)
     blank -= 1 if data.endswith(b"\n") else 0  # split() yields an empty tail after the last newline
     return (b"\n".join(kept) + b"\n" if kept else b""), blank
-
-
-def _split_header_lines(chunk: bytes) -> Iterator[tuple[bool, bytes]]:
-    """Split a block into runs of data lines and of ``#`` lines, in order."""
-    start = 0
-    size = len(chunk)
-    while start < size:
-        if chunk.startswith(b"#", start):
-            end = start
-            while end < size and chunk.startswith(b"#", end):
-                newline = chunk.find(b"\n", end)
-                end = size if newline < 0 else newline + 1
-            yield True, chunk[start:end]
-            start = end
-            continue
-        next_header = chunk.find(b"\n#", start)
-        end = size if next_header < 0 else next_header + 1
-        yield False, chunk[start:end]
-        start = end
 
 
 def _apply_header_lines(meta: ZeekHeader, lines: bytes, stats: ReadStats) -> tuple[ZeekHeader, bool]:
@@ -409,31 +391,28 @@ class ZeekJsonReader(Reader):
     def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
              prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
         stats.format = self.format_name
-        line_filter: LineFilter | None = None
-        first = True
-        for chunk in iter_line_chunks(stream, 8 << 20):
-            stats.bytes_read += len(chunk)
-            lines = _count_lines(chunk)
-            chunk = _repair_utf8(chunk, stats)
-            chunk, blank = _drop_non_objects(chunk, lines, stats)
-            stats.records += lines - blank
-            if first and prefilter is not None:
-                first = False
-                line_filter = self._filter_for(chunk, source.path, prefilter)
-            if line_filter is not None:
-                chunk = line_filter.select(chunk)
-            table = self._parse(chunk, stats)
+        scan_filter = self._filter_for(stream.peek(1 << 16), source.path, prefilter) if prefilter else None
+        for run in line_runs(source, stream, stats, scan_filter, marker=b"}\n{", headers=False):
+            if run.clean and run.marks == run.lines - 1 and run.edges == b"{}":
+                stats.records += run.lines
+                kept = run.kept
+            else:  # a closer look: lines that are not objects, blank lines, bad bytes
+                data = _repair_utf8(run_bytes(source, run), stats)
+                data, blank = _drop_non_objects(data, run.lines, stats)
+                stats.records += run.lines - blank
+                kept = scan_filter.select(data) if scan_filter is not None else data
+            table = self._parse(kept, stats)
             if table is None:
                 continue
             for table_name, part in self._by_path(table, source.path):
                 if part.num_rows:
                     yield TableBatch(table_name, part, source.path, self.format_name)
 
-    def _filter_for(self, chunk: bytes, file_path: str, prefilter: PrefilterPlan) -> LineFilter | None:
+    def _filter_for(self, head: bytes, file_path: str, prefilter: PrefilterPlan) -> LineFilter | None:
         """The log is named by the first record; a stream that names its records
         (``_path``) may mix logs, so it gets the filter of every Zeek table."""
         try:
-            first = json.loads(chunk.split(b"\n", 1)[0])
+            first = json.loads(head.split(b"\n", 1)[0])
         except ValueError:
             first = {}
         if not isinstance(first, dict) or "_path" in first:
@@ -466,14 +445,8 @@ class ZeekJsonReader(Reader):
 
 
 def _drop_non_objects(data: bytes, lines: int, stats: ReadStats) -> tuple[bytes, int]:
-    """Cheap shape check before the prefilter discards lines: every line must look like
-    one JSON object (``{`` ... ``}``). Only when the counts disagree are lines looked at
-    one by one. Full JSON validity is checked when a line is parsed.
-    Returns the kept lines and the number of blank lines (not records)."""
-    opens = data.count(b"\n{") + data.startswith(b"{")
-    closes = data.count(b"}\n") + data.endswith(b"}")
-    if opens == lines and closes == lines:
-        return data, 0
+    """Drop (and report) lines that are not shaped like one JSON object; full JSON validity
+    is checked when a line is parsed. Returns the kept lines and the blank-line count."""
     kept, blank = [], 0
     for line in data.split(b"\n"):
         stripped = line.strip()
@@ -553,31 +526,34 @@ def _epoch_seconds(column: pa.ChunkedArray, stats: ReadStats) -> pa.Array:
     if pa.types.is_timestamp(column.type):
         return pc.divide(pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()), 1e6)
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        seconds = pc.cast(column, pa.float64())
-        # TS_MILLIS: epoch milliseconds are > 1e11 for any date after 1973
-        return pc.if_else(pc.greater(pc.abs(seconds), 1e11), pc.divide(seconds, 1000.0), seconds)
+        return _from_epoch_number(pc.cast(column, pa.float64()))
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        parsed = pc.cast(_parse_iso_times(column), pa.int64())
-        bad = (pc.sum(pc.and_(pc.is_valid(column), pc.is_null(parsed))).as_py() or 0)
+        seconds = _parse_text_times(column)
+        bad = pc.sum(pc.and_(pc.is_valid(column), pc.is_null(seconds))).as_py() or 0
         if bad:
             stats.warn("invalid ts value (kept as unset)", count=bad)
-        return pc.divide(parsed, 1e6)
+        return seconds
     stats.warn(f"ts of unexpected type {column.type} (kept as unset)", count=len(column))
     return pa.nulls(len(column), pa.float64())
 
 
-def _parse_iso_times(column: pa.Array) -> pa.Array:
+def _from_epoch_number(seconds: pa.Array) -> pa.Array:
+    # TS_MILLIS: epoch milliseconds are > 1e11 for any date after 1973
+    return pc.if_else(pc.greater(pc.abs(seconds), 1e11), pc.divide(seconds, 1000.0), seconds)
+
+
+def _parse_text_times(column: pa.Array) -> pa.Array:
+    """Epoch numbers written as text, or ISO-8601 (``2018-03-24T17:15:41.356590Z``)."""
     numeric = pc.match_substring_regex(column, _FLOAT_RE)
-    as_number = pc.multiply(pc.cast(pc.if_else(numeric, column, pa.scalar(None, pa.string())),
-                                    pa.float64()), 1e6)
+    as_number = _from_epoch_number(pc.cast(pc.if_else(numeric, column, pa.scalar(None, pa.string())),
+                                           pa.float64()))
     iso = pc.if_else(numeric, pa.scalar(None, pa.string()), column)
     normalised = pc.replace_substring_regex(iso, r"(?i)z$|\+00:?00$", "")
     try:
-        stamps = pc.cast(pc.cast(normalised, pa.timestamp("us")), pa.int64())
+        micros = pc.cast(pc.cast(normalised, pa.timestamp("us")), pa.int64())
     except pa.ArrowInvalid:
-        values = [_iso_to_micros(v) for v in normalised.to_pylist()]
-        stamps = pa.array(values, type=pa.int64())
-    return pc.coalesce(pc.cast(as_number, pa.int64()), stamps)
+        micros = pa.array([_iso_to_micros(v) for v in normalised.to_pylist()], type=pa.int64())
+    return pc.coalesce(as_number, pc.divide(pc.cast(micros, pa.float64()), 1e6))
 
 
 def _iso_to_micros(value: str | None) -> int | None:

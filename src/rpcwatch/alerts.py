@@ -1,0 +1,132 @@
+"""Matched records become ECS-shaped alerts.
+
+This is the first place a record becomes a Python object: only rows that matched a rule
+get here. Which native column feeds which ECS field is data (``mappings/tables.yml``).
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any, Callable, Collection, Iterator
+
+import pyarrow as pa
+
+from rpcwatch.sigma.logsources import BoundRule, TableInfo, table_info
+
+#: columns the pipeline adds to batches; never part of an alert's ``original``
+FILE_COLUMN = "__file__"
+HIDDEN_PREFIX = "__"
+
+
+def build_alerts(bound: BoundRule, rows: pa.Table,
+                 columns_of: Callable[[str], Collection[str]] | None = None) -> Iterator[dict]:
+    """One alert per matched row. ``columns_of(path)`` names the fields the row's input
+    really had (batches of several inputs share one schema), for a faithful ``original``."""
+    info = table_info(bound.table)
+    rule = bound.rule
+    rule_part = {"id": rule.id, "name": rule.title, "level": rule.level, "tags": list(rule.tags)}
+    for record in rows.to_pylist():
+        yield _alert(record, info, rule_part, bound.table, columns_of)
+
+
+def _alert(record: dict, info: TableInfo, rule_part: dict, table: str,
+           columns_of: Callable[[str], Collection[str]] | None) -> dict:
+    path = record.get(FILE_COLUMN)
+    present = columns_of(path) if columns_of and path is not None else record.keys()
+    original = {k: _plain(v) for k, v in record.items()
+                if not k.startswith(HIDDEN_PREFIX) and k in present}
+    alert: dict[str, Any] = {"@timestamp": iso_timestamp(record.get(info.time)) if info.time else None,
+                             "rule": rule_part}
+    for target, columns in info.ecs.items():
+        value = _first_present(original, columns)
+        if value is not None:
+            _set_dotted(alert, target, value)
+    if info.transport:
+        alert.setdefault("network", {}).setdefault("transport", info.transport)
+    event = alert.setdefault("event", {})
+    event["kind"] = "alert"
+    event["dataset"] = table
+    event["outcome"] = outcome(original, info)
+    alert["log"] = {"file": {"path": path}}
+    alert["original"] = original
+    return alert
+
+
+def outcome(record: dict, info: TableInfo) -> str:
+    """``event.outcome`` from the table's outcome mapping (e.g. Zeek ``conn_state``)."""
+    spec = info.outcome
+    if "constant" in spec:
+        return str(spec["constant"])
+    if "column" in spec:
+        value = record.get(spec["column"])
+        return str(spec.get("values", {}).get(value, spec.get("default", "unknown")))
+    return "unknown"
+
+
+def event_time(record: dict, info: TableInfo) -> float | None:
+    """The record's time as epoch seconds (for windows and ordering)."""
+    value = record.get(info.time) if info.time else None
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    try:
+        moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def iso_timestamp(value: Any) -> str | None:
+    """ISO-8601 UTC with microseconds, from epoch seconds or an ISO string."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    elif isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        moment = datetime.fromtimestamp(value, tz=timezone.utc)
+    else:
+        text = str(value).strip()
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return text or None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _first_present(record: dict, columns: str | list[str]) -> Any:
+    for column in [columns] if isinstance(columns, str) else columns:
+        value = record.get(column)
+        if value is not None:
+            return value
+    return None
+
+
+def _set_dotted(target: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = value
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready values (Arrow gives datetimes, decimals, bytes for some types)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, datetime):
+        return iso_timestamp(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        return str(value)
+    return value

@@ -1,0 +1,159 @@
+"""Command line: parses arguments and calls the layers; no detection logic lives here.
+
+Exit codes (docs/cli.md):
+  0  the run completed, with or without alerts (skipped records are reported, not fatal)
+  1  internal error (a bug; ``--debug`` shows the traceback)
+  2  usage error: bad arguments, a path that does not exist, a bad configuration or CIDR
+  3  nothing could be read: every input was unreadable or in no supported format
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from contextlib import ExitStack
+from typing import Callable, Sequence
+
+from rpcwatch import __version__
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_INPUT = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rpcwatch",
+        description="Find RPC (TCP/135, DCE/RPC) reached from the internet in Zeek, Windows and PCAP logs.")
+    parser.add_argument("--version", action="version", version=f"rpcwatch {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    hunt = commands.add_parser("hunt", help="run Sigma rules over logs; one alert per matched record",
+                               description="Run the bundled Sigma rules (and --rules) over logs.")
+    hunt.add_argument("paths", nargs="+", metavar="PATH",
+                      help="log files or directories (recursive); '-' reads standard input")
+    _add_rule_options(hunt)
+    hunt.add_argument("--format", choices=("table", "jsonl", "csv"),
+                      help="alert output (default: table on a terminal, else jsonl)")
+    hunt.add_argument("-o", "--output", metavar="FILE", help="write alerts to FILE instead of standard output")
+    hunt.add_argument("--no-prefilter", action="store_true",
+                      help="parse every record (the literal prefilter skips lines no rule can match)")
+    hunt.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
+    hunt.add_argument("-q", "--quiet", action="store_true", help="no run summary on standard error")
+    hunt.add_argument("-v", "--verbose", action="store_true", help="list where each skipped record was")
+    hunt.set_defaults(handler=_hunt)
+    return parser
+
+
+def _add_rule_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", action="append", default=[], metavar="PATH",
+                        help="Sigma rule file or directory to run as well (repeatable)")
+    parser.add_argument("--no-bundled-rules", action="store_true",
+                        help="run only the rules given with --rules")
+    parser.add_argument("--internal", action="append", default=[], metavar="CIDR",
+                        help="an internal network (repeatable; replaces the configured list)")
+    parser.add_argument("--config", metavar="FILE", help="configuration file (default: ./rpcwatch.toml)")
+
+
+def _config(args):
+    from rpcwatch.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config).with_internal(args.internal)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _hunt(args) -> int:
+    from rpcwatch.engines.duckdb import DuckDBEngine
+    from rpcwatch.hunt import Hunt, plan_hunt
+    from rpcwatch.outputs import WRITERS
+    from rpcwatch.outputs.summary import print_summary
+    from rpcwatch.sources import InputError, expand_inputs
+    from rpcwatch.sources.scan import prepare_workers
+
+    config = _config(args)
+    for path in args.rules:
+        _must_exist(path, "--rules")
+    try:
+        inputs = list(expand_inputs(args.paths))
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    plan = plan_hunt(args.rules, config, bundled=not args.no_bundled_rules, prefilter=not args.no_prefilter)
+    if not plan.rule_set.rules:
+        raise UsageError("no runnable rules" + "".join(f"\n  {p.path}: {p.reason}" for p in plan.problems))
+    prepare_workers(inputs)  # before the engine starts threads
+    output_format = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
+    with ExitStack() as stack:
+        stream = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) \
+            if args.output else sys.stdout
+        advance = stack.enter_context(_progress(inputs, enabled=not args.no_progress and sys.stderr.isatty()))
+        hunt = Hunt(inputs, plan, DuckDBEngine(), on_bytes=advance)
+        WRITERS[output_format](hunt, stream)
+    if not args.quiet:
+        print_summary(hunt.report, plan, sys.stderr, verbose=args.verbose)
+    if hunt.report.stats and all(s.error for s in hunt.report.stats):
+        return EXIT_NO_INPUT
+    return EXIT_OK
+
+
+def _must_exist(path: str, option: str) -> None:
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise UsageError(f"{option} {path}: no such file or directory")
+
+
+class _progress:
+    """A transient byte progress bar on standard error (a no-op when disabled)."""
+
+    def __init__(self, inputs, enabled: bool):
+        self._total = sum(i.size or 0 for i in inputs)
+        self._enabled = enabled and self._total > (8 << 20)
+        self._bar = None
+
+    def __enter__(self) -> Callable[[int], None] | None:
+        if not self._enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+        self._bar = Progress("reading", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                             TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True)
+        self._bar.__enter__()
+        task = self._bar.add_task("read", total=self._total)
+        bar = self._bar
+        return lambda size: bar.advance(task, size)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"rpcwatch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rpcwatch: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a bug: say so plainly, traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"rpcwatch: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""``rpcwatch hunt``: inputs -> sources -> compiled rules -> engine -> alerts.
+
+The layers meet here and nowhere else: the CLI calls :func:`plan_hunt` and iterates
+:class:`Hunt`; readers, compiler and engine never call each other.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
+
+import pyarrow as pa
+
+from rpcwatch.alerts import FILE_COLUMN, build_alerts, event_time
+from rpcwatch.config import Config
+from rpcwatch.sigma.compiler import RuleError
+from rpcwatch.sigma.literals import literals_for_table
+from rpcwatch.sigma.loader import RuleProblem, RuleSet, describe_logsource, load_rule_set
+from rpcwatch.sigma.correlation import Correlator, Event
+from rpcwatch.sigma.logsources import BoundRule, bind, table_info
+from rpcwatch.sources import LogReading, ReadStats, TableBatch
+from rpcwatch.sources.inputs import InputFile
+from rpcwatch.sources.prefilter import PrefilterPlan
+
+#: rows gathered per table before the engine runs (bounded memory, few queries)
+BATCH_ROWS = 1 << 18
+
+
+class Engine(Protocol):
+    name: str
+    problems: dict[str, str]
+
+    def match(self, data: pa.Table, rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
+        ...
+
+
+@dataclass
+class HuntPlan:
+    """The rules that will run, grouped by the table they read."""
+
+    rule_set: RuleSet
+    by_table: dict[str, list[BoundRule]]
+    prefilter: PrefilterPlan | None
+
+    @property
+    def problems(self) -> list[RuleProblem]:
+        return self.rule_set.problems
+
+
+def plan_hunt(rule_paths: Iterable[str] = (), config: Config | None = None, bundled: bool = True,
+              prefilter: bool = True, filters: Iterable[str] = ()) -> HuntPlan:
+    rule_set = load_rule_set(rule_paths, config, bundled=bundled, filters=filters)
+    by_table: dict[str, list[BoundRule]] = defaultdict(list)
+    runnable = []
+    for rule in rule_set.rules:
+        try:
+            bound = bind(rule)
+        except RuleError as exc:
+            rule_set.problems.append(RuleProblem(rule.path, str(exc), rule.title, rule.id, rule.level,
+                                                 describe_logsource(dict(rule.logsource))))
+            continue
+        runnable.append(rule)
+        for item in bound:
+            by_table[item.table].append(item)
+    rule_set.rules = runnable
+    _drop_unrunnable_correlations(rule_set)
+    plan = PrefilterPlan({table: literals_for_table(b.expr for b in rules)
+                          for table, rules in by_table.items()}) if prefilter else None
+    return HuntPlan(rule_set, dict(by_table), plan)
+
+
+def _drop_unrunnable_correlations(rule_set: RuleSet) -> None:
+    """A correlation runs only when every rule it references (through chains) does."""
+    runnable = {rule.key for rule in rule_set.rules}
+    pending = list(rule_set.correlations)
+    kept: list = []
+    changed = True
+    while changed:
+        changed = False
+        for correlation in list(pending):
+            if all(key in runnable for key in correlation.rules):
+                runnable.add(correlation.key)
+                kept.append(correlation)
+                pending.remove(correlation)
+                changed = True
+    for correlation in pending:
+        rule_set.problems.append(RuleProblem(correlation.path, "correlation: a referenced rule is not runnable",
+                                             correlation.title, correlation.id, correlation.level))
+    rule_set.correlations = kept
+
+
+@dataclass
+class HuntReport:
+    """What a run read, skipped and found (filled while the hunt is iterated)."""
+
+    stats: list[ReadStats] = field(default_factory=list)
+    alerts_by_rule: Counter = field(default_factory=Counter)
+    started: float = field(default_factory=time.perf_counter)
+    finished: float | None = None
+    bytes_on_disk: int = 0
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+    @property
+    def records(self) -> int:
+        return sum(s.records for s in self.stats)
+
+    @property
+    def alerts(self) -> int:
+        return sum(self.alerts_by_rule.values())
+
+
+class Hunt:
+    """Iterate to get alerts as they are found; the report is complete afterwards."""
+
+    def __init__(self, inputs: list[InputFile], plan: HuntPlan, engine: Engine,
+                 on_bytes: Callable[[int], None] | None = None):
+        self.plan = plan
+        self.engine = engine
+        self.report = HuntReport()
+        self._on_bytes = on_bytes
+        self._reading = LogReading(inputs, plan.prefilter, self._count_bytes)
+        self.report.stats = self._reading.stats
+        self._columns: dict[str, set[str]] = defaultdict(set)
+        self._correlator = Correlator(plan.rule_set.correlations)
+
+    def _count_bytes(self, size: int) -> None:
+        self.report.bytes_on_disk += size
+        if self._on_bytes:
+            self._on_bytes(size)
+
+    def __iter__(self) -> Iterator[dict]:
+        pending: dict[str, list[pa.Table]] = defaultdict(list)
+        sizes: Counter = Counter()
+        for batch in self._reading.batches():
+            if batch.table not in self.plan.by_table:
+                continue
+            self._columns[batch.path].update(batch.data.column_names)
+            pending[batch.table].append(_with_file(batch))
+            sizes[batch.table] += batch.data.num_rows
+            if sizes[batch.table] >= BATCH_ROWS:
+                yield from self._run(batch.table, pending.pop(batch.table))
+                sizes[batch.table] = 0
+        for table, tables in pending.items():
+            yield from self._run(table, tables)
+        for alert in self._correlator.finish():
+            self.report.alerts_by_rule[alert["rule"]["name"]] += 1
+            yield alert
+        self.report.finished = time.perf_counter()
+
+    def _run(self, table: str, tables: list[pa.Table]) -> Iterator[dict]:
+        rules = self.plan.by_table[table]
+        info = table_info(table)
+        for data in _unify(tables):
+            for bound, rows in self.engine.match(data, rules):
+                key = bound.rule.key
+                observed = self._correlator.wants(key)
+                for alert in build_alerts(bound, rows, self._columns.__getitem__):
+                    if observed:
+                        record = alert["original"]
+                        time_of = event_time(record, info)
+                        if time_of is not None:
+                            self._correlator.observe(key, Event(time_of, key, record, bound.renames,
+                                                                bound.rule.title, table))
+                    if bound.rule.emit:
+                        self.report.alerts_by_rule[bound.rule.title] += 1
+                        yield alert
+
+
+def _with_file(batch: TableBatch) -> pa.Table:
+    """Tag rows with their input so batches from several files can run together."""
+    column = pa.DictionaryArray.from_arrays(pa.array([0] * batch.data.num_rows, pa.int32()),
+                                            pa.array([batch.path]))
+    return batch.data.append_column(FILE_COLUMN, column)
+
+
+def _unify(tables: list[pa.Table]) -> Iterator[pa.Table]:
+    """One table when the schemas can be reconciled (missing columns become null, numbers
+    widen), else each table on its own."""
+    if len(tables) == 1:
+        yield tables[0]
+        return
+    try:
+        yield pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        yield from tables

@@ -1,0 +1,93 @@
+"""Which literals a bound rule demands of a record, for the byte-level prefilter.
+
+Sound by construction: a literal is only derived where every record that can match must
+contain it in its raw text (see :mod:`rpcwatch.sources.prefilter` for the formats' side).
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterable
+
+from rpcwatch.sigma.expr import (
+    And,
+    Const,
+    Expr,
+    Keyword,
+    Match,
+    Not,
+    NumberTest,
+    Or,
+    StringTest,
+    plain_text,
+)
+from rpcwatch.sources.prefilter import SAFE_LITERAL, Literal, LiteralSet, best_alternative
+
+#: string values that compare against booleans (``T`` in Zeek TSV), so their text is not required
+_BOOLEAN_WORDS = {"true", "false", "t", "f"}
+_DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+
+def required_literals(expr: Expr) -> LiteralSet | None:
+    """A set of literals at least one of which every matching record contains; ``None``
+    when no such set can be derived (the prefilter then keeps every line)."""
+    if isinstance(expr, Match):
+        return _test_literals(expr.test)
+    if isinstance(expr, Keyword):
+        return _test_literals(expr.test)
+    if isinstance(expr, And):
+        return best_alternative(s for s in map(required_literals, expr.items) if s is not None)
+    if isinstance(expr, Or):
+        return _union(required_literals(item) for item in expr.items)
+    if isinstance(expr, Const):
+        return frozenset() if not expr.value else None
+    if isinstance(expr, Not):
+        return None
+    return None
+
+
+def literals_for_table(exprs: Iterable[Expr]) -> LiteralSet | None:
+    """Union over the rules that run on one table (``None`` if any rule demands nothing)."""
+    return _union(required_literals(expr) for expr in exprs)
+
+
+def _union(sets: Iterable[LiteralSet | None]) -> LiteralSet | None:
+    union: set[Literal] = set()
+    for literals in sets:
+        if literals is None:
+            return None
+        union |= literals
+    return frozenset(union)
+
+
+def _test_literals(test) -> LiteralSet | None:
+    if isinstance(test, NumberTest):
+        if test.op == "==" and isinstance(test.value, (int, float)) and math.isfinite(test.value):
+            return frozenset({Literal(_number_text(test.value), "number")})
+        return None
+    if isinstance(test, StringTest):
+        text = plain_text(test.pattern)
+        if text is not None:
+            if text.lower() in _BOOLEAN_WORDS:
+                return None
+            if _DECIMAL.fullmatch(text.strip()):  # may compare as a number
+                return frozenset({Literal(_number_text(float(text)), "number")})
+        piece = _longest_safe_piece(test.pattern)
+        return frozenset({Literal(piece, "string", test.case_sensitive)}) if piece else None
+    return None
+
+
+def _number_text(value: int | float) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value) if isinstance(value, int) else repr(value)
+
+
+def _longest_safe_piece(pattern) -> str:
+    best = ""
+    for part in pattern:
+        if isinstance(part, str):
+            for piece in SAFE_LITERAL.findall(part):
+                if len(piece) > len(best):
+                    best = piece
+    return best

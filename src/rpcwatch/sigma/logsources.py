@@ -1,0 +1,155 @@
+"""Log-source routing and table descriptions, read from ``mappings/*.yml`` (data, not code).
+
+A rule's ``logsource`` selects routes; each route names a table, an optional extra
+selection (``where``) and field/value renames. Binding a rule to a route yields the
+expression an engine runs on that table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Mapping
+
+import yaml
+
+from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_selection
+from rpcwatch.sigma.expr import (
+    And,
+    Expr,
+    FieldRefTest,
+    Match,
+    Not,
+    Or,
+    StringTest,
+    all_of,
+    plain_text,
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    table: str
+    where: Expr | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """How alerts and triage read a table (``mappings/tables.yml``)."""
+
+    name: str
+    time: str | None = None
+    record_id: str | None = None
+    ecs: Mapping[str, str] = field(default_factory=dict)
+    outcome: Mapping[str, Any] = field(default_factory=dict)
+    transport: str | None = None
+
+
+@dataclass(frozen=True)
+class BoundRule:
+    """A rule as it runs on one table."""
+
+    rule: CompiledRule
+    table: str
+    expr: Expr
+    #: rule field -> table column, where the route renames fields
+    renames: Mapping[str, str] = field(default_factory=dict)
+
+
+def _load_yaml(name: str) -> dict:
+    text = (resources.files("rpcwatch.sigma") / "mappings" / name).read_text(encoding="utf-8")
+    return yaml.safe_load(text) or {}
+
+
+@lru_cache(maxsize=1)
+def _logsource_entries() -> tuple[tuple[Mapping[str, str], tuple[Route, ...]], ...]:
+    entries = []
+    for entry in _load_yaml("logsources.yml")["logsources"]:
+        routes = tuple(
+            Route(table=route["table"],
+                  where=compile_selection(route["where"]) if route.get("where") else None,
+                  fields=route.get("fields", {}) or {},
+                  values={k: {str(a).lower(): str(b) for a, b in v.items()}
+                          for k, v in (route.get("values", {}) or {}).items()})
+            for route in entry["routes"])
+        entries.append((entry["match"], routes))
+    return tuple(entries)
+
+
+def routes_for(logsource: Mapping[str, str | None]) -> tuple[Route, ...]:
+    """The routes of the first entry whose every ``match`` key the rule sets to the same value."""
+    given = {key: value.lower() for key, value in logsource.items() if value}
+    for match, routes in _logsource_entries():
+        if all(given.get(key) == str(value).lower() for key, value in match.items()):
+            return tuple(_format_route(route, given) for route in routes)
+    return ()
+
+
+def _format_route(route: Route, given: Mapping[str, str]) -> Route:
+    if "{" not in route.table:
+        return route
+    try:
+        table = route.table.format(**given)
+    except KeyError:
+        return Route("", route.where, route.fields, route.values)
+    return Route(table, route.where, route.fields, route.values)
+
+
+def bind(rule: CompiledRule) -> list[BoundRule]:
+    """The rule on each table its logsource routes to; raises RuleError when none."""
+    routes = [route for route in routes_for(rule.logsource) if route.table]
+    if not routes:
+        described = ", ".join(f"{k}: {v}" for k, v in rule.logsource.items() if v) or "empty"
+        raise RuleError(f"no table for logsource ({described})")
+    bound = []
+    for route in routes:
+        expr = _rename(rule.expr, route)
+        if route.where is not None:
+            expr = all_of([route.where, expr])
+        bound.append(BoundRule(rule, route.table, expr, route.fields))
+    return bound
+
+
+def _rename(expr: Expr, route: Route) -> Expr:
+    if not route.fields and not route.values:
+        return expr
+    if isinstance(expr, Match):
+        test = expr.test
+        mapping = route.values.get(expr.field)
+        if mapping and isinstance(test, StringTest):
+            text = plain_text(test.pattern)
+            if text is not None and text.lower() in mapping:
+                test = StringTest((mapping[text.lower()],), test.case_sensitive)
+        if isinstance(test, FieldRefTest):
+            test = FieldRefTest(route.fields.get(test.other, test.other), test.starts_with, test.ends_with)
+        return Match(route.fields.get(expr.field, expr.field), test)
+    if isinstance(expr, And):
+        return And(tuple(_rename(item, route) for item in expr.items))
+    if isinstance(expr, Or):
+        return Or(tuple(_rename(item, route) for item in expr.items))
+    if isinstance(expr, Not):
+        return Not(_rename(expr.item, route))
+    return expr  # Keyword and Const are not about fields
+
+
+@lru_cache(maxsize=1)
+def _table_infos() -> Mapping[str, TableInfo]:
+    infos = {}
+    for name, data in _load_yaml("tables.yml")["tables"].items():
+        infos[name] = TableInfo(name=name, time=data.get("time"), record_id=data.get("record_id"),
+                                ecs=data.get("ecs", {}) or {}, outcome=data.get("outcome", {}) or {},
+                                transport=data.get("transport"))
+    return infos
+
+
+def table_info(table: str) -> TableInfo:
+    """The description of a table, falling back to its family (``zeek.*``)."""
+    infos = _table_infos()
+    if table in infos:
+        return infos[table]
+    family = table.split(".", 1)[0] + ".*"
+    return infos.get(family, TableInfo(name=table))
+
+

@@ -1,0 +1,285 @@
+"""Print the expression tree as an SQL condition for one table schema and one dialect.
+
+Sigma compares by value, not by storage type: ``135`` matches a port stored as an
+integer and as the text ``"135"``; ``'true'`` matches a boolean column; text is
+case-insensitive unless ``|cased``; a list value matches when any element does. The
+printer therefore looks at each column's Arrow type and writes the comparison that
+gives Sigma's answer. Everything dialect-specific lives in a :class:`Dialect`.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Mapping
+
+import pyarrow as pa
+
+from rpcwatch.networks import merged_key_ranges
+from rpcwatch.sigma.expr import (
+    And,
+    BoolTest,
+    CidrTest,
+    Const,
+    ExistsTest,
+    Expr,
+    FieldRefTest,
+    Keyword,
+    Match,
+    Not,
+    NullTest,
+    NumberTest,
+    Or,
+    RegexTest,
+    StringTest,
+    Test,
+    TimePartTest,
+    Wildcard,
+    plain_text,
+)
+
+#: column readers may add with the raw text of a record; keyword rules search it when present
+RAW_COLUMN = "__raw__"
+
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)")
+_TRUE_WORDS = ("true", "t")
+_FALSE_WORDS = ("false", "f")
+_TIME_PARTS = {"minute", "hour", "day", "week", "month", "year"}
+
+
+class Dialect:
+    """DuckDB SQL, as run by the embedded engine. Subclass for other engines."""
+
+    name = "duckdb"
+    #: ``engine``: functions the engine registers (fast); ``portable``: plain SQL only
+    cidr_mode = "engine"
+
+    def ident(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def string(self, text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    def as_text(self, expr: str, dtype: pa.DataType) -> str:
+        if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+            return expr
+        if pa.types.is_boolean(dtype):
+            return f"CASE WHEN {expr} THEN 'true' WHEN NOT {expr} THEN 'false' END"
+        return f"CAST({expr} AS VARCHAR)"
+
+    def as_number(self, expr: str) -> str:
+        return f"TRY_CAST({expr} AS DOUBLE)"
+
+    def any_element(self, column: str, variable: str, condition: str) -> str:
+        return f"len(list_filter({column}, lambda {variable}: {condition})) > 0"
+
+    def regex(self, expr: str, regex: str) -> str:
+        return f"regexp_matches({expr}, {self.string(regex)})"
+
+    def like(self, expr: str, pattern: str) -> str:
+        return f"{expr} LIKE {self.string(pattern)} ESCAPE '\\'"
+
+    def cidr(self, expr: str, test: CidrTest) -> str:
+        if self.cidr_mode == "engine":
+            networks = ",".join(str(net) for net in test.networks)
+            return f"rpcw_ip_in({expr}, {self.string(networks)})"
+        key = f"rpcw_ip_key({expr})"
+        ranges = merged_key_ranges(test.networks)
+        if not ranges:
+            return "FALSE"
+        return "(" + " OR ".join(f"{key} BETWEEN '{lo}' AND '{hi}'" for lo, hi in ranges) + ")"
+
+    def timestamp(self, expr: str, dtype: pa.DataType) -> str:
+        if pa.types.is_timestamp(dtype):
+            return expr
+        if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+            return f"to_timestamp({expr})"
+        return f"TRY_CAST({self.as_text(expr, dtype)} AS TIMESTAMP)"
+
+    def time_part(self, part: str, timestamp: str) -> str:
+        return f"date_part('{part}', {timestamp})"
+
+
+class Unprintable(Exception):
+    """A rule construct the dialect cannot express for this schema."""
+
+
+class SqlPrinter:
+    """Prints conditions against one table schema (column name -> Arrow type)."""
+
+    def __init__(self, schema: Mapping[str, pa.DataType] | pa.Schema, dialect: Dialect | None = None):
+        if isinstance(schema, pa.Schema):
+            schema = {f.name: f.type for f in schema}
+        self.schema = dict(schema)
+        self.dialect = dialect or Dialect()
+        self._folded = {}
+        for name in self.schema:
+            self._folded.setdefault(name.lower(), name)
+        self._depth = 0
+
+    # ---- structure ------------------------------------------------------------------
+    def condition(self, expr: Expr) -> str:
+        if isinstance(expr, And):
+            return "(" + " AND ".join(self.condition(item) for item in expr.items) + ")"
+        if isinstance(expr, Or):
+            return "(" + " OR ".join(self.condition(item) for item in expr.items) + ")"
+        if isinstance(expr, Not):
+            # Sigma's NOT is two-valued: a missing or unset field makes the inner test false
+            return f"(NOT coalesce({self.condition(expr.item)}, FALSE))"
+        if isinstance(expr, Const):
+            return "TRUE" if expr.value else "FALSE"
+        if isinstance(expr, Match):
+            return self.match(expr.field, expr.test)
+        if isinstance(expr, Keyword):
+            return self.keyword(expr.test)
+        raise Unprintable(f"unknown expression {type(expr).__name__}")
+
+    def column(self, field: str) -> str | None:
+        if field in self.schema:
+            return field
+        return self._folded.get(field.lower())
+
+    def match(self, field: str, test: Test) -> str:
+        column = self.column(field)
+        if column is None:
+            return "TRUE" if isinstance(test, NullTest) or test == ExistsTest(False) else "FALSE"
+        if isinstance(test, FieldRefTest):
+            return self.field_ref(column, test)
+        return self.value_test(self.dialect.ident(column), self.schema[column], test)
+
+    def keyword(self, test: Test) -> str:
+        """Keywords search the raw record text when the reader kept it, else every text value."""
+        if isinstance(test, StringTest):
+            test = StringTest(_contains(test.pattern), test.case_sensitive)
+        if RAW_COLUMN in self.schema:
+            return self.value_test(self.dialect.ident(RAW_COLUMN), pa.string(), test)
+        texts = [name for name, dtype in self.schema.items() if _is_text_like(dtype)]
+        if not texts:
+            return "FALSE"
+        return "(" + " OR ".join(
+            self.value_test(self.dialect.ident(name), self.schema[name], test) for name in texts) + ")"
+
+    # ---- one value ------------------------------------------------------------------
+    def value_test(self, expr: str, dtype: pa.DataType, test: Test) -> str:
+        if isinstance(test, NullTest):
+            return f"({expr} IS NULL)"
+        if isinstance(test, ExistsTest):
+            return f"({expr} IS {'NOT ' if test.exists else ''}NULL)"
+        if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+            variable = f"x{self._depth}"
+            self._depth += 1
+            try:
+                inner = self.value_test(variable, dtype.value_type, test)
+            finally:
+                self._depth -= 1
+            return f"coalesce({self.dialect.any_element(expr, variable, inner)}, FALSE)"
+        if isinstance(test, StringTest):
+            return self.string_test(expr, dtype, test)
+        if isinstance(test, NumberTest):
+            return self.number_test(expr, dtype, test)
+        if isinstance(test, BoolTest):
+            return self.bool_test(expr, dtype, test)
+        if isinstance(test, CidrTest):
+            return self.dialect.cidr(self.dialect.as_text(expr, dtype), test)
+        if isinstance(test, RegexTest):
+            return self.dialect.regex(self.dialect.as_text(expr, dtype), _regex_with_flags(test))
+        if isinstance(test, TimePartTest):
+            if test.part not in _TIME_PARTS:
+                raise Unprintable(f"unknown time part {test.part}")
+            part = self.dialect.time_part(test.part, self.dialect.timestamp(expr, dtype))
+            return f"({part} {_sql_op(test.op)} {test.value})"
+        raise Unprintable(f"unsupported test {type(test).__name__}")
+
+    def string_test(self, expr: str, dtype: pa.DataType, test: StringTest) -> str:
+        text = plain_text(test.pattern)
+        if text is not None and _is_numeric(dtype) and _DECIMAL.fullmatch(text.strip()):
+            return f"({expr} = {_number(float(text))})"
+        if text is not None and pa.types.is_boolean(dtype) and text.lower() in _TRUE_WORDS + _FALSE_WORDS:
+            return f"({expr} = {'TRUE' if text.lower() in _TRUE_WORDS else 'FALSE'})"
+        value = self.dialect.as_text(expr, dtype)
+        if not test.case_sensitive:
+            value = f"lower({value})"
+        if text is not None:
+            literal = text if test.case_sensitive else text.lower()
+            return f"({value} = {self.dialect.string(literal)})"
+        pattern = _like_pattern(test.pattern)
+        if not test.case_sensitive:
+            pattern = pattern.lower()
+        return f"({self.dialect.like(value, pattern)})"
+
+    def number_test(self, expr: str, dtype: pa.DataType, test: NumberTest) -> str:
+        if not isinstance(test.value, (int, float)) or (isinstance(test.value, float) and not math.isfinite(test.value)):
+            return "FALSE"
+        if _is_numeric(dtype):
+            value = expr
+        elif pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+            value = self.dialect.as_number(expr)
+        else:
+            return "FALSE"
+        return f"({value} {_sql_op(test.op)} {_number(test.value)})"
+
+    def bool_test(self, expr: str, dtype: pa.DataType, test: BoolTest) -> str:
+        if pa.types.is_boolean(dtype):
+            return f"({expr} = {'TRUE' if test.value else 'FALSE'})"
+        if _is_numeric(dtype):
+            return f"({expr} = {1 if test.value else 0})"
+        words = _TRUE_WORDS if test.value else _FALSE_WORDS
+        listed = ", ".join(self.dialect.string(w) for w in words)
+        return f"(lower({self.dialect.as_text(expr, dtype)}) IN ({listed}))"
+
+    def field_ref(self, column: str, test: FieldRefTest) -> str:
+        other = self.column(test.other)
+        if other is None:
+            return "FALSE"
+        left = f"lower({self.dialect.as_text(self.dialect.ident(column), self.schema[column])})"
+        right = f"lower({self.dialect.as_text(self.dialect.ident(other), self.schema[other])})"
+        if test.starts_with and test.ends_with:
+            return f"(contains({left}, {right}))"
+        if test.starts_with:
+            return f"(starts_with({left}, {right}))"
+        if test.ends_with:
+            return f"(ends_with({left}, {right}))"
+        return f"({left} = {right})"
+
+
+def _is_numeric(dtype: pa.DataType) -> bool:
+    return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype)
+
+
+def _is_text_like(dtype: pa.DataType) -> bool:
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return _is_text_like(dtype.value_type)
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+
+
+def _number(value: int | float) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 63:
+        return str(int(value))
+    return repr(value)
+
+
+def _sql_op(op: str) -> str:
+    return "=" if op == "==" else op
+
+
+def _like_pattern(pattern) -> str:
+    out = []
+    for part in pattern:
+        if part is Wildcard.ANY:
+            out.append("%")
+        elif part is Wildcard.ONE:
+            out.append("_")
+        else:
+            out.append(re.sub(r"([\\%_])", r"\\\1", part))
+    return "".join(out)
+
+
+def _contains(pattern) -> tuple:
+    head = () if pattern and pattern[0] is Wildcard.ANY else (Wildcard.ANY,)
+    tail = () if pattern and pattern[-1] is Wildcard.ANY else (Wildcard.ANY,)
+    return head + tuple(pattern) + tail
+
+
+def _regex_with_flags(test: RegexTest) -> str:
+    flags = "".join(flag for flag, on in (("i", test.ignore_case), ("m", test.multiline),
+                                          ("s", test.dotall)) if on)
+    return f"(?{flags}){test.regex}" if flags else test.regex

@@ -1,0 +1,234 @@
+"""Block scanning for line-oriented logs, serial or spread over worker processes.
+
+A block is cut into *runs*: ``#`` header lines, and data lines between them. For a data
+run the scan counts lines and separators (the cheap integrity check), notes whether the
+bytes are clean (valid UTF-8, no NUL) and keeps the lines the prefilter lets through.
+Most of a large log's bytes are only ever touched here.
+
+For a plain file on disk the scan of independent byte ranges runs in worker processes,
+one per core: the byte-level work (counting, the RE2 scan) holds Python's GIL, so
+threads would not help. Workers read their range themselves (no data crosses the
+process boundary but the candidate lines) and start on whole lines. Compressed or
+piped input is scanned in the reading process.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
+
+import re2
+
+from rpcwatch.sources.inputs import iter_line_chunks
+
+if TYPE_CHECKING:
+    from rpcwatch.sources.base import ReadStats
+    from rpcwatch.sources.inputs import InputFile
+    from rpcwatch.sources.prefilter import LineFilter
+
+#: blocks handed to one worker task
+RANGE_SIZE = 16 << 20
+#: plain files smaller than this are scanned in-process (workers cost a start-up)
+PARALLEL_MIN_SIZE = 48 << 20
+
+
+@dataclass
+class Run:
+    """A stretch of whole lines at ``offset`` in the input."""
+
+    offset: int
+    length: int
+    #: the header lines themselves, for a run of ``#`` lines
+    header: bytes | None = None
+    lines: int = 0
+    #: occurrences of the format's shape marker (TSV: separators; JSON: ``}\n{`` joints)
+    marks: int = 0
+    clean: bool = True
+    #: the first byte and the last byte before the final newline (JSON lines: ``{}``)
+    edges: bytes = b""
+    #: the lines the prefilter kept (all data when there is no filter)
+    kept: bytes = b""
+    #: the run's bytes, when they are at hand (serial scanning)
+    data: bytes | None = None
+
+
+_compiled: dict[bytes, object] = {}
+
+
+def _filter(pattern: bytes | None):
+    if pattern is None:
+        return None
+    regex = _compiled.get(pattern)
+    if regex is None:
+        options = re2.Options()
+        options.never_capture = True
+        regex = _compiled[pattern] = re2.compile(pattern, options)
+    return regex
+
+
+def _is_clean(data: bytes) -> bool:
+    if b"\x00" in data:
+        return False
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
+               headers: bool, keep_data: bool) -> list[Run]:
+    """Cut a block of whole lines into runs. ``pattern`` is the prefilter's line regex
+    (``None`` keeps every line; an empty pattern keeps none); ``headers`` says whether
+    ``#`` lines are headers (TSV) or data."""
+    regex = _filter(pattern)
+    runs = []
+    start, size = 0, len(block)
+    while start < size:
+        if headers and block.startswith(b"#", start):
+            end = start
+            while end < size and block.startswith(b"#", end):
+                newline = block.find(b"\n", end)
+                end = size if newline < 0 else newline + 1
+            runs.append(Run(offset + start, end - start, header=block[start:end]))
+            start = end
+            continue
+        end = _next_header_line(block, start) if headers else size
+        data = block[start:end]
+        if pattern == b"":
+            kept = b""
+        elif regex is None:
+            kept = data
+        else:
+            kept = b"".join(regex.findall(data))
+        body = data[:-1] if data.endswith(b"\n") else data
+        runs.append(Run(offset + start, end - start, lines=data.count(b"\n") + (not data.endswith(b"\n")),
+                        marks=data.count(marker), clean=_is_clean(data), edges=body[:1] + body[-1:],
+                        kept=kept, data=data if keep_data else None))
+        start = end
+    return runs
+
+
+def _next_header_line(block: bytes, start: int) -> int:
+    """Where the next line starting with ``#`` begins (or the end). Looks for the byte
+    ``#`` alone (a memchr scan) and checks that it starts a line: much faster than a
+    search for ``\\n#`` in data where ``#`` is rare."""
+    at = block.find(b"#", start)
+    while at > 0 and block[at - 1] != 0x0A:
+        at = block.find(b"#", at + 1)
+    return len(block) if at < 0 else at
+
+
+def _scan_range(path: str, start: int, end: int, marker: bytes, pattern: bytes | None,
+                headers: bool, first: bool) -> list[Run]:
+    """Worker task: the whole lines that begin in [start, end) of a file."""
+    with open(path, "rb", buffering=0) as fh:
+        if not first:
+            probe = os.pread(fh.fileno(), 1, start - 1)
+            if probe != b"\n":
+                first = _find_newline(fh, start)
+                if first < 0 or first + 1 >= end:
+                    return []
+                start = first + 1
+        block = os.pread(fh.fileno(), end - start, start)
+        if block and not block.endswith(b"\n"):
+            tail_end = _find_newline(fh, end)
+            block += os.pread(fh.fileno(), (tail_end + 1 if tail_end >= 0 else os.fstat(fh.fileno()).st_size) - end, end)
+    return scan_block(block, start, marker, pattern, headers, keep_data=False)
+
+
+def _find_newline(fh, position: int) -> int:
+    """Offset of the first newline at or after ``position``, or -1."""
+    step = 1 << 16
+    while True:
+        data = os.pread(fh.fileno(), step, position)
+        if not data:
+            return -1
+        at = data.find(b"\n")
+        if at >= 0:
+            return position + at
+        position += len(data)
+
+
+_pool: Executor | None = None
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def worker_pool() -> Executor | None:
+    """One pool per process, started on first use; ``None`` on a single core.
+
+    Workers are forked where the platform allows: they only run this module's byte
+    scanning, and forking needs no re-import of the caller's main module (which ``spawn``
+    would run again). Call :func:`prepare_workers` before threads are started (DuckDB,
+    BLAS) so the fork happens in a single-threaded process."""
+    global _pool
+    workers = _cores()
+    if workers < 2:
+        return None
+    if _pool is None:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return _pool
+
+
+def prepare_workers(inputs: Iterable[InputFile]) -> None:
+    """Start the worker processes now if some input is large enough to use them."""
+    if any(i.disk_path and (i.size or 0) >= PARALLEL_MIN_SIZE for i in inputs):
+        pool = worker_pool()
+        if pool is not None:
+            list(pool.map(_ready, range(_cores())))
+
+
+def _ready(_: int) -> bool:
+    return True
+
+
+def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, pattern: bytes | None,
+                          headers: bool) -> Iterator[Run] | None:
+    """Runs of a plain file from ``start`` on, scanned by worker processes, in file order;
+    ``None`` when the file is too small to be worth it or there is a single core."""
+    pool = worker_pool() if size - start >= PARALLEL_MIN_SIZE else None
+    if pool is None:
+        return None
+    starts = range(start, size, RANGE_SIZE)
+    results = pool.map(_scan_range, *zip(*[(path, s, min(s + RANGE_SIZE, size), marker, pattern, headers,
+                                            s == start) for s in starts]))
+    return (run for runs in results for run in runs)
+
+
+def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter: LineFilter | None,
+              marker: bytes, headers: bool, start: int = 0) -> Iterator[Run]:
+    """The runs of an input from ``start``: scanned by workers when the input is a large
+    plain file and a filter does most of the work, else block by block from ``stream``."""
+    pattern = None if line_filter is None else line_filter.pattern
+    if source.disk_path and pattern is not None and source.size:
+        runs = scan_file_in_parallel(source.disk_path, start, source.size, marker, pattern, headers)
+        if runs is not None:
+            for run in runs:
+                stats.bytes_read += run.length
+                if source.progress:
+                    source.progress(run.length)
+                yield run
+            return
+    offset = start
+    for block in iter_line_chunks(stream):
+        stats.bytes_read += len(block)
+        yield from scan_block(block, offset, marker, pattern, headers, keep_data=True)
+        offset += len(block)
+
+
+def run_bytes(source: InputFile, run: Run) -> bytes:
+    """The bytes of a run: at hand when scanned in-process, else read again from the file
+    (only the rare run that needs a closer look)."""
+    if run.data is not None:
+        return run.data
+    with open(source.disk_path, "rb", buffering=0) as fh:
+        return os.pread(fh.fileno(), run.length, run.offset)

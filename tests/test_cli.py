@@ -1,0 +1,136 @@
+"""Golden tests of the installed console script on real files."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def rpcwatch_command() -> list[str]:
+    script = shutil.which("rpcwatch", path=str(Path(sys.executable).parent)) or shutil.which("rpcwatch")
+    if script is None:
+        pytest.fail("the rpcwatch console script is not installed (pip install -e .)")
+    return [script]
+
+
+def run(*args, cwd=None):
+    return subprocess.run(rpcwatch_command() + list(args), cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
+
+
+HOSTILE_LOG = "\n".join(json.dumps(r) for r in [
+    {"ts": 1713488627.1, "uid": "=HYPERLINK(\"http://evil\")", "id.orig_h": "45.83.64.17", "id.orig_p": 1,
+     "id.resp_h": "10.0.0.5", "id.resp_p": 135, "proto": "tcp", "conn_state": "S0"},
+    {"ts": 1713488628.1, "uid": "[red]x[/red]\u001b[2J<script>alert(1)</script>", "id.orig_h": "45.83.64.17",
+     "id.orig_p": 2, "id.resp_h": "10.0.0.6", "id.resp_p": 135, "proto": "tcp", "conn_state": "REJ"},
+]) + "\n"
+
+
+def test_jsonl_golden_on_rita(corpus):
+    result = run("hunt", "rita", "--format", "jsonl", "-q", cwd=corpus)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = [json.loads(line) for line in (GOLDEN / "rita.jsonl").read_text().splitlines()]
+    assert got == expected
+
+
+def test_jsonl_is_the_default_when_piped(corpus):
+    result = run("hunt", "rita", "-q", cwd=corpus)
+    assert len(result.stdout.splitlines()) == 31
+    json.loads(result.stdout.splitlines()[0])
+
+
+def test_summary_on_stderr(corpus):
+    result = run("hunt", "rita", "--format", "jsonl", cwd=corpus)
+    assert "records read     103,284" in result.stderr
+    assert "31 Detect RPC from Internet" in result.stderr
+    assert "not a supported log format" in result.stderr  # rita/test_data/missing_host/README
+
+
+def test_csv_neutralises_formulas(tmp_path):
+    (tmp_path / "conn.log").write_text(HOSTILE_LOG)
+    (tmp_path / "=cmd.log").write_text(HOSTILE_LOG)
+    result = run("hunt", ".", "--format", "csv", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 4
+    assert {r["record"] for r in rows} >= {"'=HYPERLINK(\"http://evil\")"}
+    assert {r["log.file.path"] for r in rows} == {"'=cmd.log", "conn.log"}
+    assert not any(value.startswith(("=", "+", "-", "@")) for r in rows for value in r.values())
+
+
+def test_table_shows_log_values_as_text(tmp_path):
+    (tmp_path / "conn.log").write_text(HOSTILE_LOG)
+    result = run("hunt", "conn.log", "--format", "table", "-q", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "\x1b" not in result.stdout
+    assert "[red]x[/red]\\x1b[2J" in result.stdout.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+def test_output_file_and_stdin(tmp_path, corpus):
+    log = corpus / "rita/test_data/missing_host/2024-04-21/conn.05:00:00-06:00:00.log.gz"
+    with open(log, "rb") as gzipped:
+        result = subprocess.run(rpcwatch_command() + ["hunt", "-", "-o", str(tmp_path / "out.jsonl"), "-q"],
+                                stdin=gzipped, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert {json.loads(line)["source"]["ip"] for line in lines} == {"198.235.24.73", "83.97.73.157"}
+    assert {json.loads(line)["log"]["file"]["path"] for line in lines} == {"-"}
+
+
+def test_config_file_and_internal_flag(tmp_path):
+    (tmp_path / "conn.log").write_text(HOSTILE_LOG)
+    assert len(run("hunt", "conn.log", "-q", cwd=tmp_path).stdout.splitlines()) == 2
+    (tmp_path / "rpcwatch.toml").write_text('[networks]\ninternal = ["10.0.0.5/32"]\n')
+    assert len(run("hunt", "conn.log", "-q", cwd=tmp_path).stdout.splitlines()) == 1
+    assert len(run("hunt", "conn.log", "-q", "--internal", "10.0.0.0/24", cwd=tmp_path).stdout.splitlines()) == 2
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["hunt", "nope.log"], 2, "nope.log: no such file or directory"),
+    (["hunt", "conn.log", "--internal", "10.0.0.1/8"], 2, "did you mean 10.0.0.0/8"),
+    (["hunt", "conn.log", "--rules", "missing.yml"], 2, "--rules missing.yml: no such file"),
+    (["hunt", "conn.log", "--format", "xml"], 2, "invalid choice"),
+    (["hunt", "notes.txt"], 3, "not a supported log format"),
+    (["hunt", "conn.log", "--config", "bad.toml"], 2, "not valid TOML"),
+])
+def test_exit_codes(tmp_path, args, code, message):
+    (tmp_path / "conn.log").write_text(HOSTILE_LOG)
+    (tmp_path / "notes.txt").write_text("just some notes\n")
+    (tmp_path / "bad.toml").write_text("[networks\n")
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_broken_user_rule_is_listed_and_the_others_run(tmp_path):
+    (tmp_path / "conn.log").write_text(HOSTILE_LOG)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "broken.yml").write_text("title: Broken\nlogsource: {product: zeek, service: conn}\n"
+                                      "detection:\n  sel: {proto: tcp}\n  condition: sel and nope\n")
+    (rules / "good.yml").write_text("title: Any REJ\nlogsource: {product: zeek, service: conn}\n"
+                                    "detection:\n  sel: {conn_state: REJ}\n  condition: sel\n")
+    result = run("hunt", "conn.log", "--rules", "rules", cwd=tmp_path)
+    assert result.returncode == 0
+    names = [json.loads(line)["rule"]["name"] for line in result.stdout.splitlines()]
+    assert sorted(names) == ["Any REJ", "Detect RPC from Internet", "Detect RPC from Internet"]
+    assert "rule not runnable: Broken" in result.stderr
+
+
+def test_examples_from_the_readme():
+    result = run("hunt", "examples/", "--format", "jsonl", cwd=REPO)
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 17
