@@ -32,7 +32,7 @@ from rpcwatch.sources.inputs import InputFile, open_decompressed
 from rpcwatch.sources.pcap import track_capture
 path = sys.argv[1]
 stats = ReadStats(path)
-_, stream = open_decompressed(InputFile(path, lambda: open(path, "rb")), stats)
+_, _, stream = open_decompressed(InputFile(path, lambda: open(path, "rb")), stats)
 rows = {}
 for batch in track_capture(stream, stats, path=path):
     rows[batch.table] = rows.get(batch.table, 0) + batch.data.num_rows

@@ -50,7 +50,7 @@ class Capture:
 def read_capture(path: Path) -> Capture:
     stats = ReadStats(str(path))
     connections: list[Connection] = []
-    _head, stream = open_decompressed(InputFile(str(path), lambda: open(path, "rb")), stats)
+    _source, _head, stream = open_decompressed(InputFile(str(path), lambda: open(path, "rb")), stats)
     parts: dict[str, list[pa.Table]] = defaultdict(list)
     batches = 0
     with stream:
