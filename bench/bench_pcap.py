@@ -3,7 +3,10 @@
 The capture is built (once, streamed to ``bench/out/``) by replaying the corpus's Ethernet
 captures over and over, each replay with its IPv4 addresses shifted (so its connections
 are new ones) and its packets moved after the previous replay in time. Each tool runs in
-its own process; wall time and peak RSS come from ``resource.getrusage`` of that child.
+its own process; wall time, CPU time and peak RSS come from ``resource.getrusage`` of that
+child (the reader's worker processes included: ``RUSAGE_CHILDREN`` covers descendants that
+were waited for). The reader is run the way ``rpcwatch hunt`` runs it: a capture this large
+is tracked by one worker process per core, each for a share of the host pairs.
 
     python bench/bench_pcap.py [--size-mb 1100] [--runs 3] [--corpus ../shared/corpus]
 """
@@ -27,16 +30,18 @@ RECORD = struct.Struct("<IIII")
 
 READER_SCRIPT = """
 import sys
-from rpcwatch.sources.base import ReadStats
-from rpcwatch.sources.inputs import InputFile, open_decompressed
-from rpcwatch.sources.pcap import track_capture
-path = sys.argv[1]
-stats = ReadStats(path)
-_, _, stream = open_decompressed(InputFile(path, lambda: open(path, "rb")), stats)
+import rpcwatch.sources.pcap
+from rpcwatch.sources import LogReading, expand_inputs
+from rpcwatch.sources.scan import prepare_workers
+if sys.argv[2] == "single":
+    rpcwatch.sources.pcap.PARALLEL_MIN_SIZE = float("inf")
+inputs = list(expand_inputs(sys.argv[1:2]))
+prepare_workers(inputs)
+reading = LogReading(inputs)
 rows = {}
-for batch in track_capture(stream, stats, path=path):
+for batch in reading.batches():
     rows[batch.table] = rows.get(batch.table, 0) + batch.data.num_rows
-print(stats.records, rows.get("zeek.conn", 0), rows.get("zeek.dce_rpc", 0))
+print(reading.stats[0].records, rows.get("zeek.conn", 0), rows.get("zeek.dce_rpc", 0))
 """
 
 
@@ -133,7 +138,10 @@ def main() -> None:
         build_capture(args.corpus, capture, args.size_mb * 1_000_000)
     size_mb = capture.stat().st_size / 1e6
 
-    commands = {"rpcwatch pcap reader": [sys.executable, "-c", READER_SCRIPT, str(capture)]}
+    commands = {
+        "rpcwatch, 1 process": [sys.executable, "-c", READER_SCRIPT, str(capture), "single"],
+        "rpcwatch, workers": [sys.executable, "-c", READER_SCRIPT, str(capture), "workers"],
+    }
     if shutil.which("tshark"):
         commands["tshark -q -z conv,tcp"] = ["tshark", "-n", "-q", "-r", str(capture), "-z", "conv,tcp"]
     else:
@@ -142,19 +150,22 @@ def main() -> None:
     for _ in range(args.runs):
         for name, command in commands.items():
             runs[name].append(measure(command))
-    reader = median(runs["rpcwatch pcap reader"])
+    reader = median(runs["rpcwatch, 1 process"])
     packets = int(reader.output.split()[0])
     print(f"capture: {size_mb:.0f} MB, {packets} packets; reader output (packets, conn rows, dce_rpc rows): "
           f"{reader.output}")
+    print(f"(peak RSS of the worker variant is the largest single process)")
     print(f"{'':24} {'median s':>9} {'packets/s':>11} {'MB/s':>7} {'CPU s':>7} {'peak RSS MB':>12}  wall s per run")
     for name, results in runs.items():
         run = median(results)
         print(f"{name:24} {run.seconds:9.1f} {packets / run.seconds:11.0f} {size_mb / run.seconds:7.1f} "
               f"{run.cpu_seconds:7.1f} {run.peak_rss_mb:12.0f}  {', '.join(f'{r.seconds:.1f}' for r in results)}")
-    if len(runs) == 2:
+    if "tshark -q -z conv,tcp" in runs:
         tshark = median(runs["tshark -q -z conv,tcp"])
-        print(f"reader / tshark: wall time x{reader.seconds / tshark.seconds:.2f}, CPU time "
-              f"x{reader.cpu_seconds / tshark.cpu_seconds:.2f}, peak RSS x{reader.peak_rss_mb / tshark.peak_rss_mb:.3f}")
+        for name in ("rpcwatch, 1 process", "rpcwatch, workers"):
+            run = median(runs[name])
+            print(f"{name} / tshark: wall time x{run.seconds / tshark.seconds:.2f}, CPU time "
+                  f"x{run.cpu_seconds / tshark.cpu_seconds:.2f}, peak RSS x{run.peak_rss_mb / tshark.peak_rss_mb:.3f}")
 
 
 if __name__ == "__main__":

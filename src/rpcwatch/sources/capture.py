@@ -111,7 +111,7 @@ def _pcap_records(buffer: BlockBuffer, stats: ReadStats) -> Iterator[Record]:
             data, pos, size = buffer.data, buffer.pos, len(buffer.data)
         seconds, fraction, captured, wire = unpack_header(data, pos)
         if captured > MAX_RECORD:
-            stats.skip("corrupt packet header (rest of capture unreadable)",
+            stats.lose("corrupt packet header (rest of capture unreadable)",
                        where=f"captured length {captured}")
             return
         end = pos + 16 + captured
@@ -152,11 +152,11 @@ def _pcapng_records(buffer: BlockBuffer, stats: ReadStats) -> Iterator[Record]:
         if data[pos:pos + 4] == PCAPNG_MAGIC:
             section = _new_section(data, pos)
             if section is None:
-                stats.skip("corrupt pcapng section header (rest of capture unreadable)")
+                stats.lose("corrupt pcapng section header (rest of capture unreadable)")
                 return
         block_type, length = struct.unpack_from(section.order + "II", data, pos)
         if length < 12 or length % 4 or length > MAX_RECORD:
-            stats.skip("corrupt pcapng block (rest of capture unreadable)",
+            stats.lose("corrupt pcapng block (rest of capture unreadable)",
                        where=f"block type {block_type}, length {length}")
             return
         if not buffer.ensure(length):

@@ -135,7 +135,7 @@ class Connection:
         self.key = key
         #: the first packet came from the responder
         self.flipped = flipped
-        self.number = number  # order of creation within the capture (for uids)
+        self.number = number  # position of its first packet in the capture (for uids)
         self.ts = self.last_time = ts
         self.orig = Endpoint()
         self.resp = Endpoint()
@@ -221,7 +221,6 @@ class ConnectionTable:
         self._live: OrderedDict[tuple, Connection] = OrderedDict()
         self._on_finished = on_finished
         self._on_problem = on_problem
-        self._created = 0
         self._next_sweep = 0.0
         self._expected_dce: OrderedDict[tuple[bytes, int], None] = OrderedDict()
 
@@ -230,8 +229,9 @@ class ConnectionTable:
 
     # -- packets ------------------------------------------------------------------------
 
-    def packet(self, ts: float, wire_len: int, decoded: Decoded) -> None:
-        """One decoded packet (see :data:`~rpcwatch.sources.packets.Decoded`)."""
+    def packet(self, number: int, ts: float, wire_len: int, decoded: Decoded) -> None:
+        """One decoded packet (see :data:`~rpcwatch.sources.packets.Decoded`); ``number``
+        is its position in the capture (a connection is numbered by its first packet)."""
         proto, src, dst, sport, dport, ip_len, payload_len, payload, flags, seq, ack, window = decoded
         if proto == ICMP or proto == ICMP6:
             counterpart = ICMP4_COUNTERPART if proto == ICMP else ICMP6_COUNTERPART
@@ -252,7 +252,7 @@ class ConnectionTable:
             self._finish(key)
             conn, key, from_first_sender = None, (proto, src, sport, dst, dport), True
         if conn is None:
-            conn = self._start(key, ts, proto, src, dst, sport, dport, flags)
+            conn = self._start(key, number, ts, proto, src, dst, sport, dport, flags)
         else:
             live.move_to_end(key)
         is_orig = from_first_sender != conn.flipped
@@ -270,15 +270,14 @@ class ConnectionTable:
         if ts >= self._next_sweep:
             self._sweep(ts)
 
-    def _start(self, key: tuple, ts: float, proto: int, src: bytes, dst: bytes, sport: int,
-               dport: int, flags: int) -> Connection:
+    def _start(self, key: tuple, number: int, ts: float, proto: int, src: bytes, dst: bytes,
+               sport: int, dport: int, flags: int) -> Connection:
         flipped = _originator_is_destination(proto, sport, dport, flags)
         if flipped:
             ends = ConnectionKey(dst, dport, src, sport)
         else:
             ends = ConnectionKey(src, sport, dst, dport)
-        conn = Connection(proto, ends, self._created, ts, flipped)
-        self._created += 1
+        conn = Connection(proto, ends, number, ts, flipped)
         self._live[key] = conn
         if proto == TCP and (ends.resp_p == DCE_RPC_PORT or (ends.resp_h, ends.resp_p) in self._expected_dce):
             conn.dce = self._dce_session()

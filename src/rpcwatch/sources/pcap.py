@@ -10,7 +10,10 @@ log reader, so the Zeek rules run unchanged on captures.
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import tempfile
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import BinaryIO, Callable, Iterator
@@ -18,12 +21,14 @@ from typing import BinaryIO, Callable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
+from rpcwatch.sources.base import MAX_EXAMPLES, Reader, ReadStats, TableBatch, register
 from rpcwatch.sources.capture import is_capture, iter_records
 from rpcwatch.sources.connections import PROTO_NAMES, Connection, ConnectionTable
-from rpcwatch.sources.inputs import InputFile
+from rpcwatch.sources.inputs import InputFile, PeekStream
 from rpcwatch.sources.packets import decode
 from rpcwatch.sources.prefilter import PrefilterPlan
+# the worker pool of the plain-log scanner is shared; _cores is the number of its workers
+from rpcwatch.sources.scan import PARALLEL_MIN_SIZE, _cores, worker_pool
 
 BATCH_ROWS = 65536
 #: decode() reasons that lose nothing the logs would show (Zeek ignores these packets too)
@@ -186,13 +191,35 @@ class _Problems:
                 stats.skip(reason + " (packet skipped)", count, where=where)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One of ``count`` workers reading the same capture: it tracks the packets between
+    the pairs of hosts that fall to it (so an endpoint-mapper answer and the connection it
+    announces stay together), and only worker 0 reports what concerns every packet."""
+
+    index: int
+    count: int
+
+    def owns(self, src: bytes, dst: bytes) -> bool:
+        # symmetric in the two addresses, and the same in every process (unlike hash())
+        return (int.from_bytes(src, "big") ^ int.from_bytes(dst, "big")) % self.count == self.index
+
+    @property
+    def reports(self) -> bool:
+        return self.index == 0
+
+
 def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
-                  observer: Callable[[Connection], None] | None = None) -> Iterator[TableBatch]:
+                  observer: Callable[[Connection], None] | None = None,
+                  shard: Shard | None = None) -> Iterator[TableBatch]:
     """Read a capture stream and yield its conn and dce_rpc rows in bounded batches.
     ``observer`` also sees every finished :class:`Connection` (e.g. for its frame bytes)."""
-    seed = stream.peek(UID_SEED_BYTES)[:UID_SEED_BYTES] if hasattr(stream, "peek") else b""
+    seed = stream.read(UID_SEED_BYTES)
+    stream = PeekStream(seed, stream)
     builder = ZeekLogBuilder(UidMaker(seed))
     packet_problems, analysis_problems = _Problems(), _Problems(analysis=True)
+    reports = shard is None or shard.reports
+    capture_stats = stats if reports else ReadStats(stats.path)
     count = 0
 
     def finished(conn: Connection) -> None:
@@ -203,18 +230,21 @@ def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
     table = ConnectionTable(finished, lambda reason: analysis_problems.count(reason, count))
     packet = table.packet
     conn_rows, dce_rpc_rows = builder.conn.rows, builder.dce_rpc.rows
-    for ts, link_type, frame, wire_len in iter_records(stream, stats):
+    for ts, link_type, frame, wire_len in iter_records(stream, capture_stats):
         count += 1
         decoded = decode(link_type, frame)
         if decoded.__class__ is str:
             packet_problems.count(decoded, count)
             continue
-        packet(ts, wire_len, decoded)
+        if shard is not None and not shard.owns(decoded[1], decoded[2]):
+            continue
+        packet(count, ts, wire_len, decoded)
         if len(conn_rows) >= BATCH_ROWS or len(dce_rpc_rows) >= BATCH_ROWS:
             yield from builder.batches(path)
-    stats.records = count
     table.flush()
-    packet_problems.report(stats)
+    if reports:
+        stats.records = count
+        packet_problems.report(stats)
     analysis_problems.report(stats)
     yield from builder.batches(path, final=True)
 
@@ -232,4 +262,56 @@ class PcapReader(Reader):
     def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
              prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
         stats.format = self.format_name
-        yield from track_capture(stream, stats, path=source.path)
+        pool = worker_pool() if source.disk_path and (source.size or 0) >= PARALLEL_MIN_SIZE else None
+        if pool is None:
+            yield from track_capture(stream, stats, path=source.path)
+        else:
+            yield from track_in_workers(pool, source, stats)
+
+
+def track_in_workers(pool: Executor, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
+    """A large capture on disk, tracked by every worker process, each for its share of the
+    host pairs. Workers spill their batches to Arrow IPC files, read back one batch at a
+    time in worker order, so memory stays bounded and the output does not depend on timing."""
+    shards = [Shard(index, _cores()) for index in range(_cores())]
+    with tempfile.TemporaryDirectory(prefix="rpcwatch-pcap-") as spill:
+        futures = [pool.submit(_track_shard, source.disk_path, source.path, shard, spill) for shard in shards]
+        for future in futures:
+            shard_stats, spilled = future.result()
+            _merge_stats(stats, shard_stats)
+            if source.progress is not None:
+                source.progress((source.size or 0) // len(shards))
+            for table, file in spilled.items():
+                with pa.ipc.open_stream(file) as reader:
+                    for batch in reader:
+                        yield TableBatch(table, pa.Table.from_batches([batch]), source.path,
+                                         PcapReader.format_name)
+                os.unlink(file)
+
+
+def _track_shard(disk_path: str, path: str, shard: Shard, spill: str) -> tuple[ReadStats, dict[str, str]]:
+    """Worker side of :func:`track_in_workers`."""
+    stats = ReadStats(path)
+    files: dict[str, str] = {}
+    writers: dict[str, pa.ipc.RecordBatchStreamWriter] = {}
+    with open(disk_path, "rb") as stream:
+        for batch in track_capture(stream, stats, path=path, shard=shard):
+            writer = writers.get(batch.table)
+            if writer is None:
+                files[batch.table] = os.path.join(spill, f"{shard.index}.{batch.table}.arrows")
+                writer = writers[batch.table] = pa.ipc.new_stream(files[batch.table], batch.data.schema)
+            writer.write_table(batch.data)
+    for writer in writers.values():
+        writer.close()
+    return stats, files
+
+
+def _merge_stats(total: ReadStats, part: ReadStats) -> None:
+    total.records += part.records
+    total.bytes_read += part.bytes_read
+    total.skipped.update(part.skipped)
+    total.warnings.update(part.warnings)
+    total.lost.extend(part.lost)
+    for reason, examples in part.examples.items():
+        seen = total.examples.setdefault(reason, [])
+        seen.extend(examples[:MAX_EXAMPLES - len(seen)])
