@@ -17,8 +17,8 @@ from rpcwatch.sources.inputs import InputFile, open_decompressed
 from rpcwatch.sources.base import ReadStats
 from rpcwatch.sources.winjson import WindowsJsonReader
 from rpcwatch.sources.zeek import ZeekJsonReader
-from windows_corpus import parser_records, port_135_events, read, sigma_text
-from winlogbeat_fixtures import corpus_events, dotted, raw_winlogbeat, sysmon_module, write_ndjson
+from .windows_corpus import parser_records, port_135_events, read, sigma_text
+from .winlogbeat_fixtures import corpus_events, dotted, raw_winlogbeat, sysmon_module, write_ndjson
 
 pytestmark = pytest.mark.corpus
 

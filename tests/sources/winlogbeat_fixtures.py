@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from windows_corpus import parser_records
+from .windows_corpus import parser_records
 
 #: Sysmon module renames per EventID (reference §5.1.4 for event 3; winlogbeat-sysmon.js
 #: event10 for process access), with the ECS fields that are written as numbers

@@ -9,7 +9,7 @@ import io
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
-from rpcwatch.sources import evtx, winjson, zeek  # noqa: F401  (registers their readers)
+from rpcwatch.sources import evtx, pcap, winjson, zeek  # noqa: F401  (registers their readers)
 from rpcwatch.sources.base import READERS, ReadStats, Reader, TableBatch
 from rpcwatch.sources.inputs import InputError, InputFile, expand_inputs, open_decompressed
 from rpcwatch.sources.prefilter import PrefilterPlan

@@ -157,7 +157,7 @@ def _find_newline(fh, position: int) -> int:
 _pool: Executor | None = None
 
 
-def _cores() -> int:
+def worker_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -169,7 +169,7 @@ def worker_pool() -> Executor | None:
     would run again). Call :func:`prepare_workers` before threads are started (DuckDB,
     BLAS) so the fork happens in a single-threaded process."""
     global _pool
-    workers = _cores()
+    workers = worker_count()
     if workers < 2:
         return None
     if _pool is None:
@@ -184,7 +184,7 @@ def prepare_workers(inputs: Iterable[InputFile]) -> None:
     if any(i.disk_path and (i.size or 0) >= PARALLEL_MIN_SIZE for i in inputs):
         pool = worker_pool()
         if pool is not None:
-            list(pool.map(_ready, range(_cores())))
+            list(pool.map(_ready, range(worker_count())))
 
 
 def _ready(_: int) -> bool:

@@ -1,0 +1,44 @@
+"""`rpcwatch hunt` on packet captures: the same rules and alerts as on Zeek logs."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sources.capture_edit import rewrite_addresses
+from test_cli import run
+
+pytestmark = pytest.mark.corpus
+
+PSEXEC = ("otrf-security-datasets/datasets/atomic/windows/lateral_movement/network/"
+          "empire_psexec_dcerpc_tcp_svcctl_WORKSTATION5_2020-09-20121608.cap")
+PUBLIC_CLIENT = "203.0.114.7"
+
+
+def hunt(capture: Path) -> list[dict]:
+    result = run("hunt", str(capture), "--format", "jsonl", "-q")
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_psexec_from_a_public_address_raises_the_rpc_alerts(corpus: Path, tmp_path: Path) -> None:
+    capture = tmp_path / "psexec_public_client.pcap"
+    rewrite_addresses(corpus / PSEXEC, capture, {"172.18.39.5": PUBLIC_CLIENT})
+    alerts = hunt(capture)
+    assert Counter(a["rule"]["name"] for a in alerts) == Counter({
+        "DCE/RPC from Internet": 11, "Remote Execution over DCE/RPC from Internet": 2,
+        "Detect RPC from Internet": 1, "RPC from Internet Followed by Remote Execution": 1})
+    assert {a["source"]["ip"] for a in alerts} == {PUBLIC_CLIENT}
+    calls = [(a["destination"]["port"], a["original"]["endpoint"], a["original"]["operation"])
+             for a in alerts if a["rule"]["name"] == "DCE/RPC from Internet" and "operation" in a["original"]]
+    assert calls[:3] == [(135, "epmapper", "ept_map"), (49726, "svcctl", "unknown-64"),
+                         (49726, "svcctl", "CreateServiceA")]
+    execution = [a["original"]["operation"] for a in alerts
+                 if a["rule"]["name"] == "Remote Execution over DCE/RPC from Internet"]
+    assert execution == ["CreateServiceA", "StartServiceA"]
+
+
+def test_the_original_lab_capture_raises_nothing(corpus: Path) -> None:
+    assert hunt(corpus / PSEXEC) == []
