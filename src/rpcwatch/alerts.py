@@ -13,6 +13,10 @@ import pyarrow as pa
 
 from rpcwatch.sigma.logsources import BoundRule, TableInfo, table_info
 
+#: ECS fields that are numbers, whatever text the producer wrote them as
+NUMERIC_ECS = ("source.port", "destination.port", "source.bytes", "destination.bytes", "source.packets",
+               "destination.packets", "process.pid", "event.code")
+
 #: columns the pipeline adds to batches; never part of an alert's ``original``
 FILE_COLUMN = "__file__"
 HIDDEN_PREFIX = "__"
@@ -40,7 +44,7 @@ def _alert(record: dict, info: TableInfo, rule_part: dict, table: str,
     for target, columns in info.ecs.items():
         value = _first_present(original, columns)
         if value is not None:
-            _set_dotted(alert, target, value)
+            _set_dotted(alert, target, _as_number(value) if target in NUMERIC_ECS else value)
     if info.transport:
         alert.setdefault("network", {}).setdefault("transport", info.transport)
     _name_transport(alert, info)
@@ -126,6 +130,12 @@ def iso_timestamp(value: Any) -> str | None:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _as_number(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
 
 
 def _first_present(record: dict, columns: str | list[str]) -> Any:
