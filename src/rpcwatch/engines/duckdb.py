@@ -18,7 +18,7 @@ from rpcwatch.networks import address_key, merged_key_ranges, parse_address, par
 from rpcwatch.sigma.expr import fields_of, has_keywords
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sources.base import RAW_COLUMN
-from rpcwatch.sigma.sql import Dialect, SqlPrinter, Unprintable
+from rpcwatch.sigma.sql import Dialect, SqlPrinter, Unprintable, lowered_name
 
 RULES_COLUMN = "__rules__"
 ROW_COLUMN = "__row__"
@@ -106,7 +106,7 @@ class DuckDBEngine:
         """``WHERE (where_1 AND (rule OR rule ...)) OR (where_2 AND (...)) OR rule ...``: rules
         that share a route's selection (Channel and EventID for Windows) are tried only on
         the rows that pass it."""
-        printer = SqlPrinter(schema, self.dialect)
+        printer = SqlPrinter(schema, self.dialect, lowered_columns=True)
         groups: dict[str | None, list[tuple[int, str]]] = {}
         where_sql: dict[int, str] = {}
         for index, rule in enumerate(rules):
@@ -128,8 +128,10 @@ class DuckDBEngine:
             bodies = " OR ".join(c for _, c in members)
             terms.append(f"({shared} AND ({bodies}))" if shared else bodies)
             flags += [f"CASE WHEN {f'{shared} AND ' if shared else ''}{c} THEN {i} END" for i, c in members]
+        lowered = "".join(f", lower({self.dialect.ident(c)}) AS {self.dialect.ident(lowered_name(c))}"
+                          for c in sorted(printer.lowered))
         return (f"SELECT {ROW_COLUMN}, list_filter([{', '.join(flags)}], lambda r: r IS NOT NULL) AS {RULES_COLUMN} "
-                f"FROM batch WHERE {' OR '.join(terms)}")
+                f"FROM (SELECT *{lowered} FROM batch) WHERE {' OR '.join(terms)}")
 
     def match(self, data: pa.Table, rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
         """Yield each rule with the rows of ``data`` it matched (rules without matches omitted)."""

@@ -74,6 +74,9 @@ class Dialect:
     def regex(self, expr: str, regex: str) -> str:
         return f"regexp_matches({expr}, {self.string(regex)})"
 
+    def regex_full(self, expr: str, regex: str) -> str:
+        return f"regexp_full_match({expr}, {self.string(regex)})"
+
     def like(self, expr: str, pattern: str) -> str:
         return f"{expr} LIKE {self.string(pattern)} ESCAPE '\\'"
 
@@ -105,7 +108,11 @@ class Unprintable(Exception):
 class SqlPrinter:
     """Prints conditions against one table schema (column name -> Arrow type)."""
 
-    def __init__(self, schema: Mapping[str, pa.DataType] | pa.Schema, dialect: Dialect | None = None):
+    def __init__(self, schema: Mapping[str, pa.DataType] | pa.Schema, dialect: Dialect | None = None,
+                 lowered_columns: bool = False):
+        """With ``lowered_columns`` the lower-case text of a column is read from a column
+        named :func:`lowered_name` that the caller computes once per row (instead of
+        ``lower(column)`` in every comparison); :attr:`lowered` lists the ones needed."""
         if isinstance(schema, pa.Schema):
             schema = {f.name: f.type for f in schema}
         self.schema = dict(schema)
@@ -114,13 +121,15 @@ class SqlPrinter:
         for name in self.schema:
             self._folded.setdefault(name.lower(), name)
         self._depth = 0
+        self._precompute = lowered_columns
+        self.lowered: set[str] = set()
 
     # ---- structure ------------------------------------------------------------------
     def condition(self, expr: Expr) -> str:
         if isinstance(expr, And):
             return "(" + " AND ".join(self.condition(item) for item in expr.items) + ")"
         if isinstance(expr, Or):
-            return "(" + " OR ".join(self.condition(item) for item in expr.items) + ")"
+            return "(" + " OR ".join(self._or_terms(expr.items)) + ")"
         if isinstance(expr, Not):
             # Sigma's NOT is two-valued: a missing or unset field makes the inner test false
             return f"(NOT coalesce({self.condition(expr.item)}, FALSE))"
@@ -131,6 +140,48 @@ class SqlPrinter:
         if isinstance(expr, Keyword):
             return self.keyword(expr.test)
         raise Unprintable(f"unknown expression {type(expr).__name__}")
+
+    def _or_terms(self, items) -> list[str]:
+        """OR-ed string tests on one text column become one ``IN`` list and one RE2 regex
+        (rule value lists, windash and base64 variants): a single pass over the value
+        instead of one comparison per value."""
+        groups: dict[tuple[str, bool], list[StringTest]] = {}
+        terms: list[str] = []
+        for item in items:
+            column = self.column(item.field) if isinstance(item, Match) else None
+            if column is not None and isinstance(item.test, StringTest) and _is_string(self.schema[column]):
+                groups.setdefault((column, item.test.case_sensitive), []).append(item.test)
+            else:
+                terms.append(self.condition(item))
+        for (column, case_sensitive), tests in groups.items():
+            if len(tests) == 1:
+                terms.append(self.match(column, tests[0]))
+            else:
+                terms.append(self.string_list(column, tests, case_sensitive))
+        return terms
+
+    def string_list(self, column: str, tests: list[StringTest], case_sensitive: bool) -> str:
+        subject = self.text(column, case_sensitive)
+        fold = (lambda t: t) if case_sensitive else str.lower
+        plain = [plain_text(t.pattern) for t in tests if plain_text(t.pattern) is not None]
+        patterns = [t.pattern for t in tests if plain_text(t.pattern) is None]
+        parts = []
+        if plain:
+            parts.append(f"{subject} IN ({', '.join(self.dialect.string(fold(p)) for p in dict.fromkeys(plain))})")
+        if patterns:
+            regex = "|".join(dict.fromkeys(_regex_of(p, fold) for p in patterns))
+            parts.append(self.dialect.regex_full(subject, f"(?s)(?:{regex})"))
+        return "(" + " OR ".join(parts) + ")"
+
+    def text(self, column: str, case_sensitive: bool) -> str:
+        """A string column's value for comparison: as it is, or lower case."""
+        ident = self.dialect.ident(column)
+        if case_sensitive:
+            return ident
+        if self._precompute:
+            self.lowered.add(column)
+            return self.dialect.ident(lowered_name(column))
+        return f"lower({ident})"
 
     def column(self, field: str) -> str | None:
         if field in self.schema:
@@ -143,6 +194,9 @@ class SqlPrinter:
             return "TRUE" if isinstance(test, NullTest) or test == ExistsTest(False) else "FALSE"
         if isinstance(test, FieldRefTest):
             return self.field_ref(column, test)
+        if isinstance(test, StringTest) and _is_string(self.schema[column]):
+            return self.string_test(self.dialect.ident(column), self.schema[column], test,
+                                    subject=self.text(column, test.case_sensitive))
         return self.value_test(self.dialect.ident(column), self.schema[column], test)
 
     def keyword(self, test: Test) -> str:
@@ -188,15 +242,17 @@ class SqlPrinter:
             return f"({part} {_sql_op(test.op)} {test.value})"
         raise Unprintable(f"unsupported test {type(test).__name__}")
 
-    def string_test(self, expr: str, dtype: pa.DataType, test: StringTest) -> str:
+    def string_test(self, expr: str, dtype: pa.DataType, test: StringTest, subject: str | None = None) -> str:
         text = plain_text(test.pattern)
         if text is not None and _is_numeric(dtype) and _DECIMAL.fullmatch(text.strip()):
             return f"({expr} = {_number(float(text))})"
         if text is not None and pa.types.is_boolean(dtype) and text.lower() in _TRUE_WORDS + _FALSE_WORDS:
             return f"({expr} = {'TRUE' if text.lower() in _TRUE_WORDS else 'FALSE'})"
-        value = self.dialect.as_text(expr, dtype)
-        if not test.case_sensitive:
-            value = f"lower({value})"
+        value = subject
+        if value is None:
+            value = self.dialect.as_text(expr, dtype)
+            if not test.case_sensitive:
+                value = f"lower({value})"
         if text is not None:
             literal = text if test.case_sensitive else text.lower()
             return f"({value} = {self.dialect.string(literal)})"
@@ -238,6 +294,20 @@ class SqlPrinter:
         if test.ends_with:
             return f"(ends_with({left}, {right}))"
         return f"({left} = {right})"
+
+
+def lowered_name(column: str) -> str:
+    """The name of the precomputed lower-case copy of a column."""
+    return f"{column}\x1flower"
+
+
+def _is_string(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+
+
+def _regex_of(pattern, fold) -> str:
+    """A Sigma pattern as an RE2 regex for a full match (``(?s)`` makes ``.`` any character)."""
+    return "".join(".*" if p is Wildcard.ANY else "." if p is Wildcard.ONE else re.escape(fold(p)) for p in pattern)
 
 
 def _is_numeric(dtype: pa.DataType) -> bool:
