@@ -35,3 +35,6 @@ def corpus() -> Path:
 def shared_tools() -> Path:
     """``../shared/tools`` (the synthetic Zeek log generator)."""
     return _require(SHARED_TOOLS, "shared tools")
+
+
+from spark_support import spark_session  # noqa: E402,F401  (the shared local[2] session)

@@ -77,7 +77,7 @@ def load_rule_set(paths: Iterable[str | Path] = (), config: Config | None = None
     documents: list[SigmaRule | SigmaCorrelationRule] = []
     filter_documents: list[SigmaFilter] = []
     for file in [*(bundled_rule_files() if bundled else []), *rule_files(paths), *rule_files(filters)]:
-        for document, problem in _parse_file(file):
+        for document, problem in parse_file(file):
             if problem is not None:
                 rule_set.problems.append(problem)
             elif isinstance(document, SigmaFilter):
@@ -157,7 +157,7 @@ def _path_of(document) -> str:
     return str(source.path) if source is not None and source.path else ""
 
 
-def _parse_file(file: Path) -> Iterator[tuple[object | None, RuleProblem | None]]:
+def parse_file(file: Path) -> Iterator[tuple[object | None, RuleProblem | None]]:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

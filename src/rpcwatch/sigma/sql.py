@@ -43,6 +43,14 @@ _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)")
 _TRUE_WORDS = ("true", "t")
 _FALSE_WORDS = ("false", "f")
 _TIME_PARTS = {"minute", "hour", "day", "week", "month", "year"}
+LIKE_ESCAPE = "\\"
+#: a dotted-quad IPv4 address as Python's ``ipaddress`` accepts it (no leading zeros)
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_V4_ADDRESS = r"\.".join([_OCTET] * 4)
+#: IPv4 keys are ``::ffff:a.b.c.d`` (see rpcwatch.networks)
+_V4_KEY_PREFIX = "00000000000000000000ffff"
+#: end of input in Java regular expressions (``$`` also matches before a final newline)
+_JAVA_END = r"\z"
 
 
 class Dialect:
@@ -78,7 +86,20 @@ class Dialect:
         return f"regexp_full_match({expr}, {self.string(regex)})"
 
     def like(self, expr: str, pattern: str) -> str:
-        return f"{expr} LIKE {self.string(pattern)} ESCAPE '\\'"
+        return f"{expr} LIKE {self.string(pattern)} ESCAPE {self.string(LIKE_ESCAPE)}"
+
+    def starts_with(self, text: str, prefix: str) -> str:
+        return f"starts_with({text}, {prefix})"
+
+    def ends_with(self, text: str, suffix: str) -> str:
+        return f"ends_with({text}, {suffix})"
+
+    def contains(self, text: str, part: str) -> str:
+        return f"contains({text}, {part})"
+
+    def non_null_list(self, items: list[str]) -> str:
+        """A list of the items that are not NULL (the rules a row matched)."""
+        return f"list_filter([{', '.join(items)}], lambda r: r IS NOT NULL)"
 
     def cidr(self, expr: str, test: CidrTest) -> str:
         if self.cidr_mode == "engine":
@@ -99,6 +120,121 @@ class Dialect:
 
     def time_part(self, part: str, timestamp: str) -> str:
         return f"date_part('{part}', {timestamp})"
+
+    def ip_key_definitions(self) -> list[str]:
+        """Statements defining ``rpcw_ip_key(text)`` for ``portable`` CIDR mode: the
+        address's 32-hex-digit key in :mod:`rpcwatch.networks`' space, NULL when the text
+        is not an address (checked against ``networks.address_key`` by the tests)."""
+        v4 = _V4_ADDRESS
+        return [
+            "CREATE OR REPLACE MACRO rpcw_v4_hex(s) AS printf('%02x%02x%02x%02x', "
+            + ", ".join(f"split_part(s, '.', {i})::INTEGER" for i in range(1, 5)) + ")",
+            "CREATE OR REPLACE MACRO rpcw_v4_groups(s) AS printf('%x:%x', "
+            "split_part(s, '.', 1)::INTEGER * 256 + split_part(s, '.', 2)::INTEGER, "
+            "split_part(s, '.', 3)::INTEGER * 256 + split_part(s, '.', 4)::INTEGER)",
+            "CREATE OR REPLACE MACRO rpcw_v6_split(x) AS CASE WHEN x = '' THEN []::VARCHAR[] "
+            "ELSE string_split(x, ':') END",
+            "CREATE OR REPLACE MACRO rpcw_v6_expand(head, tail) AS CASE WHEN len(head) + len(tail) <= 7 "
+            "THEN list_concat(head, list_transform(range(8 - len(head) - len(tail)), lambda x: '0'), tail) END",
+            "CREATE OR REPLACE MACRO rpcw_v6_groups(s) AS CASE WHEN NOT contains(s, '::') THEN string_split(s, ':') "
+            "WHEN len(string_split(s, '::')) = 2 THEN rpcw_v6_expand(rpcw_v6_split(split_part(s, '::', 1)), "
+            "rpcw_v6_split(split_part(s, '::', 2))) END",
+            "CREATE OR REPLACE MACRO rpcw_v6_key(g) AS CASE WHEN len(g) = 8 AND list_bool_and(list_transform(g, "
+            "lambda x: regexp_full_match(x, '[0-9a-f]{1,4}'))) "
+            "THEN array_to_string(list_transform(g, lambda x: lpad(x, 4, '0')), '') END",
+            f"CREATE OR REPLACE MACRO rpcw_v6_text(s) AS CASE WHEN regexp_matches(s, {self.string(':' + v4 + '$')}) "
+            f"THEN regexp_replace(s, {self.string(v4 + '$')}, '') || rpcw_v4_groups(regexp_extract(s, "
+            f"{self.string(v4 + '$')})) ELSE s END",
+            f"CREATE OR REPLACE MACRO rpcw_ip_key(s) AS CASE WHEN regexp_full_match(trim(s), {self.string(v4)}) "
+            f"THEN '{_V4_KEY_PREFIX}' || rpcw_v4_hex(trim(s)) WHEN contains(s, ':') THEN "
+            "rpcw_v6_key(rpcw_v6_groups(rpcw_v6_text(lower(split_part(trim(s, ' []'), '%', 1))))) END",
+        ]
+
+
+class SparkDialect(Dialect):
+    """Spark SQL (Spark 3.4+ for SQL functions in ``portable`` mode, as ``rules convert``
+    prints; 4.0+ for ``CREATE TEMPORARY FUNCTION`` bodies the engine uses). Regular
+    expressions are Java's: the same for the patterns Sigma rules use, but ``$`` also
+    matches before a final line break, so anchors are written ``\\z``."""
+
+    name = "spark"
+    cidr_mode = "portable"
+
+    def ident(self, name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
+    def string(self, text: str) -> str:
+        # backslash is an escape character in Spark's string literals (the default
+        # spark.sql.parser.escapedStringLiterals=false), so it is doubled too
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    def as_text(self, expr: str, dtype: pa.DataType) -> str:
+        if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_boolean(dtype):
+            return super().as_text(expr, dtype)
+        return f"CAST({expr} AS STRING)"
+
+    def any_element(self, column: str, variable: str, condition: str) -> str:
+        return f"exists({column}, {variable} -> {condition})"
+
+    def regex(self, expr: str, regex: str) -> str:
+        return f"regexp_like({expr}, {self.string(regex)})"
+
+    def regex_full(self, expr: str, regex: str) -> str:
+        return f"regexp_like({expr}, {self.string('^(?:' + regex + ')' + _JAVA_END)})"
+
+    def starts_with(self, text: str, prefix: str) -> str:
+        return f"startswith({text}, {prefix})"
+
+    def ends_with(self, text: str, suffix: str) -> str:
+        return f"endswith({text}, {suffix})"
+
+    def non_null_list(self, items: list[str]) -> str:
+        return f"filter(array({', '.join(items)}), r -> r IS NOT NULL)"
+
+    def cidr(self, expr: str, test: CidrTest) -> str:
+        ranges = merged_key_ranges(test.networks)
+        if not ranges:
+            return "FALSE"
+        within = " OR ".join(f"k BETWEEN '{lo}' AND '{hi}'" for lo, hi in ranges)
+        # the key is bound once through a lambda: Spark inlines SQL functions, and would
+        # otherwise plan (and run) the whole address parser once per range
+        return f"element_at(transform(array(rpcw_ip_key({expr})), k -> {within}), 1)"
+
+    def timestamp(self, expr: str, dtype: pa.DataType) -> str:
+        if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+            return f"timestamp_seconds({expr})"
+        return super().timestamp(expr, dtype)
+
+    def ip_key_definitions(self) -> list[str]:
+        v4 = "^" + _V4_ADDRESS + _JAVA_END
+        v4_tail = _V4_ADDRESS + _JAVA_END
+        octet = "CAST(split_part(s, '.', {}) AS INT)"
+        return [
+            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v4_hex(s STRING) RETURNS STRING RETURN "
+            "format_string('%02x%02x%02x%02x', " + ", ".join(octet.format(i) for i in range(1, 5)) + ")",
+            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v4_groups(s STRING) RETURNS STRING RETURN "
+            f"format_string('%x:%x', {octet.format(1)} * 256 + {octet.format(2)}, "
+            f"{octet.format(3)} * 256 + {octet.format(4)})",
+            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v6_split(x STRING) RETURNS ARRAY<STRING> RETURN "
+            "CASE WHEN x = '' THEN CAST(array() AS ARRAY<STRING>) ELSE split(x, ':') END",
+            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v6_expand(head ARRAY<STRING>, tail ARRAY<STRING>) "
+            "RETURNS ARRAY<STRING> RETURN CASE WHEN size(head) + size(tail) <= 7 "
+            "THEN concat(head, array_repeat('0', 8 - size(head) - size(tail)), tail) END",
+            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v6_groups(s STRING) RETURNS ARRAY<STRING> RETURN "
+            "CASE WHEN NOT contains(s, '::') THEN split(s, ':') WHEN size(split(s, '::')) = 2 "
+            "THEN rpcw_v6_expand(rpcw_v6_split(split_part(s, '::', 1)), rpcw_v6_split(split_part(s, '::', 2))) END",
+            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v6_key(g ARRAY<STRING>) RETURNS STRING RETURN "
+            f"CASE WHEN size(g) = 8 AND forall(g, x -> regexp_like(x, {self.string('^[0-9a-f]{1,4}' + _JAVA_END)})) "
+            "THEN array_join(transform(g, x -> lpad(x, 4, '0')), '') END",
+            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v6_text(s STRING) RETURNS STRING RETURN "
+            f"CASE WHEN regexp_like(s, {self.string(':' + v4_tail)}) "
+            f"THEN concat(regexp_replace(s, {self.string(v4_tail)}, ''), "
+            f"rpcw_v4_groups(regexp_extract(s, {self.string('(' + v4_tail + ')')}, 1))) ELSE s END",
+            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_ip_key(s STRING) RETURNS STRING RETURN "
+            f"CASE WHEN regexp_like(trim(s), {self.string(v4)}) THEN concat('{_V4_KEY_PREFIX}', rpcw_v4_hex(trim(s))) "
+            "WHEN contains(s, ':') THEN rpcw_v6_key(rpcw_v6_groups(rpcw_v6_text("
+            "lower(split_part(trim(BOTH ' []' FROM s), '%', 1))))) END",
+        ]
 
 
 class Unprintable(Exception):
@@ -288,11 +424,11 @@ class SqlPrinter:
         left = f"lower({self.dialect.as_text(self.dialect.ident(column), self.schema[column])})"
         right = f"lower({self.dialect.as_text(self.dialect.ident(other), self.schema[other])})"
         if test.starts_with and test.ends_with:
-            return f"(contains({left}, {right}))"
+            return f"({self.dialect.contains(left, right)})"
         if test.starts_with:
-            return f"(starts_with({left}, {right}))"
+            return f"({self.dialect.starts_with(left, right)})"
         if test.ends_with:
-            return f"(ends_with({left}, {right}))"
+            return f"({self.dialect.ends_with(left, right)})"
         return f"({left} = {right})"
 
 

@@ -192,6 +192,17 @@ class _Block:
             return pc.cast(pc.if_else(valid, column, pa.scalar(None, pa.string())), target)
 
 
+def arrow_type(zeek_type: str) -> pa.DataType:
+    """The Arrow type a column of this Zeek type has in a ``zeek.*`` table."""
+    if zeek_type.startswith(("set[", "vector[", "table[")):
+        return pa.list_(pa.string())
+    if zeek_type in INT_TYPES:
+        return pa.int64()
+    if zeek_type in FLOAT_TYPES:
+        return pa.float64()
+    return pa.bool_() if zeek_type == "bool" else pa.string()
+
+
 def _unique(names: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     out = []

@@ -1,0 +1,165 @@
+"""What every SQL engine shares: one query that evaluates every rule bound to a table,
+the batch projection it runs on, and the decoding of its result.
+
+``WHERE (where_1 AND (rule OR rule ...)) OR (where_2 AND (...)) OR rule ...``: rules that
+share a route's selection (Channel and EventID for Windows) are tried only on the rows
+that pass it, and a list column names the rules each kept row matched. Only the dialect
+differs between engines.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import Iterator, MutableMapping, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rpcwatch.sigma.expr import fields_of, has_keywords
+from rpcwatch.sigma.logsources import BoundRule
+from rpcwatch.sigma.sql import Dialect, SqlPrinter, Unprintable, lowered_name
+from rpcwatch.sources.base import RAW_COLUMN
+
+RULES_COLUMN = "__rules__"
+ROW_COLUMN = "__row__"
+#: the name the projected batch has in the engine's SQL
+VIEW_NAME = "batch"
+
+
+def rules_query(schema: pa.Schema, rules: Sequence[BoundRule], dialect: Dialect, source: str,
+                problems: MutableMapping[str, str]) -> str | None:
+    """``SELECT __row__, __rules__ FROM source WHERE ...`` (None: no rule can match). Rules
+    that cannot be printed for this schema are left out and named in ``problems``."""
+    printer = SqlPrinter(schema, dialect, lowered_columns=True)
+    groups: dict[str | None, list[tuple[int, str]]] = {}
+    where_sql: dict[int, str] = {}
+    for index, rule in enumerate(rules):
+        where, body = rule.parts()
+        try:
+            if where is not None and id(where) not in where_sql:
+                where_sql[id(where)] = printer.condition(where)
+            condition = printer.condition(body)
+        except Unprintable as exc:
+            problems[rule.rule.title] = str(exc)
+            continue
+        shared = where_sql[id(where)] if where is not None else None
+        if condition != "FALSE" and shared != "FALSE":
+            groups.setdefault(shared, []).append((index, condition))
+    if not groups:
+        return None
+    terms, flags = [], []
+    for shared, members in groups.items():
+        bodies = " OR ".join(c for _, c in members)
+        terms.append(f"({shared} AND ({bodies}))" if shared else bodies)
+        flags += [f"CASE WHEN {f'{shared} AND ' if shared else ''}{c} THEN {i} END" for i, c in members]
+    lowered = "".join(f", lower({dialect.ident(c)}) AS {dialect.ident(lowered_name(c))}"
+                      for c in sorted(printer.lowered))
+    return (f"SELECT {ROW_COLUMN}, {dialect.non_null_list(flags)} AS {RULES_COLUMN} "
+            f"FROM (SELECT *{lowered} FROM {source}) WHERE {' OR '.join(terms)}")
+
+
+class SqlRuleEngine(ABC):
+    """Runs bound rules over Arrow tables as one SQL query per batch.
+
+    Each batch is projected onto the columns the rules read, in a per-table schema that
+    only grows (a column that changes type between batches becomes text, which Sigma
+    compares the same way), so thousands of rules are planned once per table rather than
+    once per batch; only row numbers and rule numbers come back from the engine.
+    """
+
+    name: str
+
+    def __init__(self, dialect: Dialect):
+        self.dialect = dialect
+        #: (schema, rule identities) -> (the rules, kept alive so identities stay unique; SQL)
+        self._queries: dict[tuple, tuple[tuple, str | None]] = {}
+        #: per rule list: the columns its rules read, and the stable schema seen so far
+        self._shapes: dict[int, tuple[Sequence[BoundRule], BatchShape]] = {}
+        #: rules that could not be printed for some table schema, with the reason
+        self.problems: dict[str, str] = {}
+
+    @abstractmethod
+    def execute(self, view: pa.Table, sql: str) -> pa.Table:
+        """Run ``sql`` with ``view`` registered as :data:`VIEW_NAME`; the result as Arrow."""
+
+    def query_for(self, schema: pa.Schema, rules: Sequence[BoundRule]) -> str | None:
+        """The SQL that evaluates these rules on this schema (None: no rule can match)."""
+        key = (schema, tuple(id(rule) for rule in rules))
+        if key not in self._queries:
+            self._queries[key] = (tuple(rules), rules_query(schema, rules, self.dialect, VIEW_NAME, self.problems))
+        return self._queries[key][1]
+
+    def match(self, data: pa.Table, rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
+        """Yield each rule with the rows of ``data`` it matched (rules without matches omitted)."""
+        if data.num_rows == 0:
+            return
+        view = self._shape_for(rules).project(data)
+        sql = self.query_for(view.schema, rules)
+        if sql is None:
+            return
+        yield from rows_by_rule(self.execute(view, sql), data, rules)
+
+    def _shape_for(self, rules: Sequence[BoundRule]) -> "BatchShape":
+        entry = self._shapes.get(id(rules))
+        if entry is None or entry[0] is not rules:
+            entry = (rules, BatchShape(rules))
+            self._shapes[id(rules)] = entry
+        return entry[1]
+
+
+def rows_by_rule(matched: pa.Table, data: pa.Table,
+                 rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
+    """Decode a :func:`rules_query` result: each rule with its rows of ``data``, in order."""
+    if matched.num_rows == 0:
+        return
+    flags = matched.column(RULES_COLUMN).combine_chunks()
+    rows = matched.column(ROW_COLUMN).combine_chunks()
+    flat = pc.list_flatten(flags)
+    parents = pc.list_parent_indices(flags)
+    for index in pc.unique(flat).to_pylist():
+        hit = pc.take(rows, pc.filter(parents, pc.equal(flat, index)))
+        yield rules[index], data.take(hit.take(pc.sort_indices(hit)))
+
+class BatchShape:
+    """The columns a set of rules reads, and a schema for them that only grows."""
+
+    def __init__(self, rules: Sequence[BoundRule]):
+        wanted = set()
+        self.all_text = False
+        for rule in rules:
+            wanted.update(name.lower() for name in fields_of(rule.expr))
+            self.all_text |= has_keywords(rule.expr)
+        self.wanted = wanted
+        self.columns: dict[str, pa.DataType] = {}
+
+    def project(self, data: pa.Table) -> pa.Table:
+        names = [n for n in data.column_names if n.lower() in self.wanted
+                 or (self.all_text and (n == RAW_COLUMN or _is_text(data.schema.field(n).type)))]
+        for name in names:
+            seen, now = self.columns.get(name), data.schema.field(name).type
+            if seen is None:
+                self.columns[name] = now
+            elif seen != now and seen != pa.string():
+                self.columns[name] = pa.string()
+        arrays = []
+        for name, dtype in self.columns.items():
+            if name in data.column_names:
+                arrays.append(_as(data.column(name), dtype))
+            else:
+                arrays.append(pa.nulls(data.num_rows, dtype))
+        arrays.append(pa.array(range(data.num_rows), pa.int64()))
+        return pa.table(arrays, names=[*self.columns, ROW_COLUMN])
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or (
+        pa.types.is_list(dtype) and _is_text(dtype.value_type))
+
+
+def _as(column: pa.ChunkedArray, dtype: pa.DataType) -> pa.ChunkedArray:
+    if column.type == dtype:
+        return column
+    if dtype == pa.string() and (pa.types.is_list(column.type) or pa.types.is_struct(column.type)):
+        return pa.chunked_array([pa.array([None if v is None else json.dumps(v) for v in column.to_pylist()],
+                                          pa.string())])
+    return pc.cast(column, dtype)

@@ -1,0 +1,226 @@
+"""``rpcwatch rules convert``: Sigma rules as SIEM queries, with the configured networks.
+
+SQL targets (``duckdb``, ``spark-sql``) print rpcwatch's own compiled form, the same the
+engines run, for the table shapes the readers produce. The other targets use pySigma's
+backends with processing pipelines that are data (``pipelines/*.yml``), and thin
+backend subclasses where a backend writes something wrong for these rules.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pyarrow as pa
+from sigma.backends.elasticsearch import ESQLBackend, LuceneBackend
+from sigma.backends.kusto import KustoBackend
+from sigma.backends.splunk import SplunkBackend
+from sigma.collection import SigmaCollection
+from sigma.conversion.base import Backend
+from sigma.conversion.state import ConversionState
+from sigma.correlations import SigmaCorrelationRule
+from sigma.exceptions import SigmaError
+from sigma.pipelines.kusto_common.finalization import QueryTableFinalizer
+from sigma.conditions import ConditionFieldEqualsValueExpression
+from sigma.processing.pipeline import ProcessingPipeline
+from sigma.rule import SigmaRule
+
+from rpcwatch.config import Config
+from rpcwatch.sigma.compiler import RuleError, compile_rule
+from rpcwatch.sigma.expr import fields_of
+from rpcwatch.sigma.loader import apply_networks, bundled_rule_files, parse_file, rule_files
+from rpcwatch.sigma.logsources import BoundRule, bind, table_info
+from rpcwatch.sigma.sql import Dialect, SparkDialect, SqlPrinter, Unprintable
+from rpcwatch.sources.windows import SYSTEM_FIELD_TYPES, WINDOWS_TABLE
+from rpcwatch.sources.zeek import arrow_type
+
+
+class RpcwatchKustoBackend(KustoBackend):
+    """pySigma's Kusto backend, corrected for these rules:
+
+    - it writes ``ipv4_is_in_range`` for every network, so IPv6 networks (``fc00::/7``)
+      never match; IPv6 networks need ``ipv6_is_in_range``;
+    - it quotes a dotted name as ``'id.resp_p'`` (a string literal in KQL, so the
+      comparison is constant) and leaves it bare in CIDR tests (``id.resp_h`` is read as a
+      member access); KQL names a column with special characters as ``['id.resp_p']``.
+    """
+
+    # the list form is IPv4-only too; one expression per network keeps versions apart
+    cidr_in_list_expression = None
+
+    def escape_and_quote_field(self, field_name: str) -> str:
+        if self.field_quote_pattern.match(field_name):
+            return field_name
+        return "['" + field_name.replace("\\", "\\\\").replace("'", "\\'") + "']"
+
+    def convert_condition_field_eq_val_cidr(self, cond: ConditionFieldEqualsValueExpression,
+                                            state: ConversionState) -> str:
+        network = cond.value.network
+        function = "ipv6_is_in_range" if isinstance(network, ipaddress.IPv6Network) else "ipv4_is_in_range"
+        return f'{function}({self.escape_and_quote_field(cond.field)}, "{network}")'
+
+
+@dataclass(frozen=True)
+class Target:
+    """A query language: how to convert to it and which pipelines it accepts."""
+
+    name: str
+    description: str
+    #: pipeline name -> file in pipelines/ (``native`` keeps the log's own field names)
+    pipelines: dict[str, str | None]
+    backend: Callable[[ProcessingPipeline], Backend] | None = None
+    dialect: Callable[[], Dialect] | None = None
+
+    @property
+    def default_pipeline(self) -> str:
+        return next(iter(self.pipelines))
+
+
+def _kusto(pipeline: ProcessingPipeline) -> Backend:
+    pipeline.finalizers.append(QueryTableFinalizer())
+    return RpcwatchKustoBackend(pipeline)
+
+
+TARGETS: dict[str, Target] = {target.name: target for target in (
+    Target("splunk", "Splunk SPL", {"splunk": "splunk.yml", "native": None}, backend=SplunkBackend),
+    Target("lucene", "Elasticsearch Lucene query string", {"ecs": "ecs.yml", "native": None},
+           backend=LuceneBackend),
+    Target("esql", "Elasticsearch ES|QL", {"ecs": "ecs.yml", "native": None}, backend=ESQLBackend),
+    Target("kusto", "Microsoft Sentinel / Kusto KQL", {"sentinel": "sentinel.yml", "native": None},
+           backend=_kusto),
+    Target("spark-sql", "Spark SQL over a view per table", {"native": None}, dialect=SparkDialect),
+    Target("duckdb", "DuckDB SQL over a view per table", {"native": None},
+           dialect=lambda: _portable(Dialect())),
+)}
+
+
+def _portable(dialect: Dialect) -> Dialect:
+    """Standalone SQL cannot call the engine's Python function: CIDR in plain SQL."""
+    dialect.cidr_mode = "portable"
+    return dialect
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One rule's queries for a target, or why it has none."""
+
+    title: str
+    id: str
+    queries: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+@dataclass
+class ConversionResult:
+    target: str
+    pipeline: str
+    conversions: list[Conversion]
+    #: statements to run once before the queries (SQL targets: rpcw_ip_key)
+    prelude: tuple[str, ...] = ()
+
+
+def convert(paths: Iterable[str | Path], target_name: str, pipeline_name: str | None = None,
+            config: Config | None = None, bundled: bool = True) -> ConversionResult:
+    """Convert the bundled rules (unless ``bundled`` is False) and the rules under ``paths``."""
+    target = TARGETS[target_name]
+    pipeline_name = pipeline_name or target.default_pipeline
+    if pipeline_name not in target.pipelines:
+        raise ValueError(f"target {target_name} has no pipeline {pipeline_name!r} "
+                         f"(one of: {', '.join(target.pipelines)})")
+    config = config or Config()
+    documents, conversions = _documents([*(bundled_rule_files() if bundled else []), *rule_files(paths)])
+    for document in documents:
+        if isinstance(document, SigmaRule):
+            apply_networks(document, config)
+    if target.dialect is not None:
+        dialect = target.dialect()
+        conversions += [_sql_conversion(document, dialect, config) for document in documents]
+        prelude = tuple(dialect.ip_key_definitions()) if any(
+            "rpcw_ip_key(" in q for c in conversions for q in c.queries) else ()
+        return ConversionResult(target_name, pipeline_name, conversions, prelude)
+    collection = SigmaCollection(documents, resolve_references=False)
+    collection.resolve_rule_references()
+    # one backend for all: a correlation is converted from its rules' conversions
+    backend = target.backend(pipeline(target.pipelines[pipeline_name]))
+    ordered = sorted(documents, key=lambda d: isinstance(d, SigmaCorrelationRule))
+    conversions += [_backend_conversion(document, backend, target) for document in ordered]
+    return ConversionResult(target_name, pipeline_name, conversions)
+
+
+def _documents(files: Iterable[Path]) -> tuple[list[SigmaRule | SigmaCorrelationRule], list[Conversion]]:
+    documents, problems = [], []
+    for file in files:
+        for document, problem in parse_file(file):
+            if problem is not None:
+                problems.append(Conversion(problem.title or str(file), problem.id, problem=problem.reason))
+            elif isinstance(document, (SigmaRule, SigmaCorrelationRule)):
+                documents.append(document)
+    return documents, problems
+
+
+def _backend_conversion(document, backend: Backend, target: Target) -> Conversion:
+    title, rule_id = document.title, str(document.id or "")
+    try:
+        if isinstance(document, SigmaCorrelationRule):
+            queries = backend.convert_correlation_rule(document)
+        else:
+            queries = backend.convert_rule(document)
+    except NotImplementedError:
+        return Conversion(title, rule_id, problem=f"{target.description} does not support this rule type")
+    except SigmaError as exc:
+        return Conversion(title, rule_id, problem=str(exc))
+    return Conversion(title, rule_id, tuple(str(q) for q in queries))
+
+
+def pipeline(file_name: str | None) -> ProcessingPipeline:
+    """A processing pipeline from ``pipelines/`` (a new object: pipelines keep state)."""
+    if file_name is None:
+        return ProcessingPipeline()
+    return ProcessingPipeline.from_yaml(_pipeline_text(file_name))
+
+
+@lru_cache(maxsize=None)
+def _pipeline_text(file_name: str) -> str:
+    return (resources.files("rpcwatch.sigma") / "pipelines" / file_name).read_text(encoding="utf-8")
+
+
+def _sql_conversion(document, dialect: Dialect, config: Config) -> Conversion:
+    title, rule_id = document.title, str(document.id or "")
+    if isinstance(document, SigmaCorrelationRule):
+        return Conversion(title, rule_id, problem="correlation rules are not printed as SQL "
+                                                  "(rpcwatch runs them over matched events)")
+    try:
+        bound = bind(compile_rule(document, config.placeholders))
+        return Conversion(title, rule_id, tuple(sql_query(b, dialect) for b in bound))
+    except (RuleError, Unprintable, SigmaError) as exc:
+        return Conversion(title, rule_id, problem=str(exc))
+
+
+def sql_query(bound: BoundRule, dialect: Dialect) -> str:
+    """``SELECT * FROM <view> WHERE ...`` for one rule on one table."""
+    printer = SqlPrinter(table_schema(bound.table, fields_of(bound.expr)), dialect)
+    return f"SELECT * FROM {view_name(bound.table)} WHERE {printer.condition(bound.expr)}"
+
+
+def view_name(table: str) -> str:
+    """The SQL name of a table's view: ``zeek.conn`` -> ``zeek_conn``."""
+    return table.replace(".", "_")
+
+
+def table_schema(table: str, fields: Iterable[str]) -> pa.Schema:
+    """The columns a table has as the readers produce it: a Zeek log's stock fields with
+    their types, Windows' System fields with theirs; any other field a rule reads is text
+    (Sigma compares numbers written as text as numbers)."""
+    if table == WINDOWS_TABLE:
+        columns = dict(SYSTEM_FIELD_TYPES)
+    else:
+        columns = {name: arrow_type(kind) for name, kind in table_info(table).columns.items()}
+    folded = {name.lower() for name in columns}
+    for name in fields:
+        if name.lower() not in folded:
+            columns[name] = pa.string()
+            folded.add(name.lower())
+    return pa.schema(list(columns.items()))
