@@ -47,7 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     hunt.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
     hunt.add_argument("-q", "--quiet", action="store_true", help="no run summary on standard error")
     hunt.add_argument("-v", "--verbose", action="store_true", help="list where each skipped record was")
+    hunt.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                      help="where the compiled rules run (default: duckdb, embedded)")
+    hunt.add_argument("--master", metavar="URL",
+                      help="Spark master for --engine spark (default: local[2], or the session spark-submit made)")
     hunt.set_defaults(handler=_hunt)
+
+    export = commands.add_parser("export-parquet", help="logs to a Parquet dataset partitioned by table and date",
+                                 description="Read logs with rpcwatch's readers and write them as Parquet, "
+                                             "partitioned by table and day, for a cluster to hunt in.")
+    export.add_argument("paths", nargs="+", metavar="PATH", help="log files or directories; '-' reads standard input")
+    export.add_argument("-o", "--output", required=True, metavar="DIR", help="dataset directory (created)")
+    export.set_defaults(handler=_export_parquet)
 
     rules = commands.add_parser("rules", help="list, validate Sigma rules")
     rule_commands = rules.add_subparsers(dest="rules_command", metavar="ACTION")
@@ -61,6 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH", help="rule files or directories")
     validate.add_argument("--format", choices=("table", "json"), default=None)
     validate.set_defaults(handler=_rules_validate)
+    from rpcwatch.sigma.convert import TARGETS
+
+    conversion = rule_commands.add_parser(
+        "convert", help="rules as SIEM queries, with the configured internal networks",
+        description="Convert the bundled rules and RULES to a SIEM's query language. Targets: "
+                    + "; ".join(f"{t.name} ({t.description}; pipelines: {', '.join(t.pipelines)})"
+                                for t in TARGETS.values()))
+    conversion.add_argument("rules", nargs="*", metavar="RULES", help="Sigma rule files or directories")
+    conversion.add_argument("--target", "-t", required=True, choices=sorted(TARGETS))
+    conversion.add_argument("--pipeline", "-p", help="field mapping (default: the target's first)")
+    conversion.add_argument("--no-bundled-rules", action="store_true", help="convert only RULES")
+    conversion.add_argument("--internal", action="append", default=[], metavar="CIDR",
+                            help="an internal network (repeatable; replaces the configured list)")
+    conversion.add_argument("--config", metavar="FILE", help="configuration file (default: ./rpcwatch.toml)")
+    conversion.add_argument("-o", "--output", metavar="FILE", help="write the queries to FILE")
+    conversion.set_defaults(handler=_rules_convert)
     return parser
 
 
@@ -86,7 +113,6 @@ def _config(args):
 
 
 def _hunt(args) -> int:
-    from rpcwatch.engines.duckdb import DuckDBEngine
     from rpcwatch.hunt import Hunt, plan_hunt
     from rpcwatch.outputs import WRITERS
     from rpcwatch.outputs.summary import print_summary
@@ -109,13 +135,65 @@ def _hunt(args) -> int:
         stream = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) \
             if args.output else sys.stdout
         advance = stack.enter_context(_progress(inputs, enabled=not args.no_progress and sys.stderr.isatty()))
-        hunt = Hunt(inputs, plan, DuckDBEngine(), on_bytes=advance)
+        hunt = Hunt(inputs, plan, _engine(args), on_bytes=advance)
         WRITERS[output_format](hunt, stream)
     if not args.quiet:
         print_summary(hunt.report, plan, sys.stderr, verbose=args.verbose)
     if hunt.report.stats and all(s.error for s in hunt.report.stats):
         return EXIT_NO_INPUT
     return EXIT_OK
+
+
+def _engine(args):
+    if args.engine == "duckdb":
+        if args.master:
+            raise UsageError("--master is for --engine spark")
+        from rpcwatch.engines.duckdb import DuckDBEngine
+
+        return DuckDBEngine()
+    from rpcwatch.engines.spark import SparkEngine, SparkUnavailable
+
+    try:
+        return SparkEngine(master=args.master)
+    except SparkUnavailable as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _export_parquet(args) -> int:
+    from rpcwatch.outputs.parquet import export_parquet
+    from rpcwatch.sources import InputError, expand_inputs
+
+    try:
+        inputs = list(expand_inputs(args.paths))
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    export = export_parquet(inputs, Path(args.output))
+    for stats in export.stats:
+        if stats.error or stats.skipped_total or stats.lost:
+            print(f"rpcwatch: {stats.path}: {stats.error or ''}{stats.skipped_total} records skipped"
+                  f"{', data lost' if stats.lost else ''}", file=sys.stderr)
+    print(f"{export.rows} rows in {export.files} files under {args.output}", file=sys.stderr)
+    return EXIT_NO_INPUT if export.stats and all(s.error for s in export.stats) else EXIT_OK
+
+
+def _rules_convert(args) -> int:
+    from rpcwatch.outputs.conversion import write_conversion
+    from rpcwatch.sigma.convert import convert
+
+    for path in args.rules:
+        if not Path(path).exists():
+            raise UsageError(f"{path}: no such file or directory")
+    try:
+        result = convert(args.rules, args.target, args.pipeline, _config(args), bundled=not args.no_bundled_rules)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with ExitStack() as stack:
+        stream = stack.enter_context(open(args.output, "w", encoding="utf-8")) if args.output else sys.stdout
+        write_conversion(result, stream)
+    for item in result.conversions:
+        if item.problem:
+            print(f"rpcwatch: not converted: {item.title}: {item.problem}", file=sys.stderr)
+    return EXIT_OK if any(item.queries for item in result.conversions) else EXIT_USAGE
 
 
 def _check_rule_paths(args) -> None:

@@ -168,6 +168,9 @@ def _backend_conversion(document, backend: Backend, target: Target) -> Conversio
             queries = backend.convert_correlation_rule(document)
         else:
             queries = backend.convert_rule(document)
+        # finalizers (the Kusto table prefix) run in backend.convert() only, not per rule
+        if backend.last_processing_pipeline.finalizers:
+            queries = backend.last_processing_pipeline.finalize(queries)
     except NotImplementedError:
         return Conversion(title, rule_id, problem=f"{target.description} does not support this rule type")
     except SigmaError as exc:

@@ -206,36 +206,41 @@ class SparkDialect(Dialect):
         return super().timestamp(expr, dtype)
 
     def ip_key_definitions(self) -> list[str]:
-        v4 = "^" + _V4_ADDRESS + _JAVA_END
-        v4_tail = _V4_ADDRESS + _JAVA_END
-        octet = "CAST(split_part(s, '.', {}) AS INT)"
-        return [
-            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v4_hex(s STRING) RETURNS STRING RETURN "
-            "format_string('%02x%02x%02x%02x', " + ", ".join(octet.format(i) for i in range(1, 5)) + ")",
-            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v4_groups(s STRING) RETURNS STRING RETURN "
-            f"format_string('%x:%x', {octet.format(1)} * 256 + {octet.format(2)}, "
-            f"{octet.format(3)} * 256 + {octet.format(4)})",
-            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v6_split(x STRING) RETURNS ARRAY<STRING> RETURN "
-            "CASE WHEN x = '' THEN CAST(array() AS ARRAY<STRING>) ELSE split(x, ':') END",
-            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v6_expand(head ARRAY<STRING>, tail ARRAY<STRING>) "
-            "RETURNS ARRAY<STRING> RETURN CASE WHEN size(head) + size(tail) <= 7 "
-            "THEN concat(head, array_repeat('0', 8 - size(head) - size(tail)), tail) END",
-            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v6_groups(s STRING) RETURNS ARRAY<STRING> RETURN "
-            "CASE WHEN NOT contains(s, '::') THEN split(s, ':') WHEN size(split(s, '::')) = 2 "
-            "THEN rpcw_v6_expand(rpcw_v6_split(split_part(s, '::', 1)), rpcw_v6_split(split_part(s, '::', 2))) END",
-            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v6_key(g ARRAY<STRING>) RETURNS STRING RETURN "
-            f"CASE WHEN size(g) = 8 AND forall(g, x -> regexp_like(x, {self.string('^[0-9a-f]{1,4}' + _JAVA_END)})) "
-            "THEN array_join(transform(g, x -> lpad(x, 4, '0')), '') END",
-            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_v6_text(s STRING) RETURNS STRING RETURN "
-            f"CASE WHEN regexp_like(s, {self.string(':' + v4_tail)}) "
-            f"THEN concat(regexp_replace(s, {self.string(v4_tail)}, ''), "
-            f"rpcw_v4_groups(regexp_extract(s, {self.string('(' + v4_tail + ')')}, 1))) ELSE s END",
-            "CREATE OR REPLACE TEMPORARY FUNCTION rpcw_ip_key(s STRING) RETURNS STRING RETURN "
-            f"CASE WHEN regexp_like(trim(s), {self.string(v4)}) THEN concat('{_V4_KEY_PREFIX}', rpcw_v4_hex(trim(s))) "
-            "WHEN contains(s, ':') THEN rpcw_v6_key(rpcw_v6_groups(rpcw_v6_text("
-            "lower(split_part(trim(BOTH ' []' FROM s), '%', 1))))) END",
-        ]
+        # One function, no helpers: Spark inlines SQL functions by substituting arguments
+        # (a helper reading its parameter n times copies the argument n times, and nesting
+        # multiplies that) and refuses SQL functions inside lambdas. Values used more than
+        # once are bound once through a lambda instead (_bound).
+        def octets(v: str) -> list[str]:
+            return [f"CAST(split_part({v}, '.', {i}) AS INT)" for i in range(1, 5)]
 
+        def v6_split(text: str) -> str:
+            return f"CASE WHEN {text} = '' THEN CAST(array() AS ARRAY<STRING>) ELSE split({text}, ':') END"
+
+        v4_tail = _V4_ADDRESS + _JAVA_END
+        o = octets("w")
+        v4_groups = _bound(f"regexp_extract(u, {self.string('(' + v4_tail + ')')}, 1)", "w",
+                           f"format_string('%x:%x', {o[0]} * 256 + {o[1]}, {o[2]} * 256 + {o[3]})")
+        v6_text = (f"CASE WHEN regexp_like(u, {self.string(':' + v4_tail)}) "
+                   f"THEN concat(regexp_replace(u, {self.string(v4_tail)}, ''), {v4_groups}) ELSE u END")
+        expand = _bound(v6_split("split_part(t, '::', 1)"), "h", _bound(
+            v6_split("split_part(t, '::', 2)"), "r",
+            "CASE WHEN size(h) + size(r) <= 7 THEN concat(h, array_repeat('0', 8 - size(h) - size(r)), r) END"))
+        groups = _bound(v6_text, "t", f"CASE WHEN NOT contains(t, '::') THEN split(t, ':') "
+                                      f"WHEN size(split(t, '::')) = 2 THEN {expand} END")
+        v6_key = _bound(groups, "g", f"CASE WHEN size(g) = 8 AND forall(g, x -> regexp_like(x, "
+                                     f"{self.string('^[0-9a-f]{1,4}' + _JAVA_END)})) "
+                                     "THEN array_join(transform(g, x -> lpad(x, 4, '0')), '') END")
+        v4_hex = "format_string('%02x%02x%02x%02x', " + ", ".join(octets("v")) + ")"
+        v6_address = _bound("lower(split_part(trim(BOTH '[]' FROM v), '%', 1))", "u", v6_key)
+        body = _bound("trim(s)", "v", (
+            f"CASE WHEN regexp_like(v, {self.string('^' + _V4_ADDRESS + _JAVA_END)}) "
+            f"THEN concat('{_V4_KEY_PREFIX}', {v4_hex}) WHEN contains(v, ':') THEN {v6_address} END"))
+        return [f"CREATE OR REPLACE TEMPORARY FUNCTION rpcw_ip_key(s STRING) RETURNS STRING RETURN {body}"]
+
+
+def _bound(value: str, variable: str, body: str) -> str:
+    """``body`` with ``variable`` bound to ``value``, evaluated once (Spark SQL)."""
+    return f"element_at(transform(array({value}), {variable} -> {body}), 1)"
 
 class Unprintable(Exception):
     """A rule construct the dialect cannot express for this schema."""
