@@ -23,7 +23,6 @@ from sigma.conversion.base import Backend
 from sigma.conversion.state import ConversionState
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
-from sigma.pipelines.kusto_common.finalization import QueryTableFinalizer
 from sigma.conditions import ConditionFieldEqualsValueExpression
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
@@ -50,6 +49,13 @@ class RpcwatchKustoBackend(KustoBackend):
 
     # the list form is IPv4-only too; one expression per network keeps versions apart
     cidr_in_list_expression = None
+
+    def convert_rule(self, rule, output_format=None, *args, **kwargs):
+        """Each query on the table the pipeline chose (state ``query_table``); the
+        backend's own table finalizer does not fit this pySigma's finalizer interface."""
+        queries = super().convert_rule(rule, output_format, *args, **kwargs)
+        table = self.last_processing_pipeline.state.get("query_table")
+        return [f"{table}\n| where {query}" if table else query for query in queries]
 
     def escape_and_quote_field(self, field_name: str) -> str:
         if self.field_quote_pattern.match(field_name):
@@ -79,18 +85,13 @@ class Target:
         return next(iter(self.pipelines))
 
 
-def _kusto(pipeline: ProcessingPipeline) -> Backend:
-    pipeline.finalizers.append(QueryTableFinalizer())
-    return RpcwatchKustoBackend(pipeline)
-
-
 TARGETS: dict[str, Target] = {target.name: target for target in (
     Target("splunk", "Splunk SPL", {"splunk": "splunk.yml", "native": None}, backend=SplunkBackend),
     Target("lucene", "Elasticsearch Lucene query string", {"ecs": "ecs.yml", "native": None},
            backend=LuceneBackend),
     Target("esql", "Elasticsearch ES|QL", {"ecs": "ecs.yml", "native": None}, backend=ESQLBackend),
     Target("kusto", "Microsoft Sentinel / Kusto KQL", {"sentinel": "sentinel.yml", "native": None},
-           backend=_kusto),
+           backend=RpcwatchKustoBackend),
     Target("spark-sql", "Spark SQL over a view per table", {"native": None}, dialect=SparkDialect),
     Target("duckdb", "DuckDB SQL over a view per table", {"native": None},
            dialect=lambda: _portable(Dialect())),
@@ -168,9 +169,6 @@ def _backend_conversion(document, backend: Backend, target: Target) -> Conversio
             queries = backend.convert_correlation_rule(document)
         else:
             queries = backend.convert_rule(document)
-        # finalizers (the Kusto table prefix) run in backend.convert() only, not per rule
-        if backend.last_processing_pipeline.finalizers:
-            queries = backend.last_processing_pipeline.finalize(queries)
     except NotImplementedError:
         return Conversion(title, rule_id, problem=f"{target.description} does not support this rule type")
     except SigmaError as exc:
