@@ -8,7 +8,6 @@ import random
 import duckdb
 import pytest
 
-from rpcwatch.engines.spark import define_functions
 from rpcwatch.networks import address_key, parse_address
 from rpcwatch.sigma.sql import Dialect, SparkDialect
 
@@ -49,9 +48,8 @@ def test_duckdb_ip_key_agrees_with_python():
 
 @pytest.mark.slow
 def test_spark_ip_key_agrees_with_python(spark_session):
-    define_functions(spark_session, SparkDialect())
     texts = random_texts(20000)
     frame = spark_session.createDataFrame([(i, t) for i, t in enumerate(texts)], "i INT, t STRING")
-    rows = frame.selectExpr("i", "rpcw_ip_key(t) AS k").collect()
+    rows = frame.selectExpr("i", f"{SparkDialect().ip_key('t')} AS k").collect()
     keys = {row.i: row.k for row in rows}
     assert {t: keys[i] for i, t in enumerate(texts) if keys[i] != expected(t)} == {}

@@ -1,9 +1,8 @@
 """The Apache Spark engine: the compiled rules run as Spark SQL.
 
 Rules print through :class:`~rpcwatch.sigma.sql.SparkDialect` in ``portable`` CIDR mode:
-exact membership is a comparison of plain-SQL address keys (``rpcw_ip_key``, defined as
-session SQL functions), so executors need neither Python nor rpcwatch, and the same
-query runs on a cluster. Batches from rpcwatch's readers arrive as Arrow tables (the
+exact membership is a comparison of address keys computed in plain SQL, so executors
+need neither Python nor rpcwatch, and the same query runs on a cluster. Batches from rpcwatch's readers arrive as Arrow tables (the
 :class:`~rpcwatch.engines.query.SqlRuleEngine` contract); datasets Spark reads itself go
 through :mod:`rpcwatch.engines.spark_scan`.
 """
@@ -40,12 +39,6 @@ def spark_session(master: str | None = None, app_name: str = "rpcwatch"):
     return session
 
 
-def define_functions(session, dialect: SparkDialect) -> None:
-    """Create the session functions the printed SQL calls (``rpcw_ip_key``)."""
-    for statement in dialect.ip_key_definitions():
-        session.sql(statement)
-
-
 class SparkEngine(SqlRuleEngine):
     """Runs bound rules with Spark SQL; each Arrow batch becomes a temporary view."""
 
@@ -54,7 +47,6 @@ class SparkEngine(SqlRuleEngine):
     def __init__(self, master: str | None = DEFAULT_MASTER, session=None):
         super().__init__(SparkDialect())
         self.session = session or spark_session(master)
-        define_functions(self.session, self.dialect)
 
     def execute(self, view: pa.Table, sql: str) -> pa.Table:
         self.session.createDataFrame(view).createOrReplaceTempView(VIEW_NAME)

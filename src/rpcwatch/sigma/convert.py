@@ -212,13 +212,13 @@ def view_name(table: str) -> str:
 
 
 def table_schema(table: str, fields: Iterable[str]) -> pa.Schema:
-    """The columns a table has as the readers produce it: a Zeek log's stock fields with
-    their types, Windows' System fields with theirs; any other field a rule reads is text
-    (Sigma compares numbers written as text as numbers)."""
-    if table == WINDOWS_TABLE:
-        columns = dict(SYSTEM_FIELD_TYPES)
-    else:
-        columns = {name: arrow_type(kind) for name, kind in table_info(table).columns.items()}
+    """The columns a table has as the readers produce it. A Zeek log has its stock fields
+    with their types (a field outside them is absent, as in hunt on such a log); the
+    Windows table has its System fields with their types and every event data field a
+    rule reads, as text (Sigma compares numbers written as text as numbers)."""
+    if table != WINDOWS_TABLE:
+        return pa.schema([(name, arrow_type(kind)) for name, kind in table_info(table).columns.items()])
+    columns = dict(SYSTEM_FIELD_TYPES)
     folded = {name.lower() for name in columns}
     for name in fields:
         if name.lower() not in folded:

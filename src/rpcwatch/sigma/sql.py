@@ -49,8 +49,8 @@ _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _V4_ADDRESS = r"\.".join([_OCTET] * 4)
 #: IPv4 keys are ``::ffff:a.b.c.d`` (see rpcwatch.networks)
 _V4_KEY_PREFIX = "00000000000000000000ffff"
-#: end of input in Java regular expressions (``$`` also matches before a final newline)
-_JAVA_END = r"\z"
+#: end of input in RE2 and Java regexes alike (Java's ``$`` also matches before a final newline)
+_END = r"\z"
 
 
 class Dialect:
@@ -105,11 +105,12 @@ class Dialect:
         if self.cidr_mode == "engine":
             networks = ",".join(str(net) for net in test.networks)
             return f"rpcw_ip_in({expr}, {self.string(networks)})"
-        key = f"rpcw_ip_key({expr})"
         ranges = merged_key_ranges(test.networks)
         if not ranges:
             return "FALSE"
-        return "(" + " OR ".join(f"{key} BETWEEN '{lo}' AND '{hi}'" for lo, hi in ranges) + ")"
+        # the key is computed once per test, not once per range
+        return self.bind(self.ip_key(expr), "rpcw_k",
+                         " OR ".join(f"rpcw_k BETWEEN '{lo}' AND '{hi}'" for lo, hi in ranges))
 
     def timestamp(self, expr: str, dtype: pa.DataType) -> str:
         if pa.types.is_timestamp(dtype):
@@ -121,41 +122,47 @@ class Dialect:
     def time_part(self, part: str, timestamp: str) -> str:
         return f"date_part('{part}', {timestamp})"
 
+    # ---- portable CIDR: the address key in plain SQL (see address_key_sql) --------------
+    def ip_key(self, expr: str) -> str:
+        """The 32-hex-digit key of an address text, NULL when it is not an address."""
+        return f"rpcw_ip_key({expr})"
+
     def ip_key_definitions(self) -> list[str]:
-        """Statements defining ``rpcw_ip_key(text)`` for ``portable`` CIDR mode: the
-        address's 32-hex-digit key in :mod:`rpcwatch.networks`' space, NULL when the text
-        is not an address (checked against ``networks.address_key`` by the tests)."""
-        v4 = _V4_ADDRESS
-        return [
-            "CREATE OR REPLACE MACRO rpcw_v4_hex(s) AS printf('%02x%02x%02x%02x', "
-            + ", ".join(f"split_part(s, '.', {i})::INTEGER" for i in range(1, 5)) + ")",
-            "CREATE OR REPLACE MACRO rpcw_v4_groups(s) AS printf('%x:%x', "
-            "split_part(s, '.', 1)::INTEGER * 256 + split_part(s, '.', 2)::INTEGER, "
-            "split_part(s, '.', 3)::INTEGER * 256 + split_part(s, '.', 4)::INTEGER)",
-            "CREATE OR REPLACE MACRO rpcw_v6_split(x) AS CASE WHEN x = '' THEN []::VARCHAR[] "
-            "ELSE string_split(x, ':') END",
-            "CREATE OR REPLACE MACRO rpcw_v6_expand(head, tail) AS CASE WHEN len(head) + len(tail) <= 7 "
-            "THEN list_concat(head, list_transform(range(8 - len(head) - len(tail)), lambda x: '0'), tail) END",
-            "CREATE OR REPLACE MACRO rpcw_v6_groups(s) AS CASE WHEN NOT contains(s, '::') THEN string_split(s, ':') "
-            "WHEN len(string_split(s, '::')) = 2 THEN rpcw_v6_expand(rpcw_v6_split(split_part(s, '::', 1)), "
-            "rpcw_v6_split(split_part(s, '::', 2))) END",
-            "CREATE OR REPLACE MACRO rpcw_v6_key(g) AS CASE WHEN len(g) = 8 AND list_bool_and(list_transform(g, "
-            "lambda x: regexp_full_match(x, '[0-9a-f]{1,4}'))) "
-            "THEN array_to_string(list_transform(g, lambda x: lpad(x, 4, '0')), '') END",
-            f"CREATE OR REPLACE MACRO rpcw_v6_text(s) AS CASE WHEN regexp_matches(s, {self.string(':' + v4 + '$')}) "
-            f"THEN regexp_replace(s, {self.string(v4 + '$')}, '') || rpcw_v4_groups(regexp_extract(s, "
-            f"{self.string(v4 + '$')})) ELSE s END",
-            f"CREATE OR REPLACE MACRO rpcw_ip_key(s) AS CASE WHEN regexp_full_match(trim(s), {self.string(v4)}) "
-            f"THEN '{_V4_KEY_PREFIX}' || rpcw_v4_hex(trim(s)) WHEN contains(s, ':') THEN "
-            "rpcw_v6_key(rpcw_v6_groups(rpcw_v6_text(lower(split_part(trim(s, ' []'), '%', 1))))) END",
-        ]
+        """Statements that define what :meth:`ip_key` calls, run once per session."""
+        return [f"CREATE OR REPLACE MACRO rpcw_ip_key(s) AS {address_key_sql(self, 's')}"]
+
+    def bind(self, value: str, variable: str, body: str) -> str:
+        """``body`` with ``variable`` standing for ``value``, which is evaluated once."""
+        return f"list_transform([{value}], lambda {variable}: {body})[1]"
+
+    def list_size(self, items: str) -> str:
+        return f"len({items})"
+
+    def empty_text_list(self) -> str:
+        return "[]::VARCHAR[]"
+
+    def concat_lists(self, *lists: str) -> str:
+        return f"list_concat({', '.join(lists)})"
+
+    def repeat_list(self, item: str, count: str) -> str:
+        return f"list_transform(range({count}), lambda rpcw_i: {item})"
+
+    def all_elements(self, items: str, variable: str, condition: str) -> str:
+        return f"list_bool_and(list_transform({items}, lambda {variable}: {condition}))"
+
+    def join_mapped(self, items: str, variable: str, expr: str) -> str:
+        """The texts ``expr`` gives for each element, joined without a separator."""
+        return f"array_to_string(list_transform({items}, lambda {variable}: {expr}), '')"
+
+    def trim(self, expr: str, characters: str) -> str:
+        return f"trim({expr}, {self.string(characters)})"
 
 
 class SparkDialect(Dialect):
-    """Spark SQL (Spark 3.4+ for SQL functions in ``portable`` mode, as ``rules convert``
-    prints; 4.0+ for ``CREATE TEMPORARY FUNCTION`` bodies the engine uses). Regular
-    expressions are Java's: the same for the patterns Sigma rules use, but ``$`` also
-    matches before a final line break, so anchors are written ``\\z``."""
+    """Spark SQL (3.3 or later). CIDR is always ``portable``: the address key is plain
+    SQL, so executors need neither Python nor rpcwatch. Regular expressions are Java's:
+    the same for the patterns Sigma rules use, but ``$`` also matches before a final line
+    break, so anchors are written ``\\z``."""
 
     name = "spark"
     cidr_mode = "portable"
@@ -180,7 +187,7 @@ class SparkDialect(Dialect):
         return f"regexp_like({expr}, {self.string(regex)})"
 
     def regex_full(self, expr: str, regex: str) -> str:
-        return f"regexp_like({expr}, {self.string('^(?:' + regex + ')' + _JAVA_END)})"
+        return f"regexp_like({expr}, {self.string('^(?:' + regex + ')' + _END)})"
 
     def starts_with(self, text: str, prefix: str) -> str:
         return f"startswith({text}, {prefix})"
@@ -191,56 +198,83 @@ class SparkDialect(Dialect):
     def non_null_list(self, items: list[str]) -> str:
         return f"filter(array({', '.join(items)}), r -> r IS NOT NULL)"
 
-    def cidr(self, expr: str, test: CidrTest) -> str:
-        ranges = merged_key_ranges(test.networks)
-        if not ranges:
-            return "FALSE"
-        within = " OR ".join(f"k BETWEEN '{lo}' AND '{hi}'" for lo, hi in ranges)
-        # the key is bound once through a lambda: Spark inlines SQL functions, and would
-        # otherwise plan (and run) the whole address parser once per range
-        return f"element_at(transform(array(rpcw_ip_key({expr})), k -> {within}), 1)"
-
     def timestamp(self, expr: str, dtype: pa.DataType) -> str:
         if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
             return f"timestamp_seconds({expr})"
         return super().timestamp(expr, dtype)
 
+    def ip_key(self, expr: str) -> str:
+        # inlined rather than a SQL function: Spark refuses SQL functions inside lambdas
+        # (a CIDR test on a list column is one), and inlines them anyway
+        return address_key_sql(self, expr)
+
     def ip_key_definitions(self) -> list[str]:
-        # One function, no helpers: Spark inlines SQL functions by substituting arguments
-        # (a helper reading its parameter n times copies the argument n times, and nesting
-        # multiplies that) and refuses SQL functions inside lambdas. Values used more than
-        # once are bound once through a lambda instead (_bound).
-        def octets(v: str) -> list[str]:
-            return [f"CAST(split_part({v}, '.', {i}) AS INT)" for i in range(1, 5)]
+        return []
 
-        def v6_split(text: str) -> str:
-            return f"CASE WHEN {text} = '' THEN CAST(array() AS ARRAY<STRING>) ELSE split({text}, ':') END"
+    def bind(self, value: str, variable: str, body: str) -> str:
+        return f"element_at(transform(array({value}), {variable} -> {body}), 1)"
 
-        v4_tail = _V4_ADDRESS + _JAVA_END
-        o = octets("w")
-        v4_groups = _bound(f"regexp_extract(u, {self.string('(' + v4_tail + ')')}, 1)", "w",
-                           f"format_string('%x:%x', {o[0]} * 256 + {o[1]}, {o[2]} * 256 + {o[3]})")
-        v6_text = (f"CASE WHEN regexp_like(u, {self.string(':' + v4_tail)}) "
-                   f"THEN concat(regexp_replace(u, {self.string(v4_tail)}, ''), {v4_groups}) ELSE u END")
-        expand = _bound(v6_split("split_part(t, '::', 1)"), "h", _bound(
-            v6_split("split_part(t, '::', 2)"), "r",
-            "CASE WHEN size(h) + size(r) <= 7 THEN concat(h, array_repeat('0', 8 - size(h) - size(r)), r) END"))
-        groups = _bound(v6_text, "t", f"CASE WHEN NOT contains(t, '::') THEN split(t, ':') "
-                                      f"WHEN size(split(t, '::')) = 2 THEN {expand} END")
-        v6_key = _bound(groups, "g", f"CASE WHEN size(g) = 8 AND forall(g, x -> regexp_like(x, "
-                                     f"{self.string('^[0-9a-f]{1,4}' + _JAVA_END)})) "
-                                     "THEN array_join(transform(g, x -> lpad(x, 4, '0')), '') END")
-        v4_hex = "format_string('%02x%02x%02x%02x', " + ", ".join(octets("v")) + ")"
-        v6_address = _bound("lower(split_part(trim(BOTH '[]' FROM v), '%', 1))", "u", v6_key)
-        body = _bound("trim(s)", "v", (
-            f"CASE WHEN regexp_like(v, {self.string('^' + _V4_ADDRESS + _JAVA_END)}) "
-            f"THEN concat('{_V4_KEY_PREFIX}', {v4_hex}) WHEN contains(v, ':') THEN {v6_address} END"))
-        return [f"CREATE OR REPLACE TEMPORARY FUNCTION rpcw_ip_key(s STRING) RETURNS STRING RETURN {body}"]
+    def list_size(self, items: str) -> str:
+        return f"size({items})"
+
+    def empty_text_list(self) -> str:
+        return "CAST(array() AS ARRAY<STRING>)"
+
+    def concat_lists(self, *lists: str) -> str:
+        return f"concat({', '.join(lists)})"
+
+    def repeat_list(self, item: str, count: str) -> str:
+        return f"array_repeat({item}, {count})"
+
+    def all_elements(self, items: str, variable: str, condition: str) -> str:
+        return f"forall({items}, {variable} -> {condition})"
+
+    def join_mapped(self, items: str, variable: str, expr: str) -> str:
+        return f"array_join(transform({items}, {variable} -> {expr}), '')"
+
+    def trim(self, expr: str, characters: str) -> str:
+        return f"trim(BOTH {self.string(characters)} FROM {expr})"
 
 
-def _bound(value: str, variable: str, body: str) -> str:
-    """``body`` with ``variable`` bound to ``value``, evaluated once (Spark SQL)."""
-    return f"element_at(transform(array({value}), {variable} -> {body}), 1)"
+def address_key_sql(d: Dialect, text: str) -> str:
+    """``networks.address_key`` of an address text as one SQL expression (NULL when the
+    text is not an address), built from the dialect's primitives: surrounding blanks and
+    brackets, a zone id and upper case are tolerated; IPv4 and IPv4-mapped IPv6 become
+    ``::ffff:a.b.c.d``. ``text`` appears once and every value used twice is bound
+    (:meth:`Dialect.bind`), so the expression stays linear in size wherever it is inlined."""
+    def octets(v: str) -> list[str]:
+        return [f"CAST(split_part({v}, '.', {i}) AS INTEGER)" for i in range(1, 5)]
+
+    def groups_of(part: str) -> str:
+        return f"CASE WHEN {part} = '' THEN {d.empty_text_list()} ELSE split({part}, {d.string(':')}) END"
+
+    zero, colon, double_colon = d.string("0"), d.string(":"), d.string("::")
+    v4_tail = _V4_ADDRESS + _END
+    o = octets("rpcw_w")
+    # a trailing dotted quad (::ffff:1.2.3.4) becomes two hex groups
+    v4_groups = d.bind(f"regexp_extract(rpcw_u, {d.string('(' + v4_tail + ')')}, 1)", "rpcw_w",
+                       f"printf('%x:%x', {o[0]} * 256 + {o[1]}, {o[2]} * 256 + {o[3]})")
+    v6_text = (f"CASE WHEN {d.regex('rpcw_u', ':' + v4_tail)} "
+               f"THEN concat(regexp_replace(rpcw_u, {d.string(v4_tail)}, ''), {v4_groups}) ELSE rpcw_u END")
+    head, tail = "rpcw_h", "rpcw_r"
+    padding = f"8 - {d.list_size(head)} - {d.list_size(tail)}"
+    expand = d.bind(groups_of("split_part(rpcw_t, '::', 1)"), head, d.bind(
+        groups_of("split_part(rpcw_t, '::', 2)"), tail,
+        f"CASE WHEN {d.list_size(head)} + {d.list_size(tail)} <= 7 "
+        f"THEN {d.concat_lists(head, d.repeat_list(zero, padding), tail)} END"))
+    groups = d.bind(v6_text, "rpcw_t", f"CASE WHEN NOT {d.contains('rpcw_t', double_colon)} "
+                                       f"THEN split(rpcw_t, {colon}) "
+                                       f"WHEN {d.list_size(f'split(rpcw_t, {double_colon})')} = 2 THEN {expand} END")
+    hex_group = d.regex("rpcw_x", "^[0-9a-f]{1,4}" + _END)
+    v6_key = d.bind(groups, "rpcw_g", f"CASE WHEN {d.list_size('rpcw_g')} = 8 AND "
+                                      f"{d.all_elements('rpcw_g', 'rpcw_x', hex_group)} "
+                                      f"THEN {d.join_mapped('rpcw_g', 'rpcw_x', f'lpad(rpcw_x, 4, {zero})')} END")
+    v6_address = d.bind(f"lower(split_part({d.trim('rpcw_v', '[]')}, '%', 1))", "rpcw_u", v6_key)
+    v4_hex = "printf('%02x%02x%02x%02x', " + ", ".join(octets("rpcw_v")) + ")"
+    return d.bind(d.trim(text, " "), "rpcw_v", (
+        f"CASE WHEN {d.regex('rpcw_v', '^' + v4_tail)} THEN concat('{_V4_KEY_PREFIX}', {v4_hex}) "
+        f"WHEN {d.contains('rpcw_v', colon)} THEN {v6_address} END"))
+
 
 class Unprintable(Exception):
     """A rule construct the dialect cannot express for this schema."""
