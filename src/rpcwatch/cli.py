@@ -121,8 +121,9 @@ def _hunt(args) -> int:
 
     config = _config(args)
     _check_rule_paths(args)
+    datasets, paths = _datasets(args)
     try:
-        inputs = list(expand_inputs(args.paths))
+        inputs = list(expand_inputs(paths)) if paths else []
     except InputError as exc:
         raise UsageError(str(exc)) from None
     plan = plan_hunt(args.rules, config, bundled=not args.no_bundled_rules, prefilter=not args.no_prefilter,
@@ -130,18 +131,37 @@ def _hunt(args) -> int:
     if not plan.rule_set.rules:
         raise UsageError("no runnable rules" + "".join(f"\n  {p.path}: {p.reason}" for p in plan.problems))
     prepare_workers(inputs)  # before the engine starts threads
+    engine = _engine(args)
     output_format = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
     with ExitStack() as stack:
         stream = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) \
             if args.output else sys.stdout
         advance = stack.enter_context(_progress(inputs, enabled=not args.no_progress and sys.stderr.isatty()))
-        hunt = Hunt(inputs, plan, _engine(args), on_bytes=advance)
+        hunt = Hunt(inputs, plan, engine, on_bytes=advance, sources=_dataset_scans(engine, datasets, plan))
         WRITERS[output_format](hunt, stream)
     if not args.quiet:
         print_summary(hunt.report, plan, sys.stderr, verbose=args.verbose)
     if hunt.report.stats and all(s.error for s in hunt.report.stats):
         return EXIT_NO_INPUT
     return EXIT_OK
+
+
+def _datasets(args) -> tuple[list[str], list[str]]:
+    """With --engine spark, Parquet datasets and URIs are read by Spark; the rest by rpcwatch."""
+    if args.engine != "spark":
+        return [], args.paths
+    from rpcwatch.engines.spark_scan import is_dataset
+
+    datasets = [path for path in args.paths if is_dataset(path)]
+    return datasets, [path for path in args.paths if path not in datasets]
+
+
+def _dataset_scans(engine, datasets: list[str], plan) -> list:
+    if not datasets:
+        return []
+    from rpcwatch.engines.spark_scan import SparkDatasetScan
+
+    return [SparkDatasetScan(engine, datasets, plan.by_table)]
 
 
 def _engine(args):
@@ -169,9 +189,9 @@ def _export_parquet(args) -> int:
         raise UsageError(str(exc)) from None
     export = export_parquet(inputs, Path(args.output))
     for stats in export.stats:
-        if stats.error or stats.skipped_total or stats.lost:
-            print(f"rpcwatch: {stats.path}: {stats.error or ''}{stats.skipped_total} records skipped"
-                  f"{', data lost' if stats.lost else ''}", file=sys.stderr)
+        for problem in ([stats.error] if stats.error else []) + stats.lost + [
+                f"{count} records skipped: {reason}" for reason, count in stats.skipped.items()]:
+            print(f"rpcwatch: {stats.path}: {problem}", file=sys.stderr)
     print(f"{export.rows} rows in {export.files} files under {args.output}", file=sys.stderr)
     return EXIT_NO_INPUT if export.stats and all(s.error for s in export.stats) else EXIT_OK
 

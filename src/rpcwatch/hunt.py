@@ -28,6 +28,14 @@ from rpcwatch.sources.prefilter import PrefilterPlan
 BATCH_ROWS = 1 << 18
 
 
+class BatchSource(Protocol):
+    """Tables read by something other than rpcwatch's readers (a Spark scan of a dataset);
+    each input read appends its :class:`ReadStats` to ``stats``."""
+
+    def batches(self, stats: list[ReadStats]) -> Iterator[TableBatch]:
+        ...
+
+
 class Engine(Protocol):
     name: str
     problems: dict[str, str]
@@ -120,8 +128,9 @@ class Hunt:
     """Iterate to get alerts as they are found; the report is complete afterwards."""
 
     def __init__(self, inputs: list[InputFile], plan: HuntPlan, engine: Engine,
-                 on_bytes: Callable[[int], None] | None = None):
+                 on_bytes: Callable[[int], None] | None = None, sources: Sequence[BatchSource] = ()):
         self.plan = plan
+        self._sources = sources
         self.engine = engine
         self.report = HuntReport()
         self._on_bytes = on_bytes
@@ -138,7 +147,7 @@ class Hunt:
     def __iter__(self) -> Iterator[dict]:
         pending: dict[str, list[pa.Table]] = defaultdict(list)
         sizes: Counter = Counter()
-        for batch in self._reading.batches():
+        for batch in self._batches():
             if batch.table not in self.plan.by_table:
                 continue
             self._columns[batch.path].update(batch.data.column_names)
@@ -153,6 +162,11 @@ class Hunt:
             self.report.alerts_by_rule[alert["rule"]["name"]] += 1
             yield alert
         self.report.finished = time.perf_counter()
+
+    def _batches(self) -> Iterator[TableBatch]:
+        yield from self._reading.batches()
+        for source in self._sources:
+            yield from source.batches(self.report.stats)
 
     def _run(self, table: str, tables: list[pa.Table]) -> Iterator[dict]:
         rules = self.plan.by_table[table]

@@ -62,3 +62,20 @@ def test_spark_and_duckdb_agree_on_the_examples(spark_engine):
     expected = alert_keys([examples], DuckDBEngine(), rules=())
     assert expected
     assert alert_keys([examples], spark_engine, rules=()) == expected
+
+
+@pytest.mark.slow
+def test_a_parquet_dataset_hunted_by_spark_raises_the_alerts_of_its_logs(corpus, spark_engine, tmp_path):
+    from rpcwatch.engines.spark_scan import SparkDatasetScan
+    from rpcwatch.outputs.parquet import export_parquet
+
+    files = corpus_log_files(corpus)
+    export = export_parquet(list(expand_inputs([str(p) for p in files])), tmp_path / "dataset")
+    assert export.rows > 100_000
+    plan = plan_hunt([str(BROAD_RULES)])
+    hunt = Hunt([], plan, spark_engine, sources=[SparkDatasetScan(spark_engine, [str(tmp_path / "dataset")],
+                                                                    plan.by_table)])
+    scanned = Counter((a["rule"]["name"], str(_record_id(a)), (a.get("log") or {}).get("file", {}).get("path"))
+                      for a in hunt)
+    assert scanned == alert_keys(files, DuckDBEngine())
+    assert sum(s.records for s in hunt.report.stats) == export.rows

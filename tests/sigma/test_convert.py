@@ -19,7 +19,7 @@ from rpcwatch.hunt import Hunt, plan_hunt
 from rpcwatch.outputs.conversion import write_conversion
 from rpcwatch.sigma.convert import convert, view_name
 from rpcwatch.sources import LogReading, expand_inputs
-from rpcwatch.sources.windows import SYSTEM_FIELD_TYPES, WINDOWS_TABLE
+from rpcwatch.sources.windows import WINDOWS_TABLE, with_text_event_data
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "convert"
 SIEM_TARGETS = ("splunk", "lucene", "esql", "kusto")
@@ -84,15 +84,9 @@ def corpus_tables(paths) -> dict[str, pa.Table]:
     table; Windows event data as text (producers write it with differing types)."""
     batches: dict[str, list[pa.Table]] = {}
     for batch in LogReading(list(expand_inputs([str(p) for p in paths]))).batches():
-        data = _event_data_as_text(batch.data) if batch.table == WINDOWS_TABLE else batch.data
+        data = with_text_event_data(batch.data) if batch.table == WINDOWS_TABLE else batch.data
         batches.setdefault(batch.table, []).append(data)
     return {table: pa.concat_tables(parts, promote_options="permissive") for table, parts in batches.items()}
-
-
-def _event_data_as_text(data: pa.Table) -> pa.Table:
-    columns = [column if name in SYSTEM_FIELD_TYPES or pa.types.is_nested(column.type) else column.cast(pa.string())
-               for name, column in zip(data.column_names, data.columns)]
-    return pa.table(columns, names=data.column_names)
 
 
 def hunt_keys(paths) -> Counter:

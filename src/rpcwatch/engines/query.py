@@ -27,9 +27,9 @@ VIEW_NAME = "batch"
 
 
 def rules_query(schema: pa.Schema, rules: Sequence[BoundRule], dialect: Dialect, source: str,
-                problems: MutableMapping[str, str]) -> str | None:
-    """``SELECT __row__, __rules__ FROM source WHERE ...`` (None: no rule can match). Rules
-    that cannot be printed for this schema are left out and named in ``problems``."""
+                problems: MutableMapping[str, str], columns: Sequence[str] = (ROW_COLUMN,)) -> str | None:
+    """``SELECT <columns>, __rules__ FROM source WHERE ...`` (None: no rule can match).
+    Rules that cannot be printed for this schema are left out and named in ``problems``."""
     printer = SqlPrinter(schema, dialect, lowered_columns=True)
     groups: dict[str | None, list[tuple[int, str]]] = {}
     where_sql: dict[int, str] = {}
@@ -54,7 +54,8 @@ def rules_query(schema: pa.Schema, rules: Sequence[BoundRule], dialect: Dialect,
         flags += [f"CASE WHEN {f'{shared} AND ' if shared else ''}{c} THEN {i} END" for i, c in members]
     lowered = "".join(f", lower({dialect.ident(c)}) AS {dialect.ident(lowered_name(c))}"
                       for c in sorted(printer.lowered))
-    return (f"SELECT {ROW_COLUMN}, {dialect.non_null_list(flags)} AS {RULES_COLUMN} "
+    selected = ", ".join(dialect.ident(name) for name in columns)
+    return (f"SELECT {selected}, {dialect.non_null_list(flags)} AS {RULES_COLUMN} "
             f"FROM (SELECT *{lowered} FROM {source}) WHERE {' OR '.join(terms)}")
 
 
@@ -105,6 +106,15 @@ class SqlRuleEngine(ABC):
             entry = (rules, BatchShape(rules))
             self._shapes[id(rules)] = entry
         return entry[1]
+
+
+def precomputed_rows_by_rule(data: pa.Table,
+                             rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
+    """Rows that arrive with their :data:`RULES_COLUMN` already computed (a scan the
+    engine ran where the data lives), decoded like a query result."""
+    matched = pa.table({ROW_COLUMN: pa.array(range(data.num_rows), pa.int64()),
+                        RULES_COLUMN: data.column(RULES_COLUMN)})
+    yield from rows_by_rule(matched, data.drop_columns([RULES_COLUMN]), rules)
 
 
 def rows_by_rule(matched: pa.Table, data: pa.Table,

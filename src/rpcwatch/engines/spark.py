@@ -2,15 +2,20 @@
 
 Rules print through :class:`~rpcwatch.sigma.sql.SparkDialect` in ``portable`` CIDR mode:
 exact membership is a comparison of address keys computed in plain SQL, so executors
-need neither Python nor rpcwatch, and the same query runs on a cluster. Batches from rpcwatch's readers arrive as Arrow tables (the
-:class:`~rpcwatch.engines.query.SqlRuleEngine` contract); datasets Spark reads itself go
-through :mod:`rpcwatch.engines.spark_scan`.
+need neither Python nor rpcwatch, and the same query runs on a cluster. Batches from
+rpcwatch's readers arrive as Arrow tables (the
+:class:`~rpcwatch.engines.query.SqlRuleEngine` contract); Parquet datasets Spark reads
+itself go through :mod:`rpcwatch.engines.spark_scan`.
 """
 from __future__ import annotations
 
-import pyarrow as pa
+from typing import Iterator, Sequence
 
-from rpcwatch.engines.query import VIEW_NAME, SqlRuleEngine
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rpcwatch.engines.query import RULES_COLUMN, VIEW_NAME, SqlRuleEngine, precomputed_rows_by_rule
+from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import SparkDialect
 
 DEFAULT_MASTER = "local[2]"
@@ -22,13 +27,15 @@ class SparkUnavailable(RuntimeError):
 
 def spark_session(master: str | None = None, app_name: str = "rpcwatch"):
     """A Spark session for rpcwatch (an active one is reused; ``master`` then is ignored).
-    Times are UTC so Sigma's time modifiers read the same parts on every engine."""
+    Times are UTC so Sigma's time modifiers read the same parts on every engine; column
+    names are case-sensitive because logs have fields that differ only in case (Windows
+    event data ``Port`` and ``port``), and the printer names each column exactly."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise SparkUnavailable("the Spark engine needs pyspark: pip install 'rpcwatch[spark]'") from None
     builder = SparkSession.builder.appName(app_name).config("spark.sql.session.timeZone", "UTC") \
-        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.caseSensitive", "true").config("spark.ui.showConsoleProgress", "false")
     if master:
         builder = builder.master(master)
     try:
@@ -47,6 +54,16 @@ class SparkEngine(SqlRuleEngine):
     def __init__(self, master: str | None = DEFAULT_MASTER, session=None):
         super().__init__(SparkDialect())
         self.session = session or spark_session(master)
+
+    def match(self, data: pa.Table, rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
+        """Rows a dataset scan already matched (:mod:`rpcwatch.engines.spark_scan`) carry
+        their rules; the others run here."""
+        if RULES_COLUMN not in data.column_names:
+            yield from super().match(data, rules)
+            return
+        scanned = pc.is_valid(data.column(RULES_COLUMN))
+        yield from precomputed_rows_by_rule(data.filter(scanned), rules)
+        yield from super().match(data.filter(pc.invert(scanned)).drop_columns([RULES_COLUMN]), rules)
 
     def execute(self, view: pa.Table, sql: str) -> pa.Table:
         self.session.createDataFrame(view).createOrReplaceTempView(VIEW_NAME)

@@ -1,6 +1,7 @@
 """``rpcwatch export-parquet``: logs read by rpcwatch's readers, written as a Parquet
 dataset partitioned by table and day (``table=zeek.conn/date=2024-04-19/...``), so that a
-cluster reads typed columns instead of parsing text again."""
+cluster reads typed columns instead of parsing text again. Each record keeps the log it
+came from in ``__file__`` (alerts name it as ``log.file.path``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,10 +12,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from rpcwatch.alerts import FILE_COLUMN
 from rpcwatch.sigma.logsources import table_info
 from rpcwatch.sources import LogReading, ReadStats
 from rpcwatch.sources.base import RAW_COLUMN
 from rpcwatch.sources.inputs import InputFile
+from rpcwatch.sources.windows import WINDOWS_TABLE, with_text_event_data
 
 #: partition columns; the table name is kept as Spark and Hive write it (key=value)
 PARTITIONS = ("table", "date")
@@ -36,7 +39,9 @@ def export_parquet(inputs: list[InputFile], directory: Path) -> ParquetExport:
     export.stats = reading.stats
     for number, batch in enumerate(reading.batches()):
         data = batch.data.drop_columns([c for c in (RAW_COLUMN,) if c in batch.data.column_names])
-        data = _partitioned(data, batch.table)
+        if batch.table == WINDOWS_TABLE:  # one schema for all producers' event data
+            data = with_text_event_data(data)
+        data = _partitioned(data, batch.table, batch.path)
         written: list[str] = []
         ds.write_dataset(data, directory, format="parquet", partitioning=list(PARTITIONS),
                          partitioning_flavor="hive", existing_data_behavior="overwrite_or_ignore",
@@ -47,7 +52,8 @@ def export_parquet(inputs: list[InputFile], directory: Path) -> ParquetExport:
     return export
 
 
-def _partitioned(data: pa.Table, table: str) -> pa.Table:
+def _partitioned(data: pa.Table, table: str, path: str) -> pa.Table:
+    data = data.append_column(FILE_COLUMN, pa.array([path] * data.num_rows, pa.string()))
     data = data.append_column("table", pa.array([table] * data.num_rows, pa.string()))
     return data.append_column("date", _dates(data, table))
 

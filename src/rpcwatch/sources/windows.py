@@ -64,6 +64,16 @@ _TEXT = "#text"
 _SEPARATE_ATTRIBUTES = "_attributes"  # evtx_dump --separate-json-attributes
 
 
+def with_text_event_data(table: pa.Table) -> pa.Table:
+    """Event data as text, System fields as typed: the one shape every Windows batch can
+    share whatever its producer (a Parquet dataset, a SQL view); Sigma compares numbers
+    written as text as numbers, so rules match the same."""
+    columns = [column if name in _TYPED_FIELDS or name.startswith("__") or pa.types.is_string(column.type)
+               else as_string_column(column.combine_chunks())
+               for name, column in zip(table.column_names, table.columns)]
+    return pa.table(columns, names=table.column_names)
+
+
 def is_system_field(name: str) -> bool:
     return name in _TYPED_FIELDS
 
