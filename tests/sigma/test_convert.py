@@ -72,6 +72,19 @@ def test_lucene_queries_parse():
             lucene_parser.parse(query)
 
 
+@pytest.mark.parametrize("pipeline", ["sentinel", "native"])
+def test_kql_queries_parse(pipeline):
+    """An ANTLR KQL grammar (kusto-query-language-parser); it checks syntax only: the
+    backend's quoted 'id.resp_p' is valid KQL that compares a string literal."""
+    from antlr4 import InputStream
+    from kusto_query_language_parser.parser.kql_traverse import KqlTraverse
+
+    queries = [q for c in convert([], "kusto", pipeline).conversions for q in c.queries]
+    assert queries
+    for query in queries:
+        KqlTraverse().parse(InputStream(query))
+
+
 @pytest.mark.parametrize("target,dialect", [("duckdb", "duckdb"), ("spark-sql", "spark")])
 def test_sql_queries_parse(target, dialect):
     result = convert([], target)

@@ -3,8 +3,9 @@ the batch projection it runs on, and the decoding of its result.
 
 ``WHERE (where_1 AND (rule OR rule ...)) OR (where_2 AND (...)) OR rule ...``: rules that
 share a route's selection (Channel and EventID for Windows) are tried only on the rows
-that pass it, and a list column names the rules each kept row matched. Only the dialect
-differs between engines.
+that pass it, and a list column names the rules each kept row matched. Dialects that set
+``union_rule_groups`` get the same terms as branches of a ``UNION ALL`` instead (a row
+matched in two branches comes back twice, each time with its branch's rules).
 """
 from __future__ import annotations
 
@@ -47,16 +48,22 @@ def rules_query(schema: pa.Schema, rules: Sequence[BoundRule], dialect: Dialect,
             groups.setdefault(shared, []).append((index, condition))
     if not groups:
         return None
-    terms, flags = [], []
+    branches: list[tuple[str, list[str]]] = []  # (condition, rule flags)
     for shared, members in groups.items():
-        bodies = " OR ".join(c for _, c in members)
-        terms.append(f"({shared} AND ({bodies}))" if shared else bodies)
-        flags += [f"CASE WHEN {f'{shared} AND ' if shared else ''}{c} THEN {i} END" for i, c in members]
+        flags = [f"CASE WHEN {f'{shared} AND ' if shared else ''}{c} THEN {i} END" for i, c in members]
+        if dialect.union_rule_groups and not shared:
+            branches += [(condition, [flag]) for (_, condition), flag in zip(members, flags)]
+        else:
+            bodies = " OR ".join(c for _, c in members)
+            branches.append((f"({shared} AND ({bodies}))" if shared else bodies, flags))
+    if not dialect.union_rule_groups:
+        branches = [(" OR ".join(condition for condition, _ in branches), [f for _, fs in branches for f in fs])]
     lowered = "".join(f", lower({dialect.ident(c)}) AS {dialect.ident(lowered_name(c))}"
                       for c in sorted(printer.lowered))
     selected = ", ".join(dialect.ident(name) for name in columns)
-    return (f"SELECT {selected}, {dialect.non_null_list(flags)} AS {RULES_COLUMN} "
-            f"FROM (SELECT *{lowered} FROM {source}) WHERE {' OR '.join(terms)}")
+    return " UNION ALL ".join(
+        f"SELECT {selected}, {dialect.non_null_list(flags)} AS {RULES_COLUMN} "
+        f"FROM (SELECT *{lowered} FROM {source}) WHERE {condition}" for condition, flags in branches)
 
 
 class SqlRuleEngine(ABC):

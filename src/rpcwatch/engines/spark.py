@@ -9,6 +9,7 @@ itself go through :mod:`rpcwatch.engines.spark_scan`.
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator, Sequence
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ from rpcwatch.engines.query import RULES_COLUMN, VIEW_NAME, SqlRuleEngine, preco
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import SparkDialect
 
+#: where Spark runs unless --master says otherwise (or spark-submit already decided)
 DEFAULT_MASTER = "local[2]"
 
 
@@ -26,7 +28,8 @@ class SparkUnavailable(RuntimeError):
 
 
 def spark_session(master: str | None = None, app_name: str = "rpcwatch"):
-    """A Spark session for rpcwatch (an active one is reused; ``master`` then is ignored).
+    """A Spark session for rpcwatch: on ``master``, else on the cluster spark-submit chose,
+    else on :data:`DEFAULT_MASTER` (an active session is reused; ``master`` then is ignored).
     Times are UTC so Sigma's time modifiers read the same parts on every engine; column
     names are case-sensitive because logs have fields that differ only in case (Windows
     event data ``Port`` and ``port``), and the printer names each column exactly."""
@@ -36,6 +39,8 @@ def spark_session(master: str | None = None, app_name: str = "rpcwatch"):
         raise SparkUnavailable("the Spark engine needs pyspark: pip install 'rpcwatch[spark]'") from None
     builder = SparkSession.builder.appName(app_name).config("spark.sql.session.timeZone", "UTC") \
         .config("spark.sql.caseSensitive", "true").config("spark.ui.showConsoleProgress", "false")
+    if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
+        master = DEFAULT_MASTER
     if master:
         builder = builder.master(master)
     try:
@@ -51,7 +56,7 @@ class SparkEngine(SqlRuleEngine):
 
     name = "spark"
 
-    def __init__(self, master: str | None = DEFAULT_MASTER, session=None):
+    def __init__(self, master: str | None = None, session=None):
         super().__init__(SparkDialect())
         self.session = session or spark_session(master)
 
