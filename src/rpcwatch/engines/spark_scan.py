@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rpcwatch.alerts import FILE_COLUMN
-from rpcwatch.engines.query import RULES_COLUMN, rules_query
+from rpcwatch.engines.query import rules_query
 from rpcwatch.engines.spark import SparkEngine
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import lowered_name

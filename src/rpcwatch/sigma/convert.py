@@ -19,11 +19,11 @@ from sigma.backends.elasticsearch import ESQLBackend, LuceneBackend
 from sigma.backends.kusto import KustoBackend
 from sigma.backends.splunk import SplunkBackend
 from sigma.collection import SigmaCollection
+from sigma.conditions import ConditionFieldEqualsValueExpression
 from sigma.conversion.base import Backend
 from sigma.conversion.state import ConversionState
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
-from sigma.conditions import ConditionFieldEqualsValueExpression
 from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 
@@ -132,10 +132,7 @@ def convert(paths: Iterable[str | Path], target_name: str, pipeline_name: str | 
         raise ValueError(f"target {target_name} has no pipeline {pipeline_name!r} "
                          f"(one of: {', '.join(target.pipelines)})")
     config = config or Config()
-    documents, conversions = _documents([*(bundled_rule_files() if bundled else []), *rule_files(paths)])
-    for document in documents:
-        if isinstance(document, SigmaRule):
-            apply_networks(document, config)
+    documents, conversions = _documents([*(bundled_rule_files() if bundled else []), *rule_files(paths)], config)
     if target.dialect is not None:
         dialect = target.dialect()
         conversions += [_sql_conversion(document, dialect, config) for document in documents]
@@ -151,13 +148,23 @@ def convert(paths: Iterable[str | Path], target_name: str, pipeline_name: str | 
     return ConversionResult(target_name, pipeline_name, conversions)
 
 
-def _documents(files: Iterable[Path]) -> tuple[list[SigmaRule | SigmaCorrelationRule], list[Conversion]]:
+def _documents(files: Iterable[Path],
+               config: Config) -> tuple[list[SigmaRule | SigmaCorrelationRule], list[Conversion]]:
+    """The rules and correlations of the files, with the configured networks applied;
+    the ones that cannot be parsed or configured as problems."""
     documents, problems = [], []
     for file in files:
         for document, problem in parse_file(file):
             if problem is not None:
                 problems.append(Conversion(problem.title or str(file), problem.id, problem=problem.reason))
-            elif isinstance(document, (SigmaRule, SigmaCorrelationRule)):
+                continue
+            try:
+                if isinstance(document, SigmaRule):
+                    apply_networks(document, config)
+            except RuleError as exc:
+                problems.append(Conversion(document.title, str(document.id or ""), problem=str(exc)))
+                continue
+            if isinstance(document, (SigmaRule, SigmaCorrelationRule)):
                 documents.append(document)
     return documents, problems
 
