@@ -49,6 +49,12 @@ def test_every_bundled_detection_rule_converts_for_every_target():
         assert {"Detect RPC from Internet", "Detect RPC from Internet - Windows"} <= converted, target
 
 
+def test_rules_that_correlations_reference_are_complete_queries_too():
+    """pySigma leaves a referenced rule unfinalized; each rule must stand on its own."""
+    for conversion in convert([], "esql").conversions:
+        assert all(query.startswith("from ") for query in conversion.queries), conversion.title
+
+
 def test_kusto_quotes_dotted_names_and_uses_ipv6_ranges_for_ipv6_networks():
     text = converted_text("kusto", "native")
     assert "['id.resp_p'] == 135" in text and "ipv4_is_in_range(['id.resp_h'], \"10.0.0.0/8\")" in text

@@ -139,12 +139,20 @@ def convert(paths: Iterable[str | Path], target_name: str, pipeline_name: str | 
         prelude = tuple(dialect.ip_key_definitions()) if any(
             "rpcw_ip_key(" in q for c in conversions for q in c.queries) else ()
         return ConversionResult(target_name, pipeline_name, conversions, prelude)
-    collection = SigmaCollection(documents, resolve_references=False)
-    collection.resolve_rule_references()
-    # one backend for all: a correlation is converted from its rules' conversions
+    rules = [d for d in documents if isinstance(d, SigmaRule)]
+    correlations = [d for d in documents if isinstance(d, SigmaCorrelationRule)]
+    # Rules first, before references are resolved: pySigma leaves a rule that a correlation
+    # references unfinalized (ES|QL without its "from ... | where"), as a part of the
+    # correlation rather than a query of its own.
     backend = target.backend(pipeline(target.pipelines[pipeline_name]))
-    ordered = sorted(documents, key=lambda d: isinstance(d, SigmaCorrelationRule))
-    conversions += [_backend_conversion(document, backend, target) for document in ordered]
+    conversions += [_backend_conversion(rule, backend, target) for rule in rules]
+    if correlations:
+        SigmaCollection(documents, resolve_references=False).resolve_rule_references()
+        # a correlation is converted from its rules' conversions, by the same backend
+        backend = target.backend(pipeline(target.pipelines[pipeline_name]))
+        for rule in rules:
+            _backend_conversion(rule, backend, target)
+        conversions += [_backend_conversion(correlation, backend, target) for correlation in correlations]
     return ConversionResult(target_name, pipeline_name, conversions)
 
 
