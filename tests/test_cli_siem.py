@@ -51,3 +51,20 @@ def test_export_parquet_then_hunt_with_spark_gives_the_duckdb_alerts(corpus, tmp
 def test_master_needs_the_spark_engine():
     result = run("hunt", str(REPO / "examples"), "--master", "local[1]")
     assert result.returncode == 2 and "--master is for --engine spark" in result.stderr
+
+
+@pytest.mark.slow
+def test_logs_at_a_uri_are_read_through_hadoop_like_local_files(corpus, spark_session):
+    """file:// stands for any Hadoop URI (hdfs://, s3a://); Hadoop refuses ':' in file
+    names, so rita's rotated logs (conn.00:00:00-...) cannot be used here."""
+    local = [str(REPO / "examples"), str(corpus / "evtx-attack-samples" / "Lateral Movement")]
+    expected = run("hunt", *local, "--format", "jsonl", "-q")
+    got = run("hunt", *(f"file://{path}" for path in local), "--engine", "spark", "--format", "jsonl", "-q")
+    assert got.returncode == 0, got.stderr
+
+    def keys(output: str) -> list[tuple]:
+        alerts = [json.loads(line) for line in output.splitlines()]
+        return sorted((a["rule"]["name"], str(a.get("original", {}).get("uid") or a.get("original", {}).get(
+            "EventRecordID")), str(a.get("log", {}).get("file", {}).get("path", "")).replace("file:", "")) for a in alerts)
+
+    assert keys(got.stdout) == keys(expected.stdout) and len(keys(expected.stdout)) == 17

@@ -121,17 +121,19 @@ def _hunt(args) -> int:
 
     config = _config(args)
     _check_rule_paths(args)
-    datasets, paths = _datasets(args)
-    try:
-        inputs = list(expand_inputs(paths)) if paths else []
-    except InputError as exc:
-        raise UsageError(str(exc)) from None
     plan = plan_hunt(args.rules, config, bundled=not args.no_bundled_rules, prefilter=not args.no_prefilter,
                      filters=args.filters)
     if not plan.rule_set.rules:
         raise UsageError("no runnable rules" + "".join(f"\n  {p.path}: {p.reason}" for p in plan.problems))
+    local = [path for path in args.paths if args.engine != "spark" or not _for_spark(path)]
+    try:
+        inputs = list(expand_inputs(local)) if local else []
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
     prepare_workers(inputs)  # before the engine starts threads
     engine = _engine(args)
+    uri_logs, datasets = _spark_inputs(engine, [path for path in args.paths if path not in local])
+    inputs += uri_logs
     output_format = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
     with ExitStack() as stack:
         stream = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) \
@@ -146,14 +148,25 @@ def _hunt(args) -> int:
     return EXIT_OK
 
 
-def _datasets(args) -> tuple[list[str], list[str]]:
-    """With --engine spark, Parquet datasets and URIs are read by Spark; the rest by rpcwatch."""
-    if args.engine != "spark":
-        return [], args.paths
-    from rpcwatch.engines.spark_scan import is_dataset
+def _for_spark(path: str) -> bool:
+    """URIs and local export-parquet datasets go through Spark (--engine spark)."""
+    from rpcwatch.engines.spark_scan import is_dataset, is_uri
 
-    datasets = [path for path in args.paths if is_dataset(path)]
-    return datasets, [path for path in args.paths if path not in datasets]
+    return is_uri(path) or is_dataset(path)
+
+
+def _spark_inputs(engine, paths: list[str]) -> tuple[list, list[str]]:
+    """Log files at URIs (read through Hadoop by rpcwatch's readers), and the export-parquet
+    datasets Spark scans itself."""
+    from rpcwatch.engines.spark_scan import is_dataset, uri_inputs
+    from rpcwatch.sources import InputError
+
+    datasets = [path for path in paths if is_dataset(path, engine.session)]
+    try:
+        logs = [item for path in paths if path not in datasets for item in uri_inputs(engine.session, path)]
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    return logs, datasets
 
 
 def _dataset_scans(engine, datasets: list[str], plan) -> list:

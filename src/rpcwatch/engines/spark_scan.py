@@ -1,12 +1,17 @@
-"""Spark hunts a Parquet dataset where it lives (HDFS, S3, any URI Spark is configured for).
+"""Inputs at URIs Spark's Hadoop configuration reads (HDFS, S3, ABFS, ``file://``).
 
-The dataset is what ``rpcwatch export-parquet`` writes: ``table=<table>/date=<day>/*.parquet``
-with each record's source log in ``__file__``. Each table runs as one Spark SQL query
-over all its files; only matched rows, with the rules they matched, come back to the
-driver, where alerts, correlations and the run summary are made as for any input.
+A Parquet dataset that ``rpcwatch export-parquet`` wrote (``table=<table>/date=<day>/``,
+each record's source log in ``__file__``) is scanned where it lives: one Spark SQL query
+per table over all its files; only matched rows, with the rules they matched, come back
+to the driver, where alerts, correlations and the run summary are made as for any input.
+
+Any other file at a URI (Zeek logs, EVTX, Windows JSON; gzip) is streamed through Hadoop's
+file system to rpcwatch's own readers on the driver, so every format reads exactly as a
+local file does.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -19,18 +24,85 @@ from rpcwatch.engines.spark import SparkEngine
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import lowered_name
 from rpcwatch.sources import ReadStats, TableBatch
+from rpcwatch.sources.inputs import InputError, InputFile
 
 TABLE_PARTITION = "table="
 DATE_PARTITION = "date"
 FORMAT = "parquet-dataset"
+#: bytes asked of a Hadoop stream per call (each call is one round trip to the JVM)
+CHUNK = 8 << 20
 
 
-def is_dataset(path: str) -> bool:
-    """A URI (``hdfs://``, ``s3a://``, ``file://``) or a local export-parquet directory."""
-    if "://" in path:
-        return True
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def is_dataset(path: str, session=None) -> bool:
+    """An export-parquet directory: local, or at a URI (listed through ``session``)."""
+    if session is not None:
+        return bool(_table_partitions(session, path))
     local = Path(path)
-    return local.is_dir() and any(child.name.startswith(TABLE_PARTITION) for child in local.iterdir())
+    return not is_uri(path) and local.is_dir() and any(
+        child.name.startswith(TABLE_PARTITION) for child in local.iterdir())
+
+
+def uri_inputs(session, uri: str) -> list[InputFile]:
+    """The files under a URI (recursively, sorted, hidden entries skipped) as inputs for
+    rpcwatch's readers."""
+    filesystem, root = _filesystem(session, uri)
+    if not filesystem.exists(root):
+        raise InputError(f"{uri}: no such file or directory")
+    files = []
+    iterator = filesystem.listFiles(root, True)
+    while iterator.hasNext():
+        status = iterator.next()
+        path = status.getPath()
+        relative = path.toString()[len(root.toString()):]
+        if not any(part.startswith((".", "_")) for part in relative.split("/") if part):
+            files.append((path.toString(), status.getLen()))
+    return [InputFile(name, lambda n=name: HadoopStream(session, n), size=size) for name, size in sorted(files)]
+
+
+class HadoopStream(io.RawIOBase):
+    """A file read through Hadoop's file system in the JVM, as a Python binary stream."""
+
+    def __init__(self, session, uri: str):
+        filesystem, path = _filesystem(session, uri)
+        self._stream = filesystem.open(path)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = CHUNK if size is None or size < 0 else min(size, CHUNK)
+        return bytes(self._stream.readNBytes(wanted))
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
+def _filesystem(session, uri: str):
+    jvm = session.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(session.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def _table_partitions(session, dataset: str) -> list[tuple[str, str]]:
+    """``(table, location)`` of each table partition, listed through Hadoop's file
+    system so every URI scheme Spark is configured for works."""
+    filesystem, root = _filesystem(session, dataset)
+    if not filesystem.exists(root) or not filesystem.getFileStatus(root).isDirectory():
+        return []
+    return sorted((status.getPath().getName()[len(TABLE_PARTITION):], status.getPath().toString())
+                  for status in filesystem.listStatus(root)
+                  if status.isDirectory() and status.getPath().getName().startswith(TABLE_PARTITION))
 
 
 class SparkDatasetScan:
@@ -43,26 +115,12 @@ class SparkDatasetScan:
 
     def batches(self, stats: list[ReadStats]) -> Iterator[TableBatch]:
         for dataset in self.datasets:
-            tables = self._tables(dataset)
-            if tables is None:
+            tables = _table_partitions(self.engine.session, dataset)
+            if not tables:
                 stats.append(ReadStats(dataset, FORMAT, error="not an export-parquet dataset (no table=... folder)"))
                 continue
             for table, location in tables:
                 yield from self._scan(table, location, self.by_table.get(table, []), stats)
-
-    def _tables(self, dataset: str) -> list[tuple[str, str]] | None:
-        """``(table, location)`` of each table partition, listed through Hadoop's file
-        system so every URI scheme Spark is configured for works."""
-        session = self.engine.session
-        jvm = session.sparkContext._jvm
-        root = jvm.org.apache.hadoop.fs.Path(dataset)
-        filesystem = root.getFileSystem(session.sparkContext._jsc.hadoopConfiguration())
-        if not filesystem.exists(root):
-            return None
-        found = [(status.getPath().getName()[len(TABLE_PARTITION):], status.getPath().toString())
-                 for status in filesystem.listStatus(root)
-                 if status.isDirectory() and status.getPath().getName().startswith(TABLE_PARTITION)]
-        return sorted(found) or None
 
     def _scan(self, table: str, location: str, rules: list[BoundRule],
               stats: list[ReadStats]) -> Iterator[TableBatch]:
