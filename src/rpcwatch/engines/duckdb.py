@@ -11,16 +11,20 @@ import json
 from typing import Iterator, Sequence
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from rpcwatch.networks import address_key, merged_key_ranges, parse_address, parse_network
+from rpcwatch.engines.ruleindex import RuleIndex
 from rpcwatch.sigma.expr import fields_of, has_keywords
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sources.base import RAW_COLUMN
 from rpcwatch.sigma.sql import Dialect, SqlPrinter, Unprintable, lowered_name
 
 RULES_COLUMN = "__rules__"
+#: from this many rules on one table, a literal index picks the rows each rule is tried on
+INDEXED_RULES = 24
 ROW_COLUMN = "__row__"
 #: per-process cache sizes; cleared when full so memory stays bounded on any input
 _CACHE_LIMIT = 1 << 20
@@ -92,6 +96,8 @@ class DuckDBEngine:
         self._queries: dict[tuple, tuple[tuple, str | None]] = {}
         #: per rule list: the columns its rules read, and the stable schema seen so far
         self._shapes: dict[int, tuple[tuple, _Shape]] = {}
+        self._indexes: dict[int, tuple[Sequence[BoundRule], RuleIndex]] = {}
+        self._pruned: dict[tuple, tuple[tuple, list[str]]] = {}
         #: rules that could not be printed for some table schema, with the reason
         self.problems: dict[str, str] = {}
 
@@ -138,6 +144,47 @@ class DuckDBEngine:
         if data.num_rows == 0:
             return
         view = self._shape_for(rules).project(data)
+        if len(rules) < INDEXED_RULES:
+            found = list(self._evaluate(view, tuple(rules)))
+        else:
+            found = list(self._evaluate_indexed(view, rules))
+        if not found:
+            return
+        # one take of every matched row from the (wide) original table, then per rule
+        # from that small table
+        matched = np.unique(np.concatenate([rows.to_numpy() for _, rows in found]))
+        records = data.take(pa.array(matched))
+        for rule, rows in found:
+            positions = np.searchsorted(matched, np.sort(rows.to_numpy()))
+            yield rule, records.take(pa.array(positions))
+
+    def _evaluate_indexed(self, view: pa.Table, rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Array]]:
+        """Each group of rules only on the rows that hold one of its literals; rules
+        without literals on every row."""
+        index = self._index_for(rules)
+        for unit_rules, unit_rows in _evaluation_units(index.candidates(view)):
+            members = tuple(rules[i] for i in unit_rules)
+            subset = view.select(self._columns_for(view, members))
+            if len(unit_rows) < view.num_rows // 2:
+                subset = subset.take(pa.array(unit_rows))
+            yield from self._evaluate(subset, members)
+        if index.always:
+            members = tuple(rules[i] for i in index.always)
+            yield from self._evaluate(view.select(self._columns_for(view, members)), members)
+
+    def _columns_for(self, view: pa.Table, rules: tuple[BoundRule, ...]) -> list[str]:
+        """The view's columns some of the rules read (every column for keyword rules)."""
+        key = (view.schema, tuple(id(r) for r in rules))
+        found = self._pruned.get(key)
+        if found is None or found[0] != rules:
+            wanted = {name.lower() for rule in rules for name in fields_of(rule.expr)}
+            everything = any(has_keywords(rule.expr) for rule in rules)
+            columns = [n for n in view.column_names if everything or n == ROW_COLUMN or n.lower() in wanted]
+            found = self._pruned[key] = (rules, columns)
+        return found[1]
+
+    def _evaluate(self, view: pa.Table, rules: tuple[BoundRule, ...]) -> Iterator[tuple[BoundRule, pa.Array]]:
+        """One query over ``view``: each rule with the row numbers it matched."""
         sql = self.query_for(view.schema, rules)
         if sql is None:
             return
@@ -153,8 +200,14 @@ class DuckDBEngine:
         flat = pc.list_flatten(flags)
         parents = pc.list_parent_indices(flags)
         for index in pc.unique(flat).to_pylist():
-            hit = pc.take(rows, pc.filter(parents, pc.equal(flat, index)))
-            yield rules[index], data.take(hit.take(pc.sort_indices(hit)))
+            yield rules[index], pc.take(rows, pc.filter(parents, pc.equal(flat, index)))
+
+    def _index_for(self, rules: Sequence[BoundRule]) -> RuleIndex:
+        entry = self._indexes.get(id(rules))
+        if entry is None or entry[0] is not rules:
+            entry = (rules, RuleIndex(rules))
+            self._indexes[id(rules)] = entry
+        return entry[1]
 
     def _shape_for(self, rules: Sequence[BoundRule]) -> "_Shape":
         entry = self._shapes.get(id(rules))
@@ -162,6 +215,27 @@ class DuckDBEngine:
             entry = (rules, _Shape(rules))
             self._shapes[id(rules)] = entry
         return entry[1]
+
+
+#: candidate groups are evaluated together up to this many rules and candidate rows (each
+#: query costs a few milliseconds however small; a rule on a few extra rows costs less)
+UNIT_RULES, UNIT_ROWS = 96, 16384
+
+
+def _evaluation_units(groups) -> Iterator[tuple[list[int], np.ndarray]]:
+    """Small candidate groups merged into fewer queries (rows: the union of theirs)."""
+    rules: list[int] = []
+    rows: list[np.ndarray] = []
+    size = 0
+    for group in sorted(groups, key=lambda g: len(g.rows)):
+        if rules and (len(rules) + len(group.rules) > UNIT_RULES or size + len(group.rows) > UNIT_ROWS):
+            yield rules, np.unique(np.concatenate(rows))
+            rules, rows, size = [], [], 0
+        rules.extend(group.rules)
+        rows.append(group.rows)
+        size += len(group.rows)
+    if rules:
+        yield rules, np.unique(np.concatenate(rows))
 
 
 class _Shape:

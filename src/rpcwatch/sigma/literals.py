@@ -28,6 +28,7 @@ _BOOLEAN_WORDS = {"true", "false", "t", "f"}
 _DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 
+
 def required_literals(expr: Expr) -> LiteralSet | None:
     """A set of literals at least one of which every matching record contains; ``None``
     when no such set can be derived (the prefilter then keeps every line)."""
@@ -91,3 +92,65 @@ def _longest_safe_piece(pattern) -> str:
                 if len(piece) > len(best):
                     best = piece
     return best
+
+
+#: a piece of text a named field's value must contain (lower case)
+FieldLiteral = tuple[str, str]
+
+
+def field_literals(expr: Expr) -> frozenset[FieldLiteral] | None:
+    """Like :func:`required_literals`, but each literal is tied to the field whose value
+    must contain it (lower-cased; any characters, since it is looked for in parsed values,
+    not raw bytes). ``None`` when no such set exists (keywords, negations, regexes...)."""
+    if isinstance(expr, Match):
+        text = _value_text(expr.test)
+        return frozenset({(expr.field, text)}) if text else None
+    if isinstance(expr, And):
+        options = [s for s in map(field_literals, expr.items) if s is not None]
+        return max(options, key=lambda s: (min(len(t) for _, t in s), -len(s)), default=None) if options else None
+    if isinstance(expr, Or):
+        union: set[FieldLiteral] = set()
+        for item in expr.items:
+            found = field_literals(item)
+            if found is None:
+                return None
+            union |= found
+        return frozenset(union)
+    if isinstance(expr, Const):
+        return frozenset() if not expr.value else None
+    return None
+
+
+def _foldable_runs(text: str) -> list[str]:
+    """Runs of ASCII or caseless characters (emoji, symbols): Python and Arrow lower-case them alike."""
+    runs, current = [], []
+    for char in text:
+        if char.isascii() or char.lower() == char == char.upper():
+            current.append(char)
+        elif current:
+            runs.append("".join(current))
+            current = []
+    if current:
+        runs.append("".join(current))
+    return runs
+
+
+def _value_text(test) -> str | None:
+    """Text that every value passing the test contains, as the value reads when cast to text."""
+    if isinstance(test, NumberTest):
+        if test.op == "==" and isinstance(test.value, (int, float)) and math.isfinite(test.value):
+            text = _number_text(test.value)
+            return text if "e" not in text else None
+        return None
+    if isinstance(test, StringTest):
+        text = plain_text(test.pattern)
+        if text is not None:
+            if text.lower() in _BOOLEAN_WORDS:
+                return None
+            if _DECIMAL.fullmatch(text.strip()):
+                number = _number_text(float(text))
+                return number if "e" not in number else None
+        # characters Python and Arrow lower-case alike: ASCII, and characters without case
+        pieces = [run for part in test.pattern if isinstance(part, str) for run in _foldable_runs(part)]
+        return max(pieces, key=len).lower() if pieces else None
+    return None

@@ -146,13 +146,18 @@ class SqlPrinter:
         (rule value lists, windash and base64 variants): a single pass over the value
         instead of one comparison per value."""
         groups: dict[tuple[str, bool], list[StringTest]] = {}
+        keywords: dict[bool, list[StringTest]] = {}
         terms: list[str] = []
         for item in items:
             column = self.column(item.field) if isinstance(item, Match) else None
             if column is not None and isinstance(item.test, StringTest) and _is_string(self.schema[column]):
                 groups.setdefault((column, item.test.case_sensitive), []).append(item.test)
+            elif isinstance(item, Keyword) and isinstance(item.test, StringTest):
+                keywords.setdefault(item.test.case_sensitive, []).append(item.test)
             else:
                 terms.append(self.condition(item))
+        for case_sensitive, tests in keywords.items():
+            terms.append(self.keyword_list(tests, case_sensitive) if len(tests) > 1 else self.keyword(tests[0]))
         for (column, case_sensitive), tests in groups.items():
             if len(tests) == 1:
                 terms.append(self.match(column, tests[0]))
@@ -169,8 +174,7 @@ class SqlPrinter:
         if plain:
             parts.append(f"{subject} IN ({', '.join(self.dialect.string(fold(p)) for p in dict.fromkeys(plain))})")
         if patterns:
-            regex = "|".join(dict.fromkeys(_regex_of(p, fold) for p in patterns))
-            parts.append(self.dialect.regex_full(subject, f"(?s)(?:{regex})"))
+            parts.append(self.dialect.regex(subject, _search_regex(patterns, fold)))
         return "(" + " OR ".join(parts) + ")"
 
     def text(self, column: str, case_sensitive: bool) -> str:
@@ -203,13 +207,31 @@ class SqlPrinter:
         """Keywords search the raw record text when the reader kept it, else every text value."""
         if isinstance(test, StringTest):
             test = StringTest(_contains(test.pattern), test.case_sensitive)
-        if RAW_COLUMN in self.schema:
-            return self.value_test(self.dialect.ident(RAW_COLUMN), pa.string(), test)
-        texts = [name for name, dtype in self.schema.items() if _is_text_like(dtype) and not name.startswith("__")]
+        texts = self._keyword_columns()
         if not texts:
             return "FALSE"
         return "(" + " OR ".join(
             self.value_test(self.dialect.ident(name), self.schema[name], test) for name in texts) + ")"
+
+    def keyword_list(self, tests: list[StringTest], case_sensitive: bool) -> str:
+        """Several keywords: one search regex per text column (list columns element-wise)."""
+        fold = (lambda t: t) if case_sensitive else str.lower
+        regex = _search_regex([_contains(t.pattern) for t in tests], fold)
+        terms = []
+        for name in self._keyword_columns():
+            dtype = self.schema[name]
+            if _is_string(dtype):
+                terms.append(self.dialect.regex(self.text(name, case_sensitive), regex))
+            else:
+                terms.append(" OR ".join(self.value_test(self.dialect.ident(name), dtype,
+                                                         StringTest(_contains(t.pattern), case_sensitive))
+                                         for t in tests))
+        return "(" + " OR ".join(terms) + ")" if terms else "FALSE"
+
+    def _keyword_columns(self) -> list[str]:
+        if RAW_COLUMN in self.schema:
+            return [RAW_COLUMN]
+        return [name for name, dtype in self.schema.items() if _is_text_like(dtype) and not name.startswith("__")]
 
     # ---- one value ------------------------------------------------------------------
     def value_test(self, expr: str, dtype: pa.DataType, test: Test) -> str:
@@ -305,9 +327,23 @@ def _is_string(dtype: pa.DataType) -> bool:
     return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
 
 
-def _regex_of(pattern, fold) -> str:
-    """A Sigma pattern as an RE2 regex for a full match (``(?s)`` makes ``.`` any character)."""
-    return "".join(".*" if p is Wildcard.ANY else "." if p is Wildcard.ONE else re.escape(fold(p)) for p in pattern)
+def _search_regex(patterns, fold) -> str:
+    """Sigma patterns as one RE2 search regex. ``contains``/``startswith``/``endswith``
+    shapes become bare, ``^``- or ``$``-anchored literals (RE2 runs an alternation of
+    literals in one fast pass; ``.*x.*`` full matches of many values it does not); other
+    shapes are anchored at both ends. ``(?s)`` lets ``.`` match any character."""
+    alternatives = []
+    for pattern in patterns:
+        parts = list(pattern)
+        start = "" if parts and parts[0] is Wildcard.ANY else "^"
+        end = "" if parts and parts[-1] is Wildcard.ANY else "$"
+        while parts and parts[0] is Wildcard.ANY:
+            parts.pop(0)
+        while parts and parts[-1] is Wildcard.ANY:
+            parts.pop()
+        body = "".join(".*" if p is Wildcard.ANY else "." if p is Wildcard.ONE else re.escape(fold(p)) for p in parts)
+        alternatives.append(start + body + end)
+    return "(?s)" + "|".join(dict.fromkeys(alternatives))
 
 
 def _is_numeric(dtype: pa.DataType) -> bool:
