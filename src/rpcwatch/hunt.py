@@ -21,6 +21,7 @@ from rpcwatch.sigma.logsources import BoundRule, bind
 from rpcwatch.sources import LogReading, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.prefilter import PrefilterPlan
+from rpcwatch.triage.enrich import AlertEnricher
 
 #: rows gathered per table before the engine runs (bounded memory, few queries)
 BATCH_ROWS = 1 << 18
@@ -41,6 +42,9 @@ class HuntPlan:
     rule_set: RuleSet
     by_table: dict[str, list[BoundRule]]
     prefilter: PrefilterPlan | None
+    config: Config = field(default_factory=Config)
+    #: give alerts a reason, risk score and ATT&CK context (off for triage's evidence pass)
+    enrich: bool = True
 
     @property
     def problems(self) -> list[RuleProblem]:
@@ -63,9 +67,15 @@ def plan_hunt(rule_paths: Iterable[str] = (), config: Config | None = None, bund
         for item in bound:
             by_table[item.table].append(item)
     rule_set.rules = runnable
+    return plan_bound(rule_set, by_table, config or Config(), prefilter=prefilter)
+
+
+def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: Config,
+               prefilter: bool = True, enrich: bool = True) -> HuntPlan:
+    """A plan for rules already bound to tables (also triage's programmatic queries)."""
     plan = PrefilterPlan({table: literals_for_table(b.expr for b in rules)
                           for table, rules in by_table.items()}) if prefilter else None
-    return HuntPlan(rule_set, dict(by_table), plan)
+    return HuntPlan(rule_set, dict(by_table), plan, config, enrich)
 
 
 @dataclass
@@ -103,6 +113,7 @@ class Hunt:
         self._reading = LogReading(inputs, plan.prefilter, self._count_bytes)
         self.report.stats = self._reading.stats
         self._columns: dict[str, set[str]] = defaultdict(set)
+        self._enrich = AlertEnricher(plan.config) if plan.enrich else None
 
     def _count_bytes(self, size: int) -> None:
         self.report.bytes_on_disk += size
@@ -130,7 +141,11 @@ class Hunt:
         for data in _unify(tables):
             for bound, rows in self.engine.match(data, rules):
                 self.report.alerts_by_rule[bound.rule.title] += rows.num_rows
-                yield from build_alerts(bound, rows, self._columns.__getitem__)
+                alerts = build_alerts(bound, rows, self._columns.__getitem__)
+                if self._enrich is None:
+                    yield from alerts
+                else:
+                    yield from (self._enrich(alert, bound.rule) for alert in alerts)
 
 
 def _with_file(batch: TableBatch) -> pa.Table:

@@ -71,6 +71,17 @@ def parse_network(text: str) -> IPNetwork:
     return network
 
 
+def address_spellings(address: IPAddress) -> tuple[str, ...]:
+    """The ways logs write one address, for exact text lookups (the byte-level prefilter
+    can only look for text): IPv4 dotted and IPv4-mapped; IPv6 compressed (Zeek),
+    unpadded without compression (Sysmon: ``fe80:0:0:0:...``) and fully exploded.
+    Case is left to the (case-insensitive) comparison."""
+    if address.version == 4:
+        return (str(address), f"::ffff:{address}")
+    groups = ":".join(f"{int(group, 16):x}" for group in address.exploded.split(":"))
+    return tuple(dict.fromkeys((address.compressed, groups, address.exploded)))
+
+
 def address_key(address: IPAddress) -> str:
     """The 32-hex-digit key of an address in the common space."""
     value = int(address) + (_MAPPED_LO if address.version == 4 else 0)

@@ -45,6 +45,8 @@ class TableInfo:
     ecs: Mapping[str, str] = field(default_factory=dict)
     outcome: Mapping[str, Any] = field(default_factory=dict)
     transport: str | None = None
+    #: ``source``/``destination`` -> boolean column saying the sensor counts it as local
+    locality: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def _table_infos() -> Mapping[str, TableInfo]:
     for name, data in _load_yaml("tables.yml")["tables"].items():
         infos[name] = TableInfo(name=name, time=data.get("time"), record_id=data.get("record_id"),
                                 ecs=data.get("ecs", {}) or {}, outcome=data.get("outcome", {}) or {},
-                                transport=data.get("transport"))
+                                transport=data.get("transport"), locality=data.get("locality", {}) or {})
     return infos
 
 
