@@ -6,7 +6,6 @@ from typing import Any
 
 from rpcwatch.config import Config
 from rpcwatch.sigma.compiler import CompiledRule
-from rpcwatch.sigma.logsources import table_info
 from rpcwatch.triage.mitre import threat_of
 from rpcwatch.triage.risk import alert_risk
 from rpcwatch.triage.scope import AddressScope
@@ -31,20 +30,14 @@ class AlertEnricher:
             alert["rule"]["investigation_guide"] = rule.guide
         return alert
 
-    def endpoint_scope(self, alert: dict, side: str) -> str:
-        """``internal``/``internet``/``non-routable``/``unknown`` for ``source`` or ``destination``."""
-        column = table_info(alert.get("event", {}).get("dataset", "")).locality.get(side)
-        local = alert.get("original", {}).get(column) if column else None
-        return self.scope.of(_get(alert, side, "ip"), local if isinstance(local, bool) else None)
-
     def reason(self, alert: dict) -> str:
         """One sentence: what, from where to where, and how it ended."""
         outcome = alert.get("event", {}).get("outcome") or "unknown"
         source, destination = _get(alert, "source", "ip"), _get(alert, "destination", "ip")
         if source is None or destination is None:
             return f"{alert['rule']['name']}, {outcome}"
-        text = (f"{_what(alert)} from {source} ({self.endpoint_scope(alert, 'source')}) "
-                f"to {destination} ({self.endpoint_scope(alert, 'destination')})")
+        text = (f"{_what(alert)} from {source} ({self.scope.of_endpoint(alert, 'source')}) "
+                f"to {destination} ({self.scope.of_endpoint(alert, 'destination')})")
         host = _get(alert, "host", "name")
         if host:
             text += f" on host {host}"

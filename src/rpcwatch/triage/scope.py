@@ -11,6 +11,7 @@ from typing import Literal
 
 from rpcwatch.config import Config
 from rpcwatch.networks import parse_address
+from rpcwatch.sigma.logsources import table_info
 
 Scope = Literal["internal", "internet", "non-routable", "unknown"]
 
@@ -29,8 +30,10 @@ class AddressScope:
             return "non-routable"
         return "internet"
 
-    def is_internal(self, address: str | None) -> bool:
-        return self.of(address) == "internal"
-
-    def is_internet(self, address: str | None) -> bool:
-        return self.of(address) == "internet"
+    def of_endpoint(self, alert: dict, side: str) -> Scope:
+        """The scope of an alert's ``source`` or ``destination``, with the sensor's verdict."""
+        column = table_info(alert.get("event", {}).get("dataset", "")).locality.get(side)
+        local = alert.get("original", {}).get(column) if column else None
+        part = alert.get(side)
+        address = part.get("ip") if isinstance(part, dict) else None
+        return self.of(address, local if isinstance(local, bool) else None)

@@ -1,0 +1,298 @@
+"""Evidence: the records around the alerts, found by a second, targeted pass.
+
+Once the hunt has named the external sources and the internal victims, searches for what
+they did are built as expression trees (text equality on each address's spellings, so
+the literal prefilter keeps only lines that mention one of them) and run by the same
+:class:`~rpcwatch.hunt.Hunt` and engine over the same inputs. Work beyond the byte scan
+is proportional to the records of those addresses; a record becomes a Python object only
+once it matched.
+
+Windows searches use the ``windows`` table's native (Sysmon / Security) field names.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
+
+from rpcwatch.alerts import epoch_micros, iso_timestamp, record_id
+from rpcwatch.config import Config
+from rpcwatch.hunt import Engine, Hunt, HuntPlan, HuntReport, plan_bound
+from rpcwatch.networks import address_spellings, parse_address
+from rpcwatch.sigma.compiler import CompiledRule
+from rpcwatch.sigma.expr import (
+    CidrTest,
+    Expr,
+    Match,
+    NumberTest,
+    StringTest,
+    Wildcard,
+    all_of,
+    any_of,
+)
+from rpcwatch.sigma.loader import RuleSet
+from rpcwatch.sigma.logsources import BoundRule, table_info
+from rpcwatch.sources import InputFile
+from rpcwatch.triage.chain import Chain, attack_chain
+
+SOURCE_CONNECTIONS = "connections from the sources"
+SOURCE_RPC = "DCE/RPC calls from the sources"
+VICTIM_CONNECTIONS = "connections from the victims"
+VICTIM_RPC = "DCE/RPC calls from the victims"
+WINDOWS_NETWORK = "Windows network events of the sources and victims"
+WINDOWS_PROCESS = "Windows processes started by service, WMI or DCOM hosts"
+
+CONN_TABLE, RPC_TABLE, WINDOWS_TABLE = "zeek.conn", "zeek.dce_rpc", "windows"
+#: Sysmon 3 (network connection), Security 5156 (permitted) and 5157 (blocked)
+WINDOWS_NETWORK_EVENTS = (3, 5156, 5157)
+WINDOWS_BLOCKED_EVENT = 5157
+#: Sysmon 1 and Security 4688 (process creation)
+WINDOWS_PROCESS_EVENTS = (1, 4688)
+#: native Windows field names, first present wins (Sysmon first, then Security)
+WINDOWS_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "source_ip": ("SourceIp", "SourceAddress"),
+    "destination_ip": ("DestinationIp", "DestAddress"),
+    "source_port": ("SourcePort",),
+    "destination_port": ("DestinationPort", "DestPort"),
+    "image": ("Image", "NewProcessName", "Application"),
+    "parent_image": ("ParentImage", "ParentProcessName"),
+    "parent_command_line": ("ParentCommandLine",),
+    "command_line": ("CommandLine",),
+    "host": ("Computer",),
+    "time": ("TimeCreated_SystemTime", "UtcTime"),
+}
+#: Security's Direction values: %%14593 outbound (the host initiated), %%14592 inbound
+_DIRECTION_INITIATED = {"%%14593": True, "%%14592": False}
+#: above this many address spellings a search compares addresses with one CIDR lookup
+#: instead of text equality (the prefilter then keeps every line of the table)
+MAX_SPELLINGS = 4096
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One matched record, reduced to what the attack chain reasons about."""
+
+    search: str
+    table: str
+    timestamp: str | None
+    micros: int | None
+    file: str | None
+    record_id: str | None
+    source_ip: str | None = None
+    source_port: int | None = None
+    destination_ip: str | None = None
+    destination_port: int | None = None
+    transport: str | None = None
+    outcome: str | None = None
+    #: payload both ways or an answered RPC call; None when the log cannot tell
+    carried_data: bool | None = None
+    #: the sensor's own verdict that an end is local (Zeek local_orig/local_resp), if logged
+    source_local: bool | None = None
+    destination_local: bool | None = None
+    rpc_interface: str | None = None
+    rpc_operation: str | None = None
+    #: Windows: the computer that logged it, whether it initiated the connection, the event
+    host: str | None = None
+    initiated: bool | None = None
+    event_code: int | None = None
+    image: str | None = None
+    parent_image: str | None = None
+    parent_command_line: str | None = None
+    command_line: str | None = None
+
+    @property
+    def is_windows(self) -> bool:
+        return self.table == WINDOWS_TABLE
+
+    @property
+    def is_process(self) -> bool:
+        return self.is_windows and self.event_code in WINDOWS_PROCESS_EVENTS
+
+    @property
+    def identity(self) -> tuple:
+        """Records found by several searches (and as alerts) count once."""
+        return (self.table, self.file, self.record_id, self.micros, self.rpc_operation, self.host,
+                self.event_code)
+
+    def ref(self) -> dict[str, Any]:
+        """Where to find the record, and what it says in one line."""
+        return {"time": self.timestamp, "file": self.file, "record_id": self.record_id,
+                "table": self.table, "summary": self.summary}
+
+    @property
+    def summary(self) -> str:
+        flow = f"{self.source_ip}:{self.source_port} -> {self.destination_ip}:{self.destination_port}"
+        if self.rpc_operation or self.rpc_interface:
+            return f"{self.rpc_interface} {self.rpc_operation} {flow}"
+        if self.is_process:
+            return f"event {self.event_code} on {self.host}: {self.parent_image} started {self.image}"
+        if self.is_windows:
+            return f"event {self.event_code} on {self.host}: {flow} {self.image or ''}".rstrip()
+        return f"{flow}/{self.transport or '?'} {self.outcome or ''}".rstrip()
+
+
+def evidence_from_alert(alert: dict, search: str) -> Evidence:
+    """An evidence record from an alert-shaped row (:func:`rpcwatch.alerts.build_alerts`)."""
+    table = alert.get("event", {}).get("dataset", "")
+    original = alert.get("original", {})
+    if table == WINDOWS_TABLE:
+        return _windows_evidence(alert, original, search)
+    source, destination, rpc = alert.get("source", {}), alert.get("destination", {}), alert.get("rpc", {})
+    sent, received = source.get("bytes"), destination.get("bytes")
+    return Evidence(
+        search=search, table=table, timestamp=alert.get("@timestamp"),
+        micros=epoch_micros(alert.get("@timestamp")), file=_file(alert), record_id=record_id(alert),
+        source_ip=source.get("ip"), source_port=_int(source.get("port")),
+        destination_ip=destination.get("ip"), destination_port=_int(destination.get("port")),
+        transport=alert.get("network", {}).get("transport"), outcome=alert["event"].get("outcome"),
+        carried_data=_carried_data(rpc.get("operation"), sent, received),
+        source_local=_locality(table, original, "source"),
+        destination_local=_locality(table, original, "destination"),
+        rpc_interface=rpc.get("interface"), rpc_operation=rpc.get("operation"))
+
+
+def _windows_evidence(alert: dict, original: dict, search: str) -> Evidence:
+    def first(name: str) -> Any:
+        return next((original[f] for f in WINDOWS_FIELDS[name] if original.get(f) not in (None, "")), None)
+
+    timestamp = alert.get("@timestamp") or iso_timestamp(first("time"))
+    code = _int(original.get("EventID"))
+    return Evidence(
+        search=search, table=WINDOWS_TABLE, timestamp=timestamp, micros=epoch_micros(timestamp),
+        file=_file(alert), record_id=_text(original.get("EventRecordID")),
+        source_ip=_text(first("source_ip")), source_port=_int(first("source_port")),
+        destination_ip=_text(first("destination_ip")), destination_port=_int(first("destination_port")),
+        transport="tcp", outcome="blocked" if code == WINDOWS_BLOCKED_EVENT else "established",
+        host=_text(first("host")), initiated=_initiated(original), event_code=code,
+        image=_text(first("image")), parent_image=_text(first("parent_image")),
+        parent_command_line=_text(first("parent_command_line")), command_line=_text(first("command_line")))
+
+
+@dataclass
+class EvidenceSet:
+    """What the second pass found, per search, and which tables the inputs held."""
+
+    found: dict[str, list[Evidence]] = field(default_factory=lambda: defaultdict(list))
+    tables_seen: set[str] = field(default_factory=set)
+    report: HuntReport | None = None
+
+    def of(self, search: str) -> list[Evidence]:
+        return self.found.get(search, [])
+
+    def add(self, alerts: Iterable[dict]) -> None:
+        for alert in alerts:
+            search = alert["rule"]["name"]
+            self.found[search].append(evidence_from_alert(alert, search))
+
+
+class EvidenceSearch:
+    """The targeted searches for given external sources and internal victims."""
+
+    def __init__(self, sources: Collection[str], victims: Collection[str], config: Config,
+                 chain: Chain | None = None):
+        self.sources = sorted(set(sources))
+        self.victims = sorted(set(victims))
+        self.config = config
+        self.chain = chain or attack_chain()
+
+    def bound_rules(self) -> list[BoundRule]:
+        return [BoundRule(_query(name, expr), table, expr) for name, table, expr in self._searches()]
+
+    def plan(self, prefilter: bool = True) -> HuntPlan:
+        bound = self.bound_rules()
+        by_table: dict[str, list[BoundRule]] = defaultdict(list)
+        for rule in bound:
+            by_table[rule.table].append(rule)
+        return plan_bound(RuleSet(rules=[b.rule for b in bound]), by_table, self.config,
+                          prefilter=prefilter, enrich=False)
+
+    def run(self, inputs: list[InputFile], engine: Engine, prefilter: bool = True) -> EvidenceSet:
+        evidence = EvidenceSet()
+        if self.sources:
+            hunt = Hunt(inputs, self.plan(prefilter), engine)
+            evidence.add(hunt)
+            evidence.report = hunt.report
+            evidence.tables_seen = {table for stats in hunt.report.stats for table in stats.tables}
+        return evidence
+
+    def _searches(self) -> Iterator[tuple[str, str, Expr]]:
+        yield SOURCE_CONNECTIONS, CONN_TABLE, addresses_in(["id.orig_h"], self.sources)
+        yield SOURCE_RPC, RPC_TABLE, addresses_in(["id.orig_h"], self.sources)
+        ip_fields = WINDOWS_FIELDS["source_ip"] + WINDOWS_FIELDS["destination_ip"]
+        yield WINDOWS_NETWORK, WINDOWS_TABLE, all_of([
+            _one_of_numbers("EventID", WINDOWS_NETWORK_EVENTS),
+            addresses_in(ip_fields, self.sources + self.victims)])
+        if not self.victims:
+            return
+        yield VICTIM_CONNECTIONS, CONN_TABLE, addresses_in(["id.orig_h"], self.victims)
+        yield VICTIM_RPC, RPC_TABLE, addresses_in(["id.orig_h"], self.victims)
+        yield WINDOWS_PROCESS, WINDOWS_TABLE, all_of([
+            _one_of_numbers("EventID", WINDOWS_PROCESS_EVENTS), self._execution_parent()])
+
+    def _execution_parent(self) -> Expr:
+        suffixes = [Match(name, StringTest((Wildcard.ANY, suffix)))
+                    for name in WINDOWS_FIELDS["parent_image"] for suffix in self.chain.execution_parent_images]
+        words = [Match(name, StringTest((Wildcard.ANY, word, Wildcard.ANY)))
+                 for name in WINDOWS_FIELDS["parent_command_line"]
+                 for word in self.chain.execution_parent_command_lines]
+        return any_of(suffixes + words)
+
+
+def addresses_in(fields: Sequence[str], addresses: Iterable[str]) -> Expr:
+    """Any of ``fields`` holds one of ``addresses`` (in any spelling a log uses)."""
+    parsed = sorted({a for a in map(parse_address, addresses) if a is not None},
+                    key=lambda a: (a.version, int(a)))
+    spellings = [text for address in parsed for text in address_spellings(address)]
+    if len(spellings) <= MAX_SPELLINGS:
+        tests = [StringTest((text,)) for text in spellings]
+    else:
+        tests = [CidrTest(tuple(ipaddress.ip_network(address) for address in parsed))]
+    return any_of(Match(name, test) for name in fields for test in tests)
+
+
+def _one_of_numbers(field_name: str, numbers: Iterable[int]) -> Expr:
+    return any_of(Match(field_name, NumberTest("==", n)) for n in numbers)
+
+
+def _query(name: str, expr: Expr) -> CompiledRule:
+    return CompiledRule(id=f"triage:{name}", title=name, level="informational", tags=(),
+                        logsource={}, expr=expr)
+
+
+def _carried_data(operation: str | None, sent: Any, received: Any) -> bool | None:
+    if operation:
+        return True
+    if sent is None or received is None:
+        return None
+    return bool(sent) and bool(received)
+
+
+def _locality(table: str, original: dict, side: str) -> bool | None:
+    column = table_info(table).locality.get(side)
+    value = original.get(column) if column else None
+    return value if isinstance(value, bool) else None
+
+
+def _initiated(original: dict) -> bool | None:
+    value = original.get("Initiated")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return _DIRECTION_INITIATED.get(str(original.get("Direction") or "").strip())
+
+
+def _file(alert: dict) -> str | None:
+    return alert.get("log", {}).get("file", {}).get("path")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value).strip()) if value is not None and str(value).strip() else None
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
