@@ -25,7 +25,7 @@ class ExposedHost:
     hosts: list[str]
     first_seen: str | None
     last_seen: str | None
-    #: internet sources with the number of accepted sessions from each
+    #: internet sources with the number of accepted sessions (connections) from each
     sources: Counter
     evidence: list[Evidence]
 
@@ -52,6 +52,12 @@ def exposure_inventory(flows: Iterable[Flow], hosts: Mapping[str, set[str]],
             address=address, hosts=sorted(hosts.get(address, ())),
             first_seen=iso_from_micros(min(times)) if times else None,
             last_seen=iso_from_micros(max(times)) if times else None,
-            sources=Counter(f.client for f in sessions), evidence=[f.evidence for f in sessions]))
+            sources=_sessions_per_source(sessions), evidence=[f.evidence for f in sessions]))
     inventory.sort(key=lambda h: (h.first_seen or "", h.address))
     return inventory
+
+
+def _sessions_per_source(flows: list[Flow]) -> Counter:
+    """A connection and the RPC calls on it share one record id (Zeek uid): one session."""
+    distinct = {(f.client, f.evidence.file, f.evidence.record_id or id(f)) for f in flows}
+    return Counter(client for client, _, _ in distinct)
