@@ -59,5 +59,5 @@ def exposure_inventory(flows: Iterable[Flow], hosts: Mapping[str, set[str]],
 
 def _sessions_per_source(flows: list[Flow]) -> Counter:
     """A connection and the RPC calls on it share one record id (Zeek uid): one session."""
-    distinct = {(f.client, f.evidence.file, f.evidence.record_id or id(f)) for f in flows}
-    return Counter(client for client, _, _ in distinct)
+    distinct = {(f.client, f.evidence.record_id or id(f)) for f in flows}
+    return Counter(client for client, _ in distinct)

@@ -186,7 +186,7 @@ class IncidentBuilder:
             3: calls + follow_ons,
             4: [f for f in calls if chain.is_execution(f.evidence.rpc_interface, f.evidence.rpc_operation)],
             5: recon,
-            6: [f for f in recon if f.established and f.evidence.carried_data is not False],
+            6: [f for f in recon if self._moves_laterally(f)],
             7: [f for f in outbound if f.server_scope == "internet" and (f.server == source or f.server not in earlier)],
         }
         records = {n: [f.evidence for f in flows] for n, flows in stages.items()}
@@ -196,6 +196,14 @@ class IncidentBuilder:
         self._victim_missing(victim, start, findings)
         times = [e.micros for found in records.values() for e in found if e.micros is not None]
         return max((n for n, found in records.items() if found), default=1), times
+
+    def _moves_laterally(self, flow: Flow) -> bool:
+        """A session with data to another internal host, or remote execution called on it
+        (other RPC calls from the victim, such as ept_lookup, are reconnaissance)."""
+        record = flow.evidence
+        if flow.is_rpc_call:
+            return self.chain.is_execution(record.rpc_interface, record.rpc_operation)
+        return flow.established and record.carried_data is not False
 
     def _execution_processes(self, victim: str, start: int | None) -> list[Evidence]:
         """Processes started by service, WMI or DCOM hosts on the victim shortly after the session."""
