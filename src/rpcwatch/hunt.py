@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import pyarrow as pa
 
@@ -20,7 +20,7 @@ from rpcwatch.sigma.loader import RuleProblem, RuleSet, describe_logsource, load
 from rpcwatch.sigma.logsources import BoundRule, bind
 from rpcwatch.sources import LogReading, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
-from rpcwatch.sources.prefilter import PrefilterPlan
+from rpcwatch.sources.prefilter import LiteralSet, PrefilterPlan
 from rpcwatch.triage.enrich import AlertEnricher
 
 #: rows gathered per table before the engine runs (bounded memory, few queries)
@@ -71,9 +71,13 @@ def plan_hunt(rule_paths: Iterable[str] = (), config: Config | None = None, bund
 
 
 def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: Config,
-               prefilter: bool = True, enrich: bool = True) -> HuntPlan:
-    """A plan for rules already bound to tables (also triage's programmatic queries)."""
-    plan = PrefilterPlan({table: literals_for_table(b.expr for b in rules)
+               prefilter: bool = True, enrich: bool = True,
+               literals: Mapping[str, LiteralSet | None] | None = None) -> HuntPlan:
+    """A plan for rules already bound to tables (also triage's programmatic searches).
+    ``literals`` gives a table's prefilter literals when the caller knows them better
+    than the expressions say (addresses compared by CIDR, known by their spellings)."""
+    given = literals or {}
+    plan = PrefilterPlan({table: given[table] if table in given else literals_for_table(b.expr for b in rules)
                           for table, rules in by_table.items()}) if prefilter else None
     return HuntPlan(rule_set, dict(by_table), plan, config, enrich)
 

@@ -1,8 +1,9 @@
 """Evidence: the records around the alerts, found by a second, targeted pass.
 
 Once the hunt has named the external sources and the internal victims, searches for what
-they did are built as expression trees (text equality on each address's spellings, so
-the literal prefilter keeps only lines that mention one of them) and run by the same
+they did are built as expression trees (exact CIDR tests on the addresses, with the
+addresses' spellings as prefilter literals, so only lines that mention one of them are
+parsed) and run by the same
 :class:`~rpcwatch.hunt.Hunt` and engine over the same inputs. Work beyond the byte scan
 is proportional to the records of those addresses; a record becomes a Python object only
 once it matched.
@@ -22,6 +23,8 @@ from rpcwatch.hunt import Engine, Hunt, HuntPlan, HuntReport, plan_bound
 from rpcwatch.networks import address_spellings, parse_address
 from rpcwatch.sigma.compiler import CompiledRule
 from rpcwatch.sigma.expr import (
+    FALSE,
+    BoolTest,
     CidrTest,
     Expr,
     Match,
@@ -30,10 +33,13 @@ from rpcwatch.sigma.expr import (
     Wildcard,
     all_of,
     any_of,
+    negate,
 )
+from rpcwatch.sigma.literals import required_literals
 from rpcwatch.sigma.loader import RuleSet
 from rpcwatch.sigma.logsources import BoundRule, table_info
 from rpcwatch.sources import InputFile
+from rpcwatch.sources.prefilter import Literal, LiteralSet
 from rpcwatch.triage.chain import Chain, attack_chain
 
 SOURCE_CONNECTIONS = "connections from the sources"
@@ -64,9 +70,6 @@ WINDOWS_FIELDS: Mapping[str, tuple[str, ...]] = {
 }
 #: Security's Direction values: %%14593 outbound (the host initiated), %%14592 inbound
 _DIRECTION_INITIATED = {"%%14593": True, "%%14592": False}
-#: above this many address spellings a search compares addresses with one CIDR lookup
-#: instead of text equality (the prefilter then keeps every line of the table)
-MAX_SPELLINGS = 4096
 
 
 @dataclass(frozen=True)
@@ -186,8 +189,20 @@ class EvidenceSet:
             self.found[search].append(evidence_from_alert(alert, search))
 
 
+@dataclass(frozen=True)
+class Search:
+    name: str
+    table: str
+    expr: Expr
+    #: the prefilter literals; None: derived from the expression
+    literals: LiteralSet | None = None
+
+
 class EvidenceSearch:
-    """The targeted searches for given external sources and internal victims."""
+    """The targeted searches for given external sources and internal victims.
+
+    Addresses are compared exactly (a CIDR test parses every spelling); the prefilter
+    looks for the spellings logs use, which is what keeps the second pass cheap."""
 
     def __init__(self, sources: Collection[str], victims: Collection[str], config: Config,
                  chain: Chain | None = None):
@@ -197,15 +212,18 @@ class EvidenceSearch:
         self.chain = chain or attack_chain()
 
     def bound_rules(self) -> list[BoundRule]:
-        return [BoundRule(_query(name, expr), table, expr) for name, table, expr in self._searches()]
+        return [BoundRule(_query(s.name, s.expr), s.table, s.expr) for s in self.searches()]
 
     def plan(self, prefilter: bool = True) -> HuntPlan:
-        bound = self.bound_rules()
         by_table: dict[str, list[BoundRule]] = defaultdict(list)
-        for rule in bound:
-            by_table[rule.table].append(rule)
-        return plan_bound(RuleSet(rules=[b.rule for b in bound]), by_table, self.config,
-                          prefilter=prefilter, enrich=False)
+        literals: dict[str, list[LiteralSet | None]] = defaultdict(list)
+        for search in self.searches():
+            by_table[search.table].append(BoundRule(_query(search.name, search.expr), search.table, search.expr))
+            literals[search.table].append(search.literals if search.literals is not None
+                                          else required_literals(search.expr))
+        rules = [b.rule for bound in by_table.values() for b in bound]
+        return plan_bound(RuleSet(rules=rules), by_table, self.config, prefilter=prefilter, enrich=False,
+                          literals={table: _union(sets) for table, sets in literals.items()})
 
     def run(self, inputs: list[InputFile], engine: Engine, prefilter: bool = True) -> EvidenceSet:
         evidence = EvidenceSet()
@@ -216,19 +234,31 @@ class EvidenceSearch:
             evidence.tables_seen = {table for stats in hunt.report.stats for table in stats.tables}
         return evidence
 
-    def _searches(self) -> Iterator[tuple[str, str, Expr]]:
-        yield SOURCE_CONNECTIONS, CONN_TABLE, addresses_in(["id.orig_h"], self.sources)
-        yield SOURCE_RPC, RPC_TABLE, addresses_in(["id.orig_h"], self.sources)
+    def searches(self) -> Iterator[Search]:
+        sources = address_literals(self.sources)
+        yield Search(SOURCE_CONNECTIONS, CONN_TABLE, addresses_in(["id.orig_h"], self.sources), sources)
+        yield Search(SOURCE_RPC, RPC_TABLE, addresses_in(["id.orig_h"], self.sources), sources)
         ip_fields = WINDOWS_FIELDS["source_ip"] + WINDOWS_FIELDS["destination_ip"]
-        yield WINDOWS_NETWORK, WINDOWS_TABLE, all_of([
+        yield Search(WINDOWS_NETWORK, WINDOWS_TABLE, all_of([
             _one_of_numbers("EventID", WINDOWS_NETWORK_EVENTS),
-            addresses_in(ip_fields, self.sources + self.victims)])
+            addresses_in(ip_fields, self.sources + self.victims)]), address_literals(self.sources + self.victims))
         if not self.victims:
             return
-        yield VICTIM_CONNECTIONS, CONN_TABLE, addresses_in(["id.orig_h"], self.victims)
-        yield VICTIM_RPC, RPC_TABLE, addresses_in(["id.orig_h"], self.victims)
-        yield WINDOWS_PROCESS, WINDOWS_TABLE, all_of([
-            _one_of_numbers("EventID", WINDOWS_PROCESS_EVENTS), self._execution_parent()])
+        victims = address_literals(self.victims)
+        yield Search(VICTIM_CONNECTIONS, CONN_TABLE,
+                     all_of([addresses_in(["id.orig_h"], self.victims), self._next_hop()]), victims)
+        yield Search(VICTIM_RPC, RPC_TABLE, addresses_in(["id.orig_h"], self.victims), victims)
+        yield Search(WINDOWS_PROCESS, WINDOWS_TABLE, all_of([
+            _one_of_numbers("EventID", WINDOWS_PROCESS_EVENTS), self._execution_parent()]))
+
+    def _next_hop(self) -> Expr:
+        """What a victim's connection must be to matter: to a lateral-movement port, RPC, or
+        out of the internal networks (the victim's routine internal traffic is not read)."""
+        internal = any_of([Match("id.resp_h", CidrTest(self.config.internal.networks)),
+                           Match("local_resp", BoolTest(True))])
+        return any_of([_one_of_numbers("id.resp_p", sorted(self.chain.lateral_ports)),
+                       Match("service", StringTest((Wildcard.ANY, "dce_rpc", Wildcard.ANY))),
+                       negate(internal)])
 
     def _execution_parent(self) -> Expr:
         suffixes = [Match(name, StringTest((Wildcard.ANY, suffix)))
@@ -240,15 +270,27 @@ class EvidenceSearch:
 
 
 def addresses_in(fields: Sequence[str], addresses: Iterable[str]) -> Expr:
-    """Any of ``fields`` holds one of ``addresses`` (in any spelling a log uses)."""
-    parsed = sorted({a for a in map(parse_address, addresses) if a is not None},
-                    key=lambda a: (a.version, int(a)))
-    spellings = [text for address in parsed for text in address_spellings(address)]
-    if len(spellings) <= MAX_SPELLINGS:
-        tests = [StringTest((text,)) for text in spellings]
-    else:
-        tests = [CidrTest(tuple(ipaddress.ip_network(address) for address in parsed))]
-    return any_of(Match(name, test) for name in fields for test in tests)
+    """Any of ``fields`` holds one of ``addresses``, however the log spells it."""
+    networks = tuple(ipaddress.ip_network(a) for a in _parsed(addresses))
+    return any_of(Match(name, CidrTest(networks)) for name in fields) if networks else FALSE
+
+
+def address_literals(addresses: Iterable[str]) -> LiteralSet:
+    """Text every line holding one of the addresses contains: each spelling logs use, less
+    those that contain a shorter one (``::ffff:10.0.0.1`` contains ``10.0.0.1``)."""
+    spellings = {text.lower() for address in _parsed(addresses) for text in address_spellings(address)}
+    kept = {text for text in spellings if not any(other != text and other in text for other in spellings)}
+    return frozenset(Literal(text) for text in kept)
+
+
+def _parsed(addresses: Iterable[str]) -> list:
+    return sorted({a for a in map(parse_address, addresses) if a is not None}, key=lambda a: (a.version, int(a)))
+
+
+def _union(sets: list[LiteralSet | None]) -> LiteralSet | None:
+    if any(s is None for s in sets):
+        return None
+    return frozenset().union(*sets)
 
 
 def _one_of_numbers(field_name: str, numbers: Iterable[int]) -> Expr:
