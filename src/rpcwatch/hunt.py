@@ -125,6 +125,16 @@ class Hunt:
             self._on_bytes(size)
 
     def __iter__(self) -> Iterator[dict]:
+        for bound, rows in self.matches():
+            alerts = build_alerts(bound, rows, self._columns.__getitem__)
+            if self._enrich is None:
+                yield from alerts
+            else:
+                yield from (self._enrich(alert, bound.rule) for alert in alerts)
+
+    def matches(self) -> Iterator[tuple[BoundRule, pa.Table]]:
+        """Each rule with the rows it matched (and their input in ``FILE_COLUMN``), before
+        they become alerts: for callers that want columns, not one object per record."""
         pending: dict[str, list[pa.Table]] = defaultdict(list)
         sizes: Counter = Counter()
         for batch in self._reading.batches():
@@ -140,16 +150,12 @@ class Hunt:
             yield from self._run(table, tables)
         self.report.finished = time.perf_counter()
 
-    def _run(self, table: str, tables: list[pa.Table]) -> Iterator[dict]:
+    def _run(self, table: str, tables: list[pa.Table]) -> Iterator[tuple[BoundRule, pa.Table]]:
         rules = self.plan.by_table[table]
         for data in _unify(tables):
             for bound, rows in self.engine.match(data, rules):
                 self.report.alerts_by_rule[bound.rule.title] += rows.num_rows
-                alerts = build_alerts(bound, rows, self._columns.__getitem__)
-                if self._enrich is None:
-                    yield from alerts
-                else:
-                    yield from (self._enrich(alert, bound.rule) for alert in alerts)
+                yield bound, rows
 
 
 def _with_file(batch: TableBatch) -> pa.Table:

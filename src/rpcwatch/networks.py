@@ -72,12 +72,13 @@ def parse_network(text: str) -> IPNetwork:
 
 
 def address_spellings(address: IPAddress) -> tuple[str, ...]:
-    """The ways logs write one address, for exact text lookups (the byte-level prefilter
-    can only look for text): IPv4 dotted and IPv4-mapped; IPv6 compressed (Zeek),
-    unpadded without compression (Sysmon: ``fe80:0:0:0:...``) and fully exploded.
-    Case is left to the (case-insensitive) comparison."""
+    """Text that a log line holding the address contains, in one of the spellings logs
+    use: IPv4 dotted (also inside IPv4-mapped IPv6); IPv6 compressed (Zeek), unpadded
+    without compression (Sysmon: ``fe80:0:0:0:...``) and fully exploded. Case is left to
+    the (case-insensitive) search. For the byte-level prefilter, which can only look for
+    text."""
     if address.version == 4:
-        return (str(address), f"::ffff:{address}")
+        return (str(address),)
     groups = ":".join(f"{int(group, 16):x}" for group in address.exploded.split(":"))
     return tuple(dict.fromkeys((address.compressed, groups, address.exploded)))
 

@@ -89,6 +89,6 @@ def test_scope_uses_configured_networks_and_the_sensor():
 
 
 def test_address_spellings_cover_what_logs_write():
-    assert address_spellings(parse_address("10.20.0.12")) == ("10.20.0.12", "::ffff:10.20.0.12")
+    assert address_spellings(parse_address("::ffff:10.20.0.12")) == ("10.20.0.12",)
     assert address_spellings(parse_address("fe80::a00:27ff:fe1c:1")) == (
         "fe80::a00:27ff:fe1c:1", "fe80:0:0:0:a00:27ff:fe1c:1", "fe80:0000:0000:0000:0a00:27ff:fe1c:0001")

@@ -8,7 +8,6 @@ import pyarrow as pa
 import pytest
 
 import otrf_psexec
-from rpcwatch.alerts import build_alerts
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import plan_hunt
@@ -142,7 +141,7 @@ def test_psexec_host_logs_add_the_service_process(psexec):
     engine = DuckDBEngine()
     rules = [b for b in search.bound_rules() if b.table == WINDOWS_TABLE]
     for bound, rows in engine.match(windows, rules):
-        result.evidence.add(build_alerts(bound, rows))
+        result.evidence.add_rows(bound, rows)
     result.evidence.tables_seen.add(WINDOWS_TABLE)
     [incident] = IncidentBuilder(Config(), result.alerts, result.evidence).build()
     victim = incident.victims[0]
@@ -165,7 +164,7 @@ def test_windows_inbound_logged_with_the_local_host_as_source(psexec):
     search = EvidenceSearch([otrf_psexec.INTERNET_CLIENT], [], Config())
     rules = [b for b in search.bound_rules() if b.table == WINDOWS_TABLE]
     for bound, rows in DuckDBEngine().match(flipped, rules):
-        result.evidence.add(build_alerts(bound, rows))
+        result.evidence.add_rows(bound, rows)
     [incident] = IncidentBuilder(Config(), result.alerts, result.evidence).build()
     victims = {v.address: v for v in incident.victims}
     assert victims["10.9.8.7"].stage == 2 and victims["10.9.8.7"].hosts == ["SRV01.example"]
@@ -175,3 +174,15 @@ def _entities(result):
     from rpcwatch.triage.incidents import entities
     from rpcwatch.triage.scope import AddressScope
     return entities(result.alerts, AddressScope(Config()))
+
+
+def test_rows_and_alerts_make_the_same_evidence(examples):
+    """The second pass builds evidence from columns, alerts from dictionaries: a record
+    seen both ways must be the same evidence, or it would count twice."""
+    from dataclasses import replace
+
+    from rpcwatch.triage.evidence import evidence_from_alert
+    found = {e.identity: e for records in examples.evidence.found.values() for e in records}
+    for alert in examples.alerts:
+        from_alert = evidence_from_alert(alert, "alerts")
+        assert replace(found[from_alert.identity], search="alerts") == from_alert
