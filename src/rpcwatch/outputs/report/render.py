@@ -22,34 +22,34 @@ TOP = 10
 
 
 def _environment() -> Environment:
-    environment = Environment(autoescape=select_autoescape(default=True, default_for_string=True),
-                              undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return environment
+    # autoescape everything: every value from a log or a rule is text, never markup
+    return Environment(autoescape=select_autoescape(default=True, default_for_string=True),
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 def _package_text(name: str) -> str:
     return (resources.files("rpcwatch.outputs.report") / name).read_text(encoding="utf-8")
 
 
-def render_report(result: TriageResult, generated: datetime | None = None) -> str:
+def render_report(result: TriageResult) -> str:
     css = _package_text("report.css")
     digest = base64.b64encode(hashlib.sha256(css.encode("utf-8")).digest()).decode("ascii")
     template = _environment().from_string(_package_text("report.html.j2"))
-    return template.render(css=Markup(css), css_hash=f"sha256-{digest}", view=_view(result, generated))
+    return template.render(css=Markup(css), css_hash=f"sha256-{digest}", view=_view(result))
 
 
 def write_report(result: TriageResult, stream: IO[str]) -> None:
     stream.write(render_report(result))
 
 
-def _view(result: TriageResult, generated: datetime | None) -> dict[str, Any]:
+def _view(result: TriageResult) -> dict[str, Any]:
     alerts = result.alerts
     sources = Counter(a.get("source", {}).get("ip") or "-" for a in alerts)
     victims = Counter(a.get("destination", {}).get("ip") or "-" for a in alerts)
     report = result.report
     return {
         "version": __version__,
-        "generated": (generated or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "counts": {"alerts": len(alerts), "shown": len(result.shown), "incidents": len(result.incidents),
                    "exposed": len(result.exposure), "records": report.records, "inputs": len(report.stats),
                    "skipped": sum(s.skipped_total for s in report.stats)},
