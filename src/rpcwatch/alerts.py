@@ -168,3 +168,48 @@ def _plain(value: Any) -> Any:
     if value is not None and not isinstance(value, (str, int, float, bool)):
         return str(value)
     return value
+
+
+def record_id(alert: dict) -> str | None:
+    """The alert's record in its log (Zeek ``uid``, Windows ``EventRecordID``), as text."""
+    column = table_info(alert.get("event", {}).get("dataset", "")).record_id
+    value = alert.get("original", {}).get(column) if column else None
+    return None if value is None else str(value)
+
+
+def epoch_micros(timestamp: str | None) -> int | None:
+    """Integer microseconds of an alert's ``@timestamp``: exact, so time windows have exact edges."""
+    if not timestamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def iso_from_micros(micros: int) -> str:
+    seconds, fraction = divmod(micros, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{fraction:06d}Z"
+
+
+def field_value(alert: dict, dotted: str) -> Any:
+    """A field of an alert by its dotted name (``source.ip``), also inside ``original``,
+    whose own keys may hold dots (``original.id.orig_h``)."""
+    return _walk(alert, dotted.split("."))
+
+
+def _walk(node: Any, parts: list[str]) -> Any:
+    if not parts:
+        return node
+    if not isinstance(node, dict):
+        return None
+    for cut in range(len(parts), 0, -1):  # the longest key first: "id.orig_h" before "id"
+        key = ".".join(parts[:cut])
+        if key in node:
+            return _walk(node[key], parts[cut:])
+    return None

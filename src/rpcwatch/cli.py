@@ -36,18 +36,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     hunt = commands.add_parser("hunt", help="run Sigma rules over logs; one alert per matched record",
                                description="Run the bundled Sigma rules (and --rules) over logs.")
-    hunt.add_argument("paths", nargs="+", metavar="PATH",
-                      help="log files or directories (recursive); '-' reads standard input")
+    _add_paths(hunt)
     _add_rule_options(hunt)
     hunt.add_argument("--format", choices=("table", "jsonl", "csv"),
                       help="alert output (default: table on a terminal, else jsonl)")
     hunt.add_argument("-o", "--output", metavar="FILE", help="write alerts to FILE instead of standard output")
-    hunt.add_argument("--no-prefilter", action="store_true",
-                      help="parse every record (the literal prefilter skips lines no rule can match)")
+    _add_run_options(hunt)
     hunt.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
-    hunt.add_argument("-q", "--quiet", action="store_true", help="no run summary on standard error")
-    hunt.add_argument("-v", "--verbose", action="store_true", help="list where each skipped record was")
+    _add_suppression_options(hunt)
+    hunt.add_argument("--incidents", action="store_true",
+                      help="print incidents along the attack chain instead of alerts (as 'rpcwatch triage')")
     hunt.set_defaults(handler=_hunt)
+
+    triage = commands.add_parser("triage", help="incidents along the attack chain, with evidence",
+                                 description="Hunt, then place each internet source on the attack chain "
+                                             "with the evidence from every input (docs/triage.md).")
+    _add_paths(triage)
+    _add_rule_options(triage)
+    triage.add_argument("--format", choices=("table", "json", "jsonl"),
+                        help="incident output (default: table on a terminal, else json)")
+    triage.add_argument("-o", "--output", metavar="FILE", help="write incidents to FILE")
+    _add_run_options(triage)
+    triage.set_defaults(handler=_triage)
+
+    exposure = commands.add_parser("exposure", help="internal hosts that accepted TCP/135 from the internet",
+                                   description="List internal hosts with an established TCP/135 session from "
+                                               "the internet: the systems to review and harden.")
+    _add_paths(exposure)
+    _add_rule_options(exposure)
+    exposure.add_argument("--format", choices=("table", "json"),
+                          help="output (default: table on a terminal, else json)")
+    exposure.add_argument("-o", "--output", metavar="FILE", help="write the inventory to FILE")
+    _add_run_options(exposure)
+    exposure.set_defaults(handler=_exposure)
+
+    report = commands.add_parser("report", help="a self-contained offline HTML report",
+                                 description="Hunt and triage, then write one HTML file that works offline.")
+    _add_paths(report)
+    _add_rule_options(report)
+    report.add_argument("-o", "--output", metavar="FILE", required=True, help="the HTML file to write")
+    _add_run_options(report)
+    _add_suppression_options(report)
+    report.set_defaults(handler=_report)
 
     rules = commands.add_parser("rules", help="list, validate Sigma rules")
     rule_commands = rules.add_subparsers(dest="rules_command", metavar="ACTION")
@@ -62,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--format", choices=("table", "json"), default=None)
     validate.set_defaults(handler=_rules_validate)
     return parser
+
+
+def _add_paths(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="log files or directories (recursive); '-' reads standard input")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-prefilter", action="store_true",
+                        help="parse every record (the literal prefilter skips lines no rule can match)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no run summary on standard error")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list where each skipped record was")
+
+
+def _add_suppression_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suppress", metavar="FIELD[,FIELD...]",
+                        help="one alert per value of up to 3 alert fields (e.g. source.ip,destination.ip) "
+                             "per --window, with count, first_seen and last_seen")
+    parser.add_argument("--window", metavar="DURATION",
+                        help="suppression window, e.g. 30s, 5m, 1h, 1d (default: the whole run)")
 
 
 def _add_rule_options(parser: argparse.ArgumentParser) -> None:
@@ -85,11 +135,9 @@ def _config(args):
         raise UsageError(str(exc)) from None
 
 
-def _hunt(args) -> int:
-    from rpcwatch.engines.duckdb import DuckDBEngine
-    from rpcwatch.hunt import Hunt, plan_hunt
-    from rpcwatch.outputs import WRITERS
-    from rpcwatch.outputs.summary import print_summary
+def _prepare(args):
+    """Configuration, inputs and the rule plan shared by every command that hunts."""
+    from rpcwatch.hunt import plan_hunt
     from rpcwatch.sources import InputError, expand_inputs
     from rpcwatch.sources.scan import prepare_workers
 
@@ -104,18 +152,98 @@ def _hunt(args) -> int:
     if not plan.rule_set.rules:
         raise UsageError("no runnable rules" + "".join(f"\n  {p.path}: {p.reason}" for p in plan.problems))
     prepare_workers(inputs)  # before the engine starts threads
-    output_format = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
-    with ExitStack() as stack:
-        stream = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) \
-            if args.output else sys.stdout
-        advance = stack.enter_context(_progress(inputs, enabled=not args.no_progress and sys.stderr.isatty()))
-        hunt = Hunt(inputs, plan, DuckDBEngine(), on_bytes=advance)
-        WRITERS[output_format](hunt, stream)
-    if not args.quiet:
-        print_summary(hunt.report, plan, sys.stderr, verbose=args.verbose)
-    if hunt.report.stats and all(s.error for s in hunt.report.stats):
+    return inputs, plan
+
+
+def _suppression(args):
+    from rpcwatch.triage.suppress import Suppression, SuppressionError
+
+    if args.suppress is None:
+        if args.window is not None:
+            raise UsageError("--window needs --suppress")
+        return None
+    try:
+        return Suppression.parse(args.suppress, args.window)
+    except SuppressionError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _output_format(args, terminal: str, piped: str) -> str:
+    return args.format or (terminal if sys.stdout.isatty() and not args.output else piped)
+
+
+def _output(stack: ExitStack, args):
+    return stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) if args.output else sys.stdout
+
+
+def _exit_code(report) -> int:
+    if report.stats and all(s.error for s in report.stats):
         return EXIT_NO_INPUT
     return EXIT_OK
+
+
+def _hunt(args) -> int:
+    from rpcwatch.engines.duckdb import DuckDBEngine
+    from rpcwatch.hunt import Hunt
+    from rpcwatch.outputs import WRITERS
+    from rpcwatch.outputs.summary import print_summary
+    from rpcwatch.triage.suppress import suppress
+
+    if args.incidents:
+        if args.format == "csv":
+            raise UsageError("--incidents writes table, json or jsonl, not csv")
+        return _triage(args)
+    suppression = _suppression(args)
+    inputs, plan = _prepare(args)
+    output_format = _output_format(args, "table", "jsonl")
+    with ExitStack() as stack:
+        stream = _output(stack, args)
+        advance = stack.enter_context(_progress(inputs, enabled=not args.no_progress and sys.stderr.isatty()))
+        hunt = Hunt(inputs, plan, DuckDBEngine(), on_bytes=advance)
+        WRITERS[output_format](suppress(hunt, suppression) if suppression else hunt, stream)
+    if not args.quiet:
+        print_summary(hunt.report, plan, sys.stderr, verbose=args.verbose)
+    return _exit_code(hunt.report)
+
+
+def _run_triage(args, incidents: bool, suppression=None):
+    from rpcwatch.engines.duckdb import DuckDBEngine
+    from rpcwatch.outputs.summary import print_summary, print_evidence_summary
+    from rpcwatch.triage.run import run_triage
+
+    inputs, plan = _prepare(args)
+    result = run_triage(inputs, plan, DuckDBEngine(), incidents=incidents, suppression=suppression)
+    if not args.quiet:
+        print_summary(result.report, plan, sys.stderr, verbose=args.verbose)
+        print_evidence_summary(result, sys.stderr)
+    return result
+
+
+def _triage(args) -> int:
+    from rpcwatch.outputs.incidents import WRITERS
+
+    result = _run_triage(args, incidents=True)
+    with ExitStack() as stack:
+        WRITERS[_output_format(args, "table", "json")](result.incidents, _output(stack, args))
+    return _exit_code(result.report)
+
+
+def _exposure(args) -> int:
+    from rpcwatch.outputs.exposure import WRITERS
+
+    result = _run_triage(args, incidents=False)
+    with ExitStack() as stack:
+        WRITERS[_output_format(args, "table", "json")](result.exposure, _output(stack, args))
+    return _exit_code(result.report)
+
+
+def _report(args) -> int:
+    from rpcwatch.outputs.report import write_report
+
+    result = _run_triage(args, incidents=True, suppression=_suppression(args))
+    with open(args.output, "w", encoding="utf-8") as stream:
+        write_report(result, stream)
+    return _exit_code(result.report)
 
 
 def _check_rule_paths(args) -> None:

@@ -34,9 +34,11 @@ class AddressMatcher:
     """``rpcw_ip_in(text, 'cidr,cidr,...')``: exact CIDR membership for a column of
     address strings, evaluated once per distinct address in each vector."""
 
-    def __init__(self) -> None:
+    def __init__(self, network_lists: dict[str, str] | None = None) -> None:
         self._keys: dict[str, int | None] = {}
         self._ranges: dict[str, tuple[list[int], list[int]]] = {}
+        #: handle -> network list, for lists the dialect printed by handle
+        self._lists = network_lists if network_lists is not None else {}
 
     def _key(self, text: str) -> int | None:
         key = self._keys.get(text, -1)
@@ -51,7 +53,8 @@ class AddressMatcher:
     def _spans(self, spec: str) -> tuple[list[int], list[int]]:
         spans = self._ranges.get(spec)
         if spans is None:
-            ranges = merged_key_ranges(parse_network(net) for net in spec.split(","))
+            networks = self._lists.get(spec, spec)
+            ranges = merged_key_ranges(parse_network(net) for net in networks.split(","))
             spans = ([int(lo, 16) for lo, _ in ranges], [int(hi, 16) for _, hi in ranges])
             self._ranges[spec] = spans
         return spans
@@ -89,9 +92,9 @@ class DuckDBEngine:
         self.con = duckdb.connect(config={"threads": threads} if threads else {})
         from duckdb.sqltypes import BOOLEAN, VARCHAR
 
-        self.con.create_function("rpcw_ip_in", AddressMatcher(), [VARCHAR, VARCHAR], BOOLEAN,
-                                 type="arrow", null_handling="special", side_effects=False)
         self.dialect = Dialect()
+        self.con.create_function("rpcw_ip_in", AddressMatcher(self.dialect.network_lists), [VARCHAR, VARCHAR],
+                                 BOOLEAN, type="arrow", null_handling="special", side_effects=False)
         #: (schema, rule identities) -> (the rules, kept alive so identities stay unique; SQL)
         self._queries: dict[tuple, tuple[tuple, str | None]] = {}
         #: per rule list: the columns its rules read, and the stable schema seen so far

@@ -52,6 +52,8 @@ class TableInfo:
     inbound: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: protocol numbers -> names for network.transport
     transports: Mapping[str, str] = field(default_factory=dict)
+    #: ``source``/``destination`` -> boolean column saying the sensor counts it as local
+    locality: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,8 @@ def _table_infos() -> Mapping[str, TableInfo]:
                                 transport=data.get("transport"),
                                 inbound={k: tuple(str(v).lower() for v in vs)
                                          for k, vs in (data.get("inbound") or {}).items()},
-                                transports={str(k): v for k, v in (data.get("transports") or {}).items()})
+                                transports={str(k): v for k, v in (data.get("transports") or {}).items()},
+                                locality=data.get("locality", {}) or {})
     return infos
 
 

@@ -8,6 +8,7 @@ gives Sigma's answer. Everything dialect-specific lives in a :class:`Dialect`.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from typing import Mapping
@@ -51,6 +52,14 @@ class Dialect:
     name = "duckdb"
     #: ``engine``: functions the engine registers (fast); ``portable``: plain SQL only
     cidr_mode = "engine"
+    #: a network list longer than this (in characters) is printed as a short handle that
+    #: the engine resolves through :attr:`network_lists`: DuckDB hands a function its
+    #: constant arguments once per row, and thousands of networks (triage's address
+    #: searches) would be copied per row
+    LONG_NETWORK_LIST = 512
+
+    def __init__(self) -> None:
+        self.network_lists: dict[str, str] = {}
 
     def ident(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
@@ -83,6 +92,10 @@ class Dialect:
     def cidr(self, expr: str, test: CidrTest) -> str:
         if self.cidr_mode == "engine":
             networks = ",".join(str(net) for net in test.networks)
+            if len(networks) > self.LONG_NETWORK_LIST:
+                handle = "@" + hashlib.sha256(networks.encode()).hexdigest()[:24]
+                self.network_lists[handle] = networks
+                networks = handle
             return f"rpcw_ip_in({expr}, {self.string(networks)})"
         key = f"rpcw_ip_key({expr})"
         ranges = merged_key_ranges(test.networks)

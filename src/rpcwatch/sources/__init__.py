@@ -82,7 +82,9 @@ class LogReading:
             if reader is None:
                 stats.error = "not a supported log format" + _why_unknown(head)
                 return
-            yield from reader().read(source, stream, stats, self.prefilter)
+            for batch in reader().read(source, stream, stats, self.prefilter):
+                stats.tables.add(batch.table)
+                yield batch
         except OSError as exc:
             stats.error = f"read error: {exc.strerror or exc}"
         finally:

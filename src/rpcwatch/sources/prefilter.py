@@ -75,6 +75,20 @@ def _pattern(lit: Literal, fmt: str) -> str:
     return escaped if lit.case_sensitive else f"(?i:{escaped})"
 
 
+#: RE2's memory budget for a line pattern. Hundreds of literals (triage's address searches)
+#: exhaust the default 8 MB lazy DFA and RE2 falls back to a far slower engine; the memory
+#: is only taken when a pattern needs it.
+LINE_PATTERN_MEMORY = 64 << 20
+
+
+def compile_line_pattern(pattern: bytes):
+    """The compiled form of a :class:`LineFilter` pattern (also in scan worker processes)."""
+    options = re2.Options()
+    options.never_capture = True
+    options.max_mem = LINE_PATTERN_MEMORY
+    return re2.compile(pattern, options)
+
+
 class LineFilter:
     """Keeps the lines of a block that contain at least one literal."""
 
@@ -85,9 +99,7 @@ class LineFilter:
         if literals:
             alternatives = "|".join(sorted(_pattern(lit, fmt) for lit in literals))
             self.pattern = f"(?m)[^\\n]*(?:{alternatives})[^\\n]*\\n?".encode()
-            options = re2.Options()
-            options.never_capture = True
-            self._line = re2.compile(self.pattern, options)
+            self._line = compile_line_pattern(self.pattern)
 
     def select(self, block: bytes) -> bytes:
         if not self.pattern:

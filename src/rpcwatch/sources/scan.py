@@ -19,9 +19,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
-import re2
-
 from rpcwatch.sources.inputs import iter_line_chunks
+from rpcwatch.sources.prefilter import compile_line_pattern
 
 if TYPE_CHECKING:
     from rpcwatch.sources.base import ReadStats
@@ -62,9 +61,7 @@ def _filter(pattern: bytes | None):
         return None
     regex = _compiled.get(pattern)
     if regex is None:
-        options = re2.Options()
-        options.never_capture = True
-        regex = _compiled[pattern] = re2.compile(pattern, options)
+        regex = _compiled[pattern] = compile_line_pattern(pattern)
     return regex
 
 
