@@ -118,6 +118,10 @@ class PrefilterPlan:
         self.raw_tables = frozenset(raw_tables)
         self._filters: dict[tuple[str, str], LineFilter | None] = {}
 
+    def __getstate__(self) -> dict:
+        """Sent to worker processes without the compiled filters (each process compiles its own)."""
+        return {**self.__dict__, "_filters": {}}
+
     def keeps_raw(self, table: str) -> bool:
         return table in self.raw_tables
 
