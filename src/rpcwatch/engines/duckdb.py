@@ -115,7 +115,9 @@ class DuckDBEngine:
         """``WHERE (where_1 AND (rule OR rule ...)) OR (where_2 AND (...)) OR rule ...``: rules
         that share a route's selection (Channel and EventID for Windows) are tried only on
         the rows that pass it."""
-        printer = SqlPrinter(schema, self.dialect, lowered_columns=True)
+        names = {f.name: original_name(f.name) for f in schema}
+        printer = SqlPrinter({names[f.name]: f.type for f in schema}, self.dialect, lowered_columns=True,
+                             sql_names={original: sql for sql, original in names.items()})
         groups: dict[str | None, list[tuple[int, str]]] = {}
         where_sql: dict[int, str] = {}
         for index, rule in enumerate(rules):
@@ -137,7 +139,7 @@ class DuckDBEngine:
             bodies = " OR ".join(c for _, c in members)
             terms.append(f"({shared} AND ({bodies}))" if shared else bodies)
             flags += [f"CASE WHEN {f'{shared} AND ' if shared else ''}{c} THEN {i} END" for i, c in members]
-        lowered = "".join(f", lower({self.dialect.ident(c)}) AS {self.dialect.ident(lowered_name(c))}"
+        lowered = "".join(f", lower({printer.ident(c)}) AS {self.dialect.ident(lowered_name(printer.sql_name(c)))}"
                           for c in sorted(printer.lowered))
         return (f"SELECT {ROW_COLUMN}, list_filter([{', '.join(flags)}], lambda r: r IS NOT NULL) AS {RULES_COLUMN} "
                 f"FROM (SELECT *{lowered} FROM batch) WHERE {' OR '.join(terms)}")
@@ -182,7 +184,8 @@ class DuckDBEngine:
         if found is None or found[0] != rules:
             wanted = {name.lower() for rule in rules for name in fields_of(rule.expr)}
             everything = any(has_keywords(rule.expr) for rule in rules)
-            columns = [n for n in view.column_names if everything or n == ROW_COLUMN or n.lower() in wanted]
+            columns = [n for n in view.column_names
+                       if everything or n == ROW_COLUMN or original_name(n).lower() in wanted]
             found = self._pruned[key] = (rules, columns)
         return found[1]
 
@@ -269,7 +272,30 @@ class _Shape:
             else:
                 arrays.append(pa.nulls(data.num_rows, dtype))
         arrays.append(pa.array(range(data.num_rows), pa.int64()))
-        return pa.table(arrays, names=[*self.columns, ROW_COLUMN])
+        return pa.table(arrays, names=[*_sql_names(self.columns), ROW_COLUMN])
+
+
+#: joins a column's name and a number when SQL would take it for another column
+COLLISION_MARK = "\x1e"
+
+
+def _sql_names(columns) -> list[str]:
+    """Column names SQL tells apart: SQL resolves names without regard to case, and a
+    Windows table can hold both ``ProcessId`` (Sysmon) and ``ProcessID`` (Security)."""
+    seen: set[str] = set()
+    names = []
+    for name in columns:
+        sql_name, number = name, 1
+        while sql_name.lower() in seen:
+            number += 1
+            sql_name = f"{name}{COLLISION_MARK}{number}"
+        seen.add(sql_name.lower())
+        names.append(sql_name)
+    return names
+
+
+def original_name(sql_name: str) -> str:
+    return sql_name.split(COLLISION_MARK, 1)[0]
 
 
 def _is_text(dtype: pa.DataType) -> bool:

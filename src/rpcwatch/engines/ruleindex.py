@@ -48,7 +48,7 @@ class RuleIndex:
         literal_ids: dict[tuple[str, str], int] = {}
         self._group_literals: list[list[int]] = []
         for _, literals in self._groups:
-            ids = [literal_ids.setdefault((field.lower(), text), len(literal_ids)) for field, text in literals]
+            ids = [literal_ids.setdefault((field, text), len(literal_ids)) for field, text in literals]
             self._group_literals.append(ids)
         self._automata: dict[str, ahocorasick.Automaton] = {}
         for (field, text), literal in literal_ids.items():
@@ -60,10 +60,10 @@ class RuleIndex:
 
     def candidates(self, view: pa.Table) -> Iterator[CandidateGroup]:
         """Groups of rules with the rows (positions in ``view``) worth evaluating them on."""
-        columns = {name.lower(): name for name in view.column_names}
+        column_of = _column_resolver(view.column_names)
         hits: list[list[np.ndarray]] = [[] for _ in range(self._literal_count)]
         for field, automaton in self._automata.items():
-            column = columns.get(field)
+            column = column_of(field)
             if column is not None:
                 for literal, rows in _scan(automaton, view.column(column)).items():
                     hits[literal].append(rows)
@@ -71,6 +71,20 @@ class RuleIndex:
             found = [rows for literal in literals for rows in hits[literal]]
             if found:
                 yield CandidateGroup(members, np.unique(np.concatenate(found)))
+
+
+def _column_resolver(names: list[str]):
+    """field -> the column the field reads: the column of that exact name where there is
+    one, else the first whose name differs only in case (as the SQL printer resolves
+    fields). Columns may differ only in case; their SQL names then carry a collision
+    mark (see engines/duckdb.py)."""
+    from rpcwatch.engines.duckdb import original_name
+
+    exact = {original_name(name): name for name in names}
+    folded: dict[str, str] = {}
+    for name in names:
+        folded.setdefault(original_name(name).lower(), name)
+    return lambda field: exact.get(field) or folded.get(field.lower())
 
 
 def _scan(automaton: ahocorasick.Automaton, column: pa.ChunkedArray) -> dict[int, np.ndarray]:

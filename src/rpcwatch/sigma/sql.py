@@ -122,10 +122,13 @@ class SqlPrinter:
     """Prints conditions against one table schema (column name -> Arrow type)."""
 
     def __init__(self, schema: Mapping[str, pa.DataType] | pa.Schema, dialect: Dialect | None = None,
-                 lowered_columns: bool = False):
+                 lowered_columns: bool = False, sql_names: Mapping[str, str] | None = None):
         """With ``lowered_columns`` the lower-case text of a column is read from a column
         named :func:`lowered_name` that the caller computes once per row (instead of
-        ``lower(column)`` in every comparison); :attr:`lowered` lists the ones needed."""
+        ``lower(column)`` in every comparison); :attr:`lowered` lists the ones needed.
+        ``sql_names`` renames columns in the SQL (SQL names are case-insensitive, log field
+        names are not: ``ProcessId`` and ``ProcessID`` can be two columns)."""
+        self._sql_names = dict(sql_names or {})
         if isinstance(schema, pa.Schema):
             schema = {f.name: f.type for f in schema}
         self.schema = dict(schema)
@@ -192,13 +195,19 @@ class SqlPrinter:
 
     def text(self, column: str, case_sensitive: bool) -> str:
         """A string column's value for comparison: as it is, or lower case."""
-        ident = self.dialect.ident(column)
+        ident = self.ident(column)
         if case_sensitive:
             return ident
         if self._precompute:
             self.lowered.add(column)
-            return self.dialect.ident(lowered_name(column))
+            return self.dialect.ident(lowered_name(self.sql_name(column)))
         return f"lower({ident})"
+
+    def sql_name(self, column: str) -> str:
+        return self._sql_names.get(column, column)
+
+    def ident(self, column: str) -> str:
+        return self.dialect.ident(self.sql_name(column))
 
     def column(self, field: str) -> str | None:
         if field in self.schema:
@@ -212,9 +221,9 @@ class SqlPrinter:
         if isinstance(test, FieldRefTest):
             return self.field_ref(column, test)
         if isinstance(test, StringTest) and _is_string(self.schema[column]):
-            return self.string_test(self.dialect.ident(column), self.schema[column], test,
+            return self.string_test(self.ident(column), self.schema[column], test,
                                     subject=self.text(column, test.case_sensitive))
-        return self.value_test(self.dialect.ident(column), self.schema[column], test)
+        return self.value_test(self.ident(column), self.schema[column], test)
 
     def keyword(self, test: Test) -> str:
         """Keywords search the raw record text when the reader kept it, else every text value."""
@@ -224,7 +233,7 @@ class SqlPrinter:
         if not texts:
             return "FALSE"
         return "(" + " OR ".join(
-            self.value_test(self.dialect.ident(name), self.schema[name], test) for name in texts) + ")"
+            self.value_test(self.ident(name), self.schema[name], test) for name in texts) + ")"
 
     def keyword_list(self, tests: list[StringTest], case_sensitive: bool) -> str:
         """Several keywords: one search regex per text column (list columns element-wise)."""
@@ -236,7 +245,7 @@ class SqlPrinter:
             if _is_string(dtype):
                 terms.append(self.dialect.regex(self.text(name, case_sensitive), regex))
             else:
-                terms.append(" OR ".join(self.value_test(self.dialect.ident(name), dtype,
+                terms.append(" OR ".join(self.value_test(self.ident(name), dtype,
                                                          StringTest(_contains(t.pattern), case_sensitive))
                                          for t in tests))
         return "(" + " OR ".join(terms) + ")" if terms else "FALSE"
@@ -320,8 +329,8 @@ class SqlPrinter:
         other = self.column(test.other)
         if other is None:
             return "FALSE"
-        left = f"lower({self.dialect.as_text(self.dialect.ident(column), self.schema[column])})"
-        right = f"lower({self.dialect.as_text(self.dialect.ident(other), self.schema[other])})"
+        left = f"lower({self.dialect.as_text(self.ident(column), self.schema[column])})"
+        right = f"lower({self.dialect.as_text(self.ident(other), self.schema[other])})"
         if test.starts_with and test.ends_with:
             return f"(contains({left}, {right}))"
         if test.starts_with:
