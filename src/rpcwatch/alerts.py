@@ -29,16 +29,23 @@ def build_alerts(bound: BoundRule, rows: pa.Table,
     info = table_info(bound.table)
     rule = bound.rule
     rule_part = {"id": rule.id, "name": rule.title, "level": rule.level, "tags": list(rule.tags)}
+    names = [name for name in rows.column_names if not name.startswith(HIDDEN_PREFIX)]
+    fields_by_path: dict[str | None, list[str]] = {}
     for record in rows.to_pylist():
-        yield _alert(record, info, rule_part, bound.table, columns_of)
+        path = record.get(FILE_COLUMN)
+        fields = fields_by_path.get(path)
+        if fields is None:
+            present = columns_of(path) if columns_of and path is not None else names
+            fields = fields_by_path[path] = [name for name in names if name in present]
+        yield _alert(record, path, fields, info, rule_part, bound.table)
 
 
-def _alert(record: dict, info: TableInfo, rule_part: dict, table: str,
-           columns_of: Callable[[str], Collection[str]] | None) -> dict:
-    path = record.get(FILE_COLUMN)
-    present = columns_of(path) if columns_of and path is not None else record.keys()
-    original = {k: _plain(v) for k, v in record.items()
-                if not k.startswith(HIDDEN_PREFIX) and k in present}
+def _alert(record: dict, path: str | None, fields: list[str], info: TableInfo, rule_part: dict,
+           table: str) -> dict:
+    # a sparse table (Windows events of many kinds in one schema) leaves out the unset
+    # columns other kinds of event brought; Zeek's unset fields are part of the record
+    original = {name: value if type(value) in _SIMPLE else _plain(value)
+                for name in fields if (value := record[name]) is not None or not info.sparse}
     alert: dict[str, Any] = {"@timestamp": iso_timestamp(record.get(info.time)) if info.time else None,
                              "rule": rule_part}
     for target, columns in info.ecs.items():
@@ -151,6 +158,9 @@ def _set_dotted(target: dict, dotted: str, value: Any) -> None:
     for part in parents:
         target = target.setdefault(part, {})
     target[leaf] = value
+
+
+_SIMPLE = (str, int, bool, type(None))
 
 
 def _plain(value: Any) -> Any:

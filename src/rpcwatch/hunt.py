@@ -210,12 +210,24 @@ def _with_file(batch: TableBatch) -> pa.Table:
 
 
 def _unify(tables: list[pa.Table]) -> Iterator[pa.Table]:
-    """One table when the schemas can be reconciled (missing columns become null, numbers
-    widen), else each table on its own."""
+    """As few tables as the schemas allow: tables of one schema are joined, then schemas
+    that can be reconciled (missing columns become null, numbers widen). Every query costs
+    the engine a fixed price, so many small inputs must not become many small batches."""
     if len(tables) == 1:
         yield tables[0]
         return
-    try:
-        yield pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        yield from tables
+    by_schema: dict[pa.Schema, list[pa.Table]] = {}
+    for table in tables:
+        by_schema.setdefault(table.schema, []).append(table)
+    merged: list[pa.Table] = []
+    for group in by_schema.values():
+        table = pa.concat_tables(group) if len(group) > 1 else group[0]
+        for index, other in enumerate(merged):
+            try:
+                merged[index] = pa.concat_tables([other, table], promote_options="permissive")
+                break
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                continue
+        else:
+            merged.append(table)
+    yield from merged
