@@ -35,3 +35,11 @@ def corpus() -> Path:
 def shared_tools() -> Path:
     """``../shared/tools`` (the synthetic Zeek log generator)."""
     return _require(SHARED_TOOLS, "shared tools")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_prefilter_yield(monkeypatch):
+    """Each test sees prefilters that have not yet learnt to stop (that state is per process)."""
+    from rpcwatch.sources import prefilter
+
+    monkeypatch.setattr(prefilter, "_filter_yield", {})

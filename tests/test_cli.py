@@ -212,3 +212,13 @@ def test_triage_usage_errors(tmp_path, args, message):
     result = run(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_workers_option(tmp_path):
+    (tmp_path / "conn.log").write_text(HOSTILE_LOG)
+    default = run("hunt", "conn.log", "--format", "jsonl", "-q", cwd=tmp_path)
+    in_process = run("hunt", "conn.log", "--format", "jsonl", "-q", "--workers", "0", cwd=tmp_path)
+    assert default.returncode == in_process.returncode == 0
+    assert len(in_process.stdout.splitlines()) == 2 and in_process.stdout == default.stdout
+    wrong = run("hunt", "conn.log", "--workers", "two", cwd=tmp_path)
+    assert wrong.returncode == 2 and "not a number of processes: 'two'" in wrong.stderr

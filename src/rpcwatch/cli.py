@@ -102,8 +102,16 @@ def _add_paths(parser: argparse.ArgumentParser) -> None:
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prefilter", action="store_true",
                         help="parse every record (the literal prefilter skips lines no rule can match)")
+    parser.add_argument("--workers", type=_worker_count, metavar="N",
+                        help="reader processes (default: one per core; 0 reads everything in this process)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no run summary on standard error")
     parser.add_argument("-v", "--verbose", action="store_true", help="list where each skipped record was")
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}")
+    return int(text)
 
 
 def _add_suppression_options(parser: argparse.ArgumentParser) -> None:
@@ -139,8 +147,9 @@ def _prepare(args):
     """Configuration, inputs and the rule plan shared by every command that hunts."""
     from rpcwatch.hunt import plan_hunt
     from rpcwatch.sources import InputError, expand_inputs
-    from rpcwatch.sources.scan import prepare_workers
+    from rpcwatch.sources.scan import prepare_workers, set_worker_count
 
+    set_worker_count(args.workers)
     config = _config(args)
     _check_rule_paths(args)
     try:

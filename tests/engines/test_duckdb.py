@@ -62,3 +62,15 @@ def test_batches_with_different_schemas_share_one_plan():
     assert matches(engine, second, rules) == set()
     third = pa.table({"__id__": [2], "a": ["X"]})
     assert matches(engine, third, rules) == {("r0", 2)}
+
+
+def test_keyword_rules_are_indexed_over_every_text_value():
+    """A keyword's literal is looked for in every value a keyword searches: here a sparse
+    column and a list column; a number column is not searched."""
+    table = pa.table({"__id__": [0, 1, 2, 3], "a": [None, "run MIMIKATZ now", None, None],
+                      "l": [["x", "sekurlsa::x"], None, None, ["y"]], "n": [1, 2, 3, 4]})
+    keywords = ["mimikatz", "sekurlsa::", "nothing-here", "3"]
+    rules = [bound({"logsource": {"product": "t"}, "detection": {"k": [keywords[i % 4]], "condition": "k"}}, i)
+             for i in range(INDEXED_RULES)]
+    expected = {(f"r{i}", row) for i in range(INDEXED_RULES) for row in ({0: [1], 1: [0]}.get(i % 4, []))}
+    assert matches(DuckDBEngine(), table, rules) == expected

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import warnings
 from typing import Iterator, Sequence
 
 import duckdb
@@ -95,8 +96,9 @@ class DuckDBEngine:
         self.dialect = Dialect()
         self.con.create_function("rpcw_ip_in", AddressMatcher(self.dialect.network_lists), [VARCHAR, VARCHAR],
                                  BOOLEAN, type="arrow", null_handling="special", side_effects=False)
-        #: (schema, rule identities) -> (the rules, kept alive so identities stay unique; SQL)
-        self._queries: dict[tuple, tuple[tuple, str | None]] = {}
+        #: (schema, rule identities) -> (the rules, kept alive so identities stay unique;
+        #: SQL; the parsed statement, so a query is parsed once, not once per batch)
+        self._queries: dict[tuple, tuple[tuple, str | None, object]] = {}
         #: per rule list: the columns its rules read, and the stable schema seen so far
         self._shapes: dict[int, tuple[tuple, _Shape]] = {}
         self._indexes: dict[int, tuple[Sequence[BoundRule], RuleIndex]] = {}
@@ -106,10 +108,16 @@ class DuckDBEngine:
 
     def query_for(self, schema: pa.Schema, rules: Sequence[BoundRule]) -> str | None:
         """The SQL that evaluates these rules on this schema (None: no rule can match)."""
+        return self._query(schema, rules)[1]
+
+    def _query(self, schema: pa.Schema, rules: Sequence[BoundRule]) -> tuple[tuple, str | None, object]:
         key = (schema, tuple(id(rule) for rule in rules))
-        if key not in self._queries:
-            self._queries[key] = (tuple(rules), self._sql(schema, rules))
-        return self._queries[key][1]
+        found = self._queries.get(key)
+        if found is None:
+            sql = self._sql(schema, rules)
+            statement = self.con.extract_statements(sql)[0] if sql is not None else None
+            found = self._queries[key] = (tuple(rules), sql, statement)
+        return found
 
     def _sql(self, schema: pa.Schema, rules: Sequence[BoundRule]) -> str | None:
         """``WHERE (where_1 AND (rule OR rule ...)) OR (where_2 AND (...)) OR rule ...``: rules
@@ -191,12 +199,16 @@ class DuckDBEngine:
 
     def _evaluate(self, view: pa.Table, rules: tuple[BoundRule, ...]) -> Iterator[tuple[BoundRule, pa.Array]]:
         """One query over ``view``: each rule with the row numbers it matched."""
-        sql = self.query_for(view.schema, rules)
-        if sql is None:
+        statement = self._query(view.schema, rules)[2]
+        if statement is None:
             return
         self.con.register("batch", view)
         try:
-            matched = self.con.sql(sql).to_arrow_table()
+            with warnings.catch_warnings():
+                # the result is row and rule numbers only: the copy the warning is about is small,
+                # and a DB-API execute of a parsed statement skips the relation layer's parsing
+                warnings.filterwarnings("ignore", "Arrow output on a DB-API result", UserWarning)
+                matched = self.con.execute(statement).to_arrow_table()
         finally:
             self.con.unregister("batch")
         if matched.num_rows == 0:

@@ -4,8 +4,9 @@ With hundreds of rules on one table (SigmaHQ's Windows rules), evaluating every 
 every row is what makes Sigma engines slow. Most rules demand that some field contains a
 literal (``Image|endswith: '\\whoami.exe'`` demands ``\\whoami.exe`` in ``Image``). One
 Aho-Corasick pass per field over a batch finds, for every literal, the rows whose value
-holds it; a rule is then evaluated only on the rows holding one of its literals. Rules
-without such literals (negations, regexes, keywords) are evaluated on every row.
+holds it; a rule is then evaluated only on the rows holding one of its literals (a
+keyword's literal in any value the keyword searches). Rules without such literals
+(negations, regexes) are evaluated on every row.
 The index only narrows; the rule's full condition always decides.
 """
 from __future__ import annotations
@@ -19,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rpcwatch.sigma.literals import field_literals
+from rpcwatch.sigma.literals import KEYWORD_FIELD, field_literals
 from rpcwatch.sigma.logsources import BoundRule
+from rpcwatch.sigma.sql import keyword_columns
 
 ROW_SEPARATOR = "\x1e"  # cannot occur in a literal: a match never spans two rows
 
@@ -63,8 +65,11 @@ class RuleIndex:
         column_of = _column_resolver(view.column_names)
         hits: list[list[np.ndarray]] = [[] for _ in range(self._literal_count)]
         for field, automaton in self._automata.items():
-            column = column_of(field)
-            if column is not None:
+            if field == KEYWORD_FIELD:
+                columns = keyword_columns({f.name: f.type for f in view.schema})
+            else:
+                columns = [column_of(field)] if column_of(field) is not None else []
+            for column in columns:
                 for literal, rows in _scan(automaton, view.column(column)).items():
                     hits[literal].append(rows)
         for (members, _), literals in zip(self._groups, self._group_literals):
@@ -89,6 +94,14 @@ def _column_resolver(names: list[str]):
 
 def _scan(automaton: ahocorasick.Automaton, column: pa.ChunkedArray) -> dict[int, np.ndarray]:
     """Rows whose value (as lower-case text; lists joined) contains each literal."""
+    present = pc.is_valid(column)
+    if column.null_count:  # sparse columns (most Windows fields): only the rows that have a value
+        row_of = np.flatnonzero(present.to_numpy(zero_copy_only=False))
+        if not len(row_of):
+            return {}
+        column = column.filter(present)
+    else:
+        row_of = None
     text = pc.fill_null(_as_text(column), "")
     joined = ROW_SEPARATOR.join(text.to_pylist())
     # characters (not bytes) per row, as the automaton counts positions in the str
@@ -100,6 +113,8 @@ def _scan(automaton: ahocorasick.Automaton, column: pa.ChunkedArray) -> dict[int
     if not positions:
         return {}
     rows = np.searchsorted(ends, np.asarray(positions), side="right")
+    if row_of is not None:
+        rows = row_of[rows]
     literal_array = np.asarray(literals)
     found = {}
     for literal in np.unique(literal_array):

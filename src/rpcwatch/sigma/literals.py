@@ -98,13 +98,19 @@ def _longest_safe_piece(pattern) -> str:
 FieldLiteral = tuple[str, str]
 
 
+#: the field of a keyword's literal: found in any value a keyword searches
+KEYWORD_FIELD = ""
+
+
 def field_literals(expr: Expr) -> frozenset[FieldLiteral] | None:
     """Like :func:`required_literals`, but each literal is tied to the field whose value
     must contain it (lower-cased; any characters, since it is looked for in parsed values,
-    not raw bytes). ``None`` when no such set exists (keywords, negations, regexes...)."""
-    if isinstance(expr, Match):
+    not raw bytes; a keyword's literal has :data:`KEYWORD_FIELD`). ``None`` when no such set
+    exists (negations, regexes...)."""
+    if isinstance(expr, (Match, Keyword)):
         text = _value_text(expr.test)
-        return frozenset({(expr.field, text)}) if text else None
+        field = expr.field if isinstance(expr, Match) else KEYWORD_FIELD
+        return frozenset({(field, text)}) if text else None
     if isinstance(expr, And):
         options = [s for s in map(field_literals, expr.items) if s is not None]
         return max(options, key=lambda s: (min(len(t) for _, t in s), -len(s)), default=None) if options else None

@@ -251,9 +251,7 @@ class SqlPrinter:
         return "(" + " OR ".join(terms) + ")" if terms else "FALSE"
 
     def _keyword_columns(self) -> list[str]:
-        if RAW_COLUMN in self.schema:
-            return [RAW_COLUMN]
-        return [name for name, dtype in self.schema.items() if _is_text_like(dtype) and not name.startswith("__")]
+        return keyword_columns(self.schema)
 
     # ---- one value ------------------------------------------------------------------
     def value_test(self, expr: str, dtype: pa.DataType, test: Test) -> str:
@@ -366,6 +364,14 @@ def _search_regex(patterns, fold) -> str:
         body = "".join(".*" if p is Wildcard.ANY else "." if p is Wildcard.ONE else re.escape(fold(p)) for p in parts)
         alternatives.append(start + body + end)
     return "(?s)" + "|".join(dict.fromkeys(alternatives))
+
+
+def keyword_columns(schema: Mapping[str, pa.DataType]) -> list[str]:
+    """The columns a keyword searches: the raw record text when the reader kept it, else
+    every text value."""
+    if RAW_COLUMN in schema:
+        return [RAW_COLUMN]
+    return [name for name, dtype in schema.items() if _is_text_like(dtype) and not name.startswith("__")]
 
 
 def _is_numeric(dtype: pa.DataType) -> bool:

@@ -89,6 +89,25 @@ def compile_line_pattern(pattern: bytes):
     return re2.compile(pattern, options)
 
 
+#: a prefilter that has kept this share of the first bytes it saw stops filtering: thousands
+#: of rules (SigmaHQ's Windows set) demand so many literals that nearly every line holds
+#: one, and the scan would only cost time. Stopping is always sound (rules still decide).
+USELESS_SHARE, USELESS_SAMPLE = 0.85, 8 << 20
+#: per pattern, in this process: bytes scanned, bytes kept
+_filter_yield: dict[bytes, list[int]] = {}
+
+
+def kept_lines(regex, pattern: bytes, data: bytes) -> bytes:
+    """The lines of ``data`` that ``regex`` (compiled from ``pattern``) finds, or all of them."""
+    seen = _filter_yield.setdefault(pattern, [0, 0])
+    if seen[0] >= USELESS_SAMPLE and seen[1] >= USELESS_SHARE * seen[0]:
+        return data
+    kept = b"".join(regex.findall(data))
+    seen[0] += len(data)
+    seen[1] += len(kept)
+    return kept
+
+
 class LineFilter:
     """Keeps the lines of a block that contain at least one literal."""
 
@@ -104,7 +123,7 @@ class LineFilter:
     def select(self, block: bytes) -> bytes:
         if not self.pattern:
             return b""
-        return b"".join(self._line.findall(block))
+        return kept_lines(self._line, self.pattern, block)
 
 
 class PrefilterPlan:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
 from rpcwatch.sources.inputs import iter_line_chunks
-from rpcwatch.sources.prefilter import compile_line_pattern
+from rpcwatch.sources.prefilter import compile_line_pattern, kept_lines
 
 if TYPE_CHECKING:
     from rpcwatch.sources.base import ReadStats
@@ -102,7 +102,7 @@ def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
         elif regex is None:
             kept = data
         else:
-            kept = b"".join(regex.findall(data))
+            kept = kept_lines(regex, pattern, data)
         body = data[:-1] if data.endswith(b"\n") else data
         runs.append(Run(offset + start, end - start, lines=data.count(b"\n") + (not data.endswith(b"\n")),
                         marks=data.count(marker), clean=_is_clean(data), edges=body[:1] + body[-1:],
@@ -155,7 +155,19 @@ def _find_newline(fh, position: int) -> int:
 _pool: Executor | None = None
 
 
+#: worker processes asked for (``--workers``); ``None``: one per available core
+_requested_workers: int | None = None
+
+
+def set_worker_count(workers: int | None) -> None:
+    """Use ``workers`` reader processes (0 or 1: read in this process); ``None``: one per core."""
+    global _requested_workers
+    _requested_workers = workers
+
+
 def worker_count() -> int:
+    if _requested_workers is not None:
+        return _requested_workers
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
