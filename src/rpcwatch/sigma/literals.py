@@ -62,20 +62,37 @@ def _union(sets: Iterable[LiteralSet | None]) -> LiteralSet | None:
 
 
 def _test_literals(test) -> LiteralSet | None:
-    if isinstance(test, NumberTest):
-        if test.op == "==" and isinstance(test.value, (int, float)) and math.isfinite(test.value):
-            return frozenset({Literal(_number_text(test.value), "number")})
+    if _is_boolean_word(test):
         return None
+    number = _exact_number(test)
+    if number is not None:
+        return frozenset({Literal(number, "number")})
     if isinstance(test, StringTest):
-        text = plain_text(test.pattern)
-        if text is not None:
-            if text.lower() in _BOOLEAN_WORDS:
-                return None
-            if _DECIMAL.fullmatch(text.strip()):  # may compare as a number
-                return frozenset({Literal(_number_text(float(text)), "number")})
         piece = _longest_safe_piece(test.pattern)
         return frozenset({Literal(piece, "string", test.case_sensitive)}) if piece else None
     return None
+
+
+def _exact_number(test) -> str | None:
+    """The decimal text of the one number a value passing ``test`` equals: a numeric
+    equality, or a plain decimal string (which may compare as a number)."""
+    if isinstance(test, NumberTest):
+        if test.op == "==" and isinstance(test.value, (int, float)) and math.isfinite(test.value):
+            return _number_text(test.value)
+        return None
+    if isinstance(test, StringTest):
+        text = plain_text(test.pattern)
+        if text is not None and _DECIMAL.fullmatch(text.strip()):
+            return _number_text(float(text))
+    return None
+
+
+def _is_boolean_word(test) -> bool:
+    """A string that compares against booleans (``T`` in Zeek TSV): its text is not required."""
+    if not isinstance(test, StringTest):
+        return False
+    text = plain_text(test.pattern)
+    return text is not None and text.lower() in _BOOLEAN_WORDS
 
 
 def _number_text(value: int | float) -> str:
@@ -143,19 +160,12 @@ def _foldable_runs(text: str) -> list[str]:
 
 def _value_text(test) -> str | None:
     """Text that every value passing the test contains, as the value reads when cast to text."""
-    if isinstance(test, NumberTest):
-        if test.op == "==" and isinstance(test.value, (int, float)) and math.isfinite(test.value):
-            text = _number_text(test.value)
-            return text if "e" not in text else None
+    if _is_boolean_word(test):
         return None
+    number = _exact_number(test)
+    if number is not None:
+        return number if "e" not in number else None
     if isinstance(test, StringTest):
-        text = plain_text(test.pattern)
-        if text is not None:
-            if text.lower() in _BOOLEAN_WORDS:
-                return None
-            if _DECIMAL.fullmatch(text.strip()):
-                number = _number_text(float(text))
-                return number if "e" not in number else None
         # characters Python and Arrow lower-case alike: ASCII, and characters without case
         pieces = [run for part in test.pattern if isinstance(part, str) for run in _foldable_runs(part)]
         return max(pieces, key=len).lower() if pieces else None
