@@ -7,6 +7,7 @@ import pytest
 
 from rpcwatch.config import Config
 from rpcwatch.networks import address_spellings, parse_address
+from rpcwatch.triage.enrich import AlertEnricher
 from rpcwatch.triage.mitre import threat_of
 from rpcwatch.triage.risk import alert_risk, incident_risk, severity_of_stage
 from rpcwatch.triage.scope import AddressScope
@@ -96,3 +97,13 @@ def test_address_spellings_cover_what_logs_write():
     assert address_spellings(parse_address("::ffff:10.20.0.12")) == ("10.20.0.12",)
     assert address_spellings(parse_address("fe80::a00:27ff:fe1c:1")) == (
         "fe80::a00:27ff:fe1c:1", "fe80:0:0:0:a00:27ff:fe1c:1", "fe80:0000:0000:0000:0a00:27ff:fe1c:0001")
+
+
+def test_an_event_without_a_connection_reads_as_event_host_process_user():
+    enricher = AlertEnricher(Config())
+    alert = {"rule": {"name": "Suspicious Plink Port Forwarding"}, "host": {"name": "PC01.example.corp"},
+             "process": {"executable": "C:\\Users\\IEUser\\Desktop\\plink.exe"}, "user": {"name": "PC01\\IEUser"},
+             "event": {"code": 1, "outcome": "unknown"}}
+    assert enricher.reason(alert) == ("Suspicious Plink Port Forwarding, event 1 on PC01.example.corp, "
+                                      "process C:\\Users\\IEUser\\Desktop\\plink.exe, user PC01\\IEUser")
+    assert enricher.reason({"rule": {"name": "Bare"}, "event": {}}) == "Bare, unknown"

@@ -37,7 +37,7 @@ class AlertEnricher:
         outcome = alert.get("event", {}).get("outcome") or "unknown"
         source, destination = _get(alert, "source", "ip"), _get(alert, "destination", "ip")
         if source is None or destination is None:
-            return f"{alert['rule']['name']}, {outcome}"
+            return _event_reason(alert, outcome)
         text = (f"{_what(alert)} from {source} ({self.scope.of_endpoint(alert, 'source')}) "
                 f"to {destination} ({self.scope.of_endpoint(alert, 'destination')})")
         host = _get(alert, "host", "name")
@@ -54,6 +54,24 @@ def _correlation_reason(alert: dict) -> str:
     shown = f"{value:g}" if isinstance(value, float) else str(value)
     return (f"{alert['rule']['name']}: {group}; {found['type']} {shown} ({found['condition']}) within "
             f"{found['timespan']}, {found['events_count']} events from {found['first_seen']} to {found['last_seen']}")
+
+
+def _event_reason(alert: dict, outcome: str) -> str:
+    """An event without both ends of a connection (a process start, a service install): the
+    rule, the event and where it happened, the process and the account."""
+    code, host = _get(alert, "event", "code"), _get(alert, "host", "name")
+    parts = [alert["rule"]["name"]]
+    where = " ".join(filter(None, (f"event {code}" if code is not None else "", f"on {host}" if host else "")))
+    if where:
+        parts.append(where)
+    executable, user = _get(alert, "process", "executable"), _get(alert, "user", "name")
+    if executable:
+        parts.append(f"process {executable}")
+    if user:
+        parts.append(f"user {user}")
+    if outcome != "unknown" or len(parts) == 1:
+        parts.append(outcome)
+    return ", ".join(parts)
 
 
 def carried_data(alert: dict) -> bool:
