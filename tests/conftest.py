@@ -37,4 +37,12 @@ def shared_tools() -> Path:
     return _require(SHARED_TOOLS, "shared tools")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_prefilter_yield(monkeypatch):
+    """Each test sees prefilters that have not yet learnt to stop (that state is per process)."""
+    from rpcwatch.sources import prefilter
+
+    monkeypatch.setattr(prefilter, "_filter_yield", {})
+
+
 from spark_support import spark_session  # noqa: E402,F401  (the shared local[2] session)

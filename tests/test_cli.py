@@ -134,3 +134,91 @@ def test_examples_from_the_readme():
     result = run("hunt", "examples/", "--format", "jsonl", cwd=REPO)
     assert result.returncode == 0
     assert len(result.stdout.splitlines()) == 17
+
+
+# ---- triage commands ------------------------------------------------------------------------
+
+def test_triage_json_on_the_examples():
+    result = run("triage", "examples/", "--format", "json", "-q", cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    incidents = json.loads(result.stdout)
+    assert [(i["id"], i["source"], i["stage"]) for i in incidents] == [
+        ("INC-0001", "167.94.138.44", 7), ("INC-0002", "45.83.64.17", 1), ("INC-0003", "2a03:b0c0:3:d0::1f:7001", 1)]
+    stage4 = incidents[0]["stages"][3]
+    assert stage4["reached"] and {e["record_id"] for e in stage4["evidence"]} == {"CzA7bN1cQ4vL9eR2tY"}
+    assert all({"time", "file", "record_id"} <= set(e) for s in incidents[0]["stages"] for e in s["evidence"])
+
+
+def test_hunt_incidents_is_triage():
+    triage = run("triage", "examples/", "--format", "jsonl", "-q", cwd=REPO)
+    hunt = run("hunt", "examples/", "--incidents", "--format", "jsonl", "-q", cwd=REPO)
+    assert hunt.returncode == 0 and hunt.stdout == triage.stdout
+    assert len(hunt.stdout.splitlines()) == 3
+
+
+def test_triage_summary_and_table():
+    result = run("triage", "examples/", "--format", "table", cwd=REPO)
+    assert result.returncode == 0
+    assert "incidents        3 (by stage reached: 2 at 1, 1 at 7)" in result.stderr
+    assert "exposed hosts    1" in result.stderr
+    assert "INC-0001" in result.stdout and "attack chain" in result.stdout
+
+
+def test_triage_reads_standard_input_twice(tmp_path):
+    with open(REPO / "examples" / "zeek" / "conn.log", "rb") as conn:
+        result = subprocess.run(rpcwatch_command() + ["triage", "-", str(REPO / "examples/zeek/dce_rpc.log"),
+                                                      "--format", "json", "-q"],
+                                stdin=conn, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    incidents = json.loads(result.stdout)
+    assert incidents[0]["stage"] == 7
+    assert "-" in {e["file"] for s in incidents[0]["stages"] for e in s["evidence"]}
+
+
+def test_exposure_is_empty_on_rita(corpus):
+    result = run("exposure", "rita", "--format", "json", "-q", cwd=corpus)
+    assert result.returncode == 0 and json.loads(result.stdout) == []
+    table = run("exposure", "rita", "--format", "table", "-q", cwd=corpus)
+    assert "No internal host accepted TCP/135 from the internet." in table.stdout
+
+
+def test_exposure_on_the_examples():
+    result = run("exposure", "examples/", "--format", "json", "-q", cwd=REPO)
+    [host] = json.loads(result.stdout)
+    assert host["address"] == "10.20.0.12" and host["sessions"] == 1
+    assert host["sources"] == [{"address": "167.94.138.44", "sessions": 1}]
+    assert {e["record_id"] for e in host["evidence"]} == {"CJr3mV8eXq2bT5nK1w"}
+    table = run("exposure", "examples/", "--format", "table", "-q", cwd=REPO)
+    assert "10.20.0.12" in table.stdout
+
+
+def test_hunt_suppress(corpus):
+    result = run("hunt", "rita", "--suppress", "source.ip", "--window", "1d", "--format", "jsonl", "-q", cwd=corpus)
+    assert result.returncode == 0, result.stderr
+    alerts = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(alerts) == 29 and sum(a["count"] for a in alerts) == 31
+    assert all(a["first_seen"] <= a["last_seen"] for a in alerts)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["hunt", "conn.log", "--window", "5m"], "--window needs --suppress"),
+    (["hunt", "conn.log", "--suppress", "a,b,c,d"], "at most 3"),
+    (["hunt", "conn.log", "--suppress", "source.ip", "--window", "later"], "expected a duration"),
+    (["hunt", "conn.log", "--incidents", "--format", "csv"], "not csv"),
+    (["report", "conn.log"], "-o/--output"),
+])
+def test_triage_usage_errors(tmp_path, args, message):
+    (tmp_path / "conn.log").write_text(HOSTILE_LOG)
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_workers_option(tmp_path):
+    (tmp_path / "conn.log").write_text(HOSTILE_LOG)
+    default = run("hunt", "conn.log", "--format", "jsonl", "-q", cwd=tmp_path)
+    in_process = run("hunt", "conn.log", "--format", "jsonl", "-q", "--workers", "0", cwd=tmp_path)
+    assert default.returncode == in_process.returncode == 0
+    assert len(in_process.stdout.splitlines()) == 2 and in_process.stdout == default.stdout
+    wrong = run("hunt", "conn.log", "--workers", "two", cwd=tmp_path)
+    assert wrong.returncode == 2 and "not a number of processes: 'two'" in wrong.stderr

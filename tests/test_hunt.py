@@ -60,8 +60,10 @@ def test_rita_alerts_are_the_scanners_all_rejected(corpus):
     assert first["@timestamp"] == "2024-04-19T01:03:47.117664Z"
     assert first["original"]["uid"] == "C8spCJhr6b5Xd0NBf"
     assert first["original"]["_node_name"] == "worker-eth0-1"
+    guide = first["rule"].pop("investigation_guide")
     assert first["rule"] == {"id": "2b7c31f6-f350-4d05-97f8-c35173dbbd12", "name": RPC, "level": "high",
                              "tags": ["attack.initial-access", "attack.t1133", "attack.t1190"]}
+    assert guide.startswith("What to check")
 
 
 def test_rita_is_silent_when_the_sensor_network_is_not_trusted(corpus):

@@ -29,16 +29,23 @@ def build_alerts(bound: BoundRule, rows: pa.Table,
     info = table_info(bound.table)
     rule = bound.rule
     rule_part = {"id": rule.id, "name": rule.title, "level": rule.level, "tags": list(rule.tags)}
+    names = [name for name in rows.column_names if not name.startswith(HIDDEN_PREFIX)]
+    fields_by_path: dict[str | None, list[str]] = {}
     for record in rows.to_pylist():
-        yield _alert(record, info, rule_part, bound.table, columns_of)
+        path = record.get(FILE_COLUMN)
+        fields = fields_by_path.get(path)
+        if fields is None:
+            present = columns_of(path) if columns_of and path is not None else names
+            fields = fields_by_path[path] = [name for name in names if name in present]
+        yield _alert(record, path, fields, info, rule_part, bound.table)
 
 
-def _alert(record: dict, info: TableInfo, rule_part: dict, table: str,
-           columns_of: Callable[[str], Collection[str]] | None) -> dict:
-    path = record.get(FILE_COLUMN)
-    present = columns_of(path) if columns_of and path is not None else record.keys()
-    original = {k: _plain(v) for k, v in record.items()
-                if not k.startswith(HIDDEN_PREFIX) and k in present}
+def _alert(record: dict, path: str | None, fields: list[str], info: TableInfo, rule_part: dict,
+           table: str) -> dict:
+    # a sparse table (Windows events of many kinds in one schema) leaves out the unset
+    # columns other kinds of event brought; Zeek's unset fields are part of the record
+    original = {name: value if type(value) in _SIMPLE else _plain(value)
+                for name in fields if (value := record[name]) is not None or not info.sparse}
     alert: dict[str, Any] = {"@timestamp": iso_timestamp(record.get(info.time)) if info.time else None,
                              "rule": rule_part}
     for target, columns in info.ecs.items():
@@ -153,6 +160,9 @@ def _set_dotted(target: dict, dotted: str, value: Any) -> None:
     target[leaf] = value
 
 
+_SIMPLE = (str, int, bool, type(None))
+
+
 def _plain(value: Any) -> Any:
     """JSON-ready values (Arrow gives datetimes, decimals, bytes for some types)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -168,3 +178,48 @@ def _plain(value: Any) -> Any:
     if value is not None and not isinstance(value, (str, int, float, bool)):
         return str(value)
     return value
+
+
+def record_id(alert: dict) -> str | None:
+    """The alert's record in its log (Zeek ``uid``, Windows ``EventRecordID``), as text."""
+    column = table_info(alert.get("event", {}).get("dataset", "")).record_id
+    value = alert.get("original", {}).get(column) if column else None
+    return None if value is None else str(value)
+
+
+def epoch_micros(timestamp: str | None) -> int | None:
+    """Integer microseconds of an alert's ``@timestamp``: exact, so time windows have exact edges."""
+    if not timestamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def iso_from_micros(micros: int) -> str:
+    seconds, fraction = divmod(micros, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{fraction:06d}Z"
+
+
+def field_value(alert: dict, dotted: str) -> Any:
+    """A field of an alert by its dotted name (``source.ip``), also inside ``original``,
+    whose own keys may hold dots (``original.id.orig_h``)."""
+    return _walk(alert, dotted.split("."))
+
+
+def _walk(node: Any, parts: list[str]) -> Any:
+    if not parts:
+        return node
+    if not isinstance(node, dict):
+        return None
+    for cut in range(len(parts), 0, -1):  # the longest key first: "id.orig_h" before "id"
+        key = ".".join(parts[:cut])
+        if key in node:
+            return _walk(node[key], parts[cut:])
+    return None

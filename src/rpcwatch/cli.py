@@ -13,6 +13,7 @@ import argparse
 import sys
 import traceback
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,22 +37,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     hunt = commands.add_parser("hunt", help="run Sigma rules over logs; one alert per matched record",
                                description="Run the bundled Sigma rules (and --rules) over logs.")
-    hunt.add_argument("paths", nargs="+", metavar="PATH",
-                      help="log files or directories (recursive); '-' reads standard input")
+    _add_paths(hunt)
     _add_rule_options(hunt)
     hunt.add_argument("--format", choices=("table", "jsonl", "csv"),
                       help="alert output (default: table on a terminal, else jsonl)")
     hunt.add_argument("-o", "--output", metavar="FILE", help="write alerts to FILE instead of standard output")
-    hunt.add_argument("--no-prefilter", action="store_true",
-                      help="parse every record (the literal prefilter skips lines no rule can match)")
+    _add_run_options(hunt)
     hunt.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
-    hunt.add_argument("-q", "--quiet", action="store_true", help="no run summary on standard error")
-    hunt.add_argument("-v", "--verbose", action="store_true", help="list where each skipped record was")
-    hunt.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
-                      help="where the compiled rules run (default: duckdb, embedded)")
-    hunt.add_argument("--master", metavar="URL",
-                      help="Spark master for --engine spark (default: local[2], or the session spark-submit made)")
+    _add_suppression_options(hunt)
+    hunt.add_argument("--incidents", action="store_true",
+                      help="print incidents along the attack chain instead of alerts (as 'rpcwatch triage')")
     hunt.set_defaults(handler=_hunt)
+
+    triage = commands.add_parser("triage", help="incidents along the attack chain, with evidence",
+                                 description="Hunt, then place each internet source on the attack chain "
+                                             "with the evidence from every input (docs/triage.md).")
+    _add_paths(triage)
+    _add_rule_options(triage)
+    triage.add_argument("--format", choices=("table", "json", "jsonl"),
+                        help="incident output (default: table on a terminal, else json)")
+    triage.add_argument("-o", "--output", metavar="FILE", help="write incidents to FILE")
+    _add_run_options(triage)
+    triage.set_defaults(handler=_triage)
+
+    exposure = commands.add_parser("exposure", help="internal hosts that accepted TCP/135 from the internet",
+                                   description="List internal hosts with an established TCP/135 session from "
+                                               "the internet: the systems to review and harden.")
+    _add_paths(exposure)
+    _add_rule_options(exposure)
+    exposure.add_argument("--format", choices=("table", "json"),
+                          help="output (default: table on a terminal, else json)")
+    exposure.add_argument("-o", "--output", metavar="FILE", help="write the inventory to FILE")
+    _add_run_options(exposure)
+    exposure.set_defaults(handler=_exposure)
+
+    report = commands.add_parser("report", help="a self-contained offline HTML report",
+                                 description="Hunt and triage, then write one HTML file that works offline.")
+    _add_paths(report)
+    _add_rule_options(report)
+    report.add_argument("-o", "--output", metavar="FILE", required=True, help="the HTML file to write")
+    _add_run_options(report)
+    _add_suppression_options(report)
+    report.set_defaults(handler=_report)
 
     export = commands.add_parser("export-parquet", help="logs to a Parquet dataset partitioned by table and date",
                                  description="Read logs with rpcwatch's readers and write them as Parquet, "
@@ -60,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, metavar="DIR", help="dataset directory (created)")
     export.set_defaults(handler=_export_parquet)
 
-    rules = commands.add_parser("rules", help="list, validate Sigma rules")
+    rules = commands.add_parser("rules", help="list, validate, convert Sigma rules")
     rule_commands = rules.add_subparsers(dest="rules_command", metavar="ACTION")
     rule_commands.required = True
     listing = rule_commands.add_parser("list", help="every rule with its status: runnable, or why not")
@@ -91,6 +118,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_paths(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="log files or directories (recursive); '-' reads standard input")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-prefilter", action="store_true",
+                        help="parse every record (the literal prefilter skips lines no rule can match)")
+    parser.add_argument("--workers", type=_worker_count, metavar="N",
+                        help="reader processes (default: one per core; 0 reads everything in this process)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no run summary on standard error")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list where each skipped record was")
+    parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                        help="where the compiled rules run (default: duckdb, embedded)")
+    parser.add_argument("--master", metavar="URL",
+                        help="Spark master for --engine spark (default: local[2], or the cluster spark-submit chose)")
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}")
+    return int(text)
+
+
+def _add_suppression_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suppress", metavar="FIELD[,FIELD...]",
+                        help="one alert per value of up to 3 alert fields (e.g. source.ip,destination.ip) "
+                             "per --window, with count, first_seen and last_seen")
+    parser.add_argument("--window", metavar="DURATION",
+                        help="suppression window, e.g. 30s, 5m, 1h, 1d (default: the whole run)")
+
+
 def _add_rule_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", action="append", default=[], metavar="PATH",
                         help="Sigma rule file or directory to run as well (repeatable)")
@@ -112,40 +171,132 @@ def _config(args):
         raise UsageError(str(exc)) from None
 
 
-def _hunt(args) -> int:
-    from rpcwatch.hunt import Hunt, plan_hunt
-    from rpcwatch.outputs import WRITERS
-    from rpcwatch.outputs.summary import print_summary
-    from rpcwatch.sources import InputError, expand_inputs
-    from rpcwatch.sources.scan import prepare_workers
+@dataclass
+class _Run:
+    """What every command that hunts starts from."""
 
+    inputs: list
+    plan: object
+    engine: object
+    #: export-parquet datasets the Spark engine scans where they live
+    datasets: list[str]
+
+
+def _prepare(args) -> _Run:
+    """Configuration, inputs, the rule plan and the engine shared by every command that hunts."""
+    from rpcwatch.hunt import plan_hunt
+    from rpcwatch.sources import InputError, expand_inputs
+    from rpcwatch.sources.scan import prepare_workers, set_worker_count
+
+    set_worker_count(args.workers)
     config = _config(args)
     _check_rule_paths(args)
-    plan = plan_hunt(args.rules, config, bundled=not args.no_bundled_rules, prefilter=not args.no_prefilter,
-                     filters=args.filters)
-    if not plan.rule_set.rules:
-        raise UsageError("no runnable rules" + "".join(f"\n  {p.path}: {p.reason}" for p in plan.problems))
     local = [path for path in args.paths if args.engine != "spark" or not _for_spark(path)]
     try:
         inputs = list(expand_inputs(local)) if local else []
     except InputError as exc:
         raise UsageError(str(exc)) from None
+    plan = plan_hunt(args.rules, config, bundled=not args.no_bundled_rules, prefilter=not args.no_prefilter,
+                     filters=args.filters)
+    if not plan.rule_set.rules:
+        raise UsageError("no runnable rules" + "".join(f"\n  {p.path}: {p.reason}" for p in plan.problems))
     prepare_workers(inputs)  # before the engine starts threads
     engine = _engine(args)
     uri_logs, datasets = _spark_inputs(engine, [path for path in args.paths if path not in local])
-    inputs += uri_logs
-    output_format = args.format or ("table" if sys.stdout.isatty() and not args.output else "jsonl")
-    with ExitStack() as stack:
-        stream = stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) \
-            if args.output else sys.stdout
-        advance = stack.enter_context(_progress(inputs, enabled=not args.no_progress and sys.stderr.isatty()))
-        hunt = Hunt(inputs, plan, engine, on_bytes=advance, sources=_dataset_scans(engine, datasets, plan))
-        WRITERS[output_format](hunt, stream)
-    if not args.quiet:
-        print_summary(hunt.report, plan, sys.stderr, verbose=args.verbose)
-    if hunt.report.stats and all(s.error for s in hunt.report.stats):
+    return _Run(inputs + uri_logs, plan, engine, datasets)
+
+
+def _suppression(args):
+    from rpcwatch.triage.suppress import Suppression, SuppressionError
+
+    if args.suppress is None:
+        if args.window is not None:
+            raise UsageError("--window needs --suppress")
+        return None
+    try:
+        return Suppression.parse(args.suppress, args.window)
+    except SuppressionError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _output_format(args, terminal: str, piped: str) -> str:
+    return args.format or (terminal if sys.stdout.isatty() and not args.output else piped)
+
+
+def _output(stack: ExitStack, args):
+    return stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) if args.output else sys.stdout
+
+
+def _exit_code(report) -> int:
+    if report.stats and all(s.error for s in report.stats):
         return EXIT_NO_INPUT
     return EXIT_OK
+
+
+def _hunt(args) -> int:
+    from rpcwatch.hunt import Hunt
+    from rpcwatch.outputs import WRITERS
+    from rpcwatch.outputs.summary import print_summary
+    from rpcwatch.triage.suppress import suppress
+
+    if args.incidents:
+        if args.format == "csv":
+            raise UsageError("--incidents writes table, json or jsonl, not csv")
+        return _triage(args)
+    suppression = _suppression(args)
+    run = _prepare(args)
+    output_format = _output_format(args, "table", "jsonl")
+    with ExitStack() as stack:
+        stream = _output(stack, args)
+        advance = stack.enter_context(_progress(run.inputs, enabled=not args.no_progress and sys.stderr.isatty()))
+        hunt = Hunt(run.inputs, run.plan, run.engine, on_bytes=advance,
+                    sources=_dataset_scans(run.engine, run.datasets, run.plan))
+        WRITERS[output_format](suppress(hunt, suppression) if suppression else hunt, stream)
+    if not args.quiet:
+        print_summary(hunt.report, run.plan, sys.stderr, verbose=args.verbose)
+    return _exit_code(hunt.report)
+
+
+def _run_triage(args, incidents: bool, suppression=None):
+    from rpcwatch.outputs.summary import print_summary, print_evidence_summary
+    from rpcwatch.triage.run import run_triage
+
+    run = _prepare(args)
+    if run.datasets:
+        raise UsageError("triage reads logs (local or at a URI), not export-parquet datasets: "
+                         + ", ".join(run.datasets))
+    result = run_triage(run.inputs, run.plan, run.engine, incidents=incidents, suppression=suppression)
+    if not args.quiet:
+        print_summary(result.report, run.plan, sys.stderr, verbose=args.verbose)
+        print_evidence_summary(result, sys.stderr)
+    return result
+
+
+def _triage(args) -> int:
+    from rpcwatch.outputs.incidents import WRITERS
+
+    result = _run_triage(args, incidents=True)
+    with ExitStack() as stack:
+        WRITERS[_output_format(args, "table", "json")](result.incidents, _output(stack, args))
+    return _exit_code(result.report)
+
+
+def _exposure(args) -> int:
+    from rpcwatch.outputs.exposure import WRITERS
+
+    result = _run_triage(args, incidents=False)
+    with ExitStack() as stack:
+        WRITERS[_output_format(args, "table", "json")](result.exposure, _output(stack, args))
+    return _exit_code(result.report)
+
+
+def _report(args) -> int:
+    from rpcwatch.outputs.report import write_report
+
+    result = _run_triage(args, incidents=True, suppression=_suppression(args))
+    with open(args.output, "w", encoding="utf-8") as stream:
+        write_report(result, stream)
+    return _exit_code(result.report)
 
 
 def _for_spark(path: str) -> bool:

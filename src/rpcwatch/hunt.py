@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import pyarrow as pa
 
@@ -22,7 +22,8 @@ from rpcwatch.sigma.expr import has_keywords
 from rpcwatch.sigma.logsources import BoundRule, bind, table_info
 from rpcwatch.sources import LogReading, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
-from rpcwatch.sources.prefilter import PrefilterPlan
+from rpcwatch.sources.prefilter import LiteralSet, PrefilterPlan
+from rpcwatch.triage.enrich import AlertEnricher
 
 #: rows gathered per table before the engine runs (bounded memory, few queries)
 BATCH_ROWS = 1 << 18
@@ -51,6 +52,9 @@ class HuntPlan:
     rule_set: RuleSet
     by_table: dict[str, list[BoundRule]]
     prefilter: PrefilterPlan
+    config: Config = field(default_factory=Config)
+    #: give alerts a reason, risk score and ATT&CK context (off for triage's evidence pass)
+    enrich: bool = True
 
     @property
     def problems(self) -> list[RuleProblem]:
@@ -74,11 +78,22 @@ def plan_hunt(rule_paths: Iterable[str] = (), config: Config | None = None, bund
             by_table[item.table].append(item)
     rule_set.rules = runnable
     _drop_unrunnable_correlations(rule_set)
-    plan = PrefilterPlan({table: literals_for_table(b.expr for b in rules) for table, rules in by_table.items()},
+    return plan_bound(rule_set, by_table, config or Config(), prefilter=prefilter)
+
+
+def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: Config,
+               prefilter: bool = True, enrich: bool = True,
+               literals: Mapping[str, LiteralSet | None] | None = None) -> HuntPlan:
+    """A plan for rules already bound to tables (also triage's programmatic searches).
+    ``literals`` gives a table's prefilter literals when the caller knows them better
+    than the expressions say (addresses compared by CIDR, known by their spellings)."""
+    given = literals or {}
+    plan = PrefilterPlan({table: given[table] if table in given else literals_for_table(b.expr for b in rules)
+                          for table, rules in by_table.items()},
                          raw_tables={table for table, rules in by_table.items()
                                      if any(has_keywords(b.expr) for b in rules)},
                          enabled=prefilter)
-    return HuntPlan(rule_set, dict(by_table), plan)
+    return HuntPlan(rule_set, dict(by_table), plan, config, enrich)
 
 
 def _drop_unrunnable_correlations(rule_set: RuleSet) -> None:
@@ -138,6 +153,7 @@ class Hunt:
         self.report.stats = self._reading.stats
         self._columns: dict[str, set[str]] = defaultdict(set)
         self._correlator = Correlator(plan.rule_set.correlations)
+        self._enrich = AlertEnricher(plan.config) if plan.enrich else None
 
     def _count_bytes(self, size: int) -> None:
         self.report.bytes_on_disk += size
@@ -145,6 +161,34 @@ class Hunt:
             self._on_bytes(size)
 
     def __iter__(self) -> Iterator[dict]:
+        """Alerts of the rules that alert on their own, then those of the correlations."""
+        for bound, rows in self.matches():
+            observed = self._correlator.wants(bound.rule.key)
+            if not (observed or bound.rule.emit):
+                continue
+            for alert in build_alerts(bound, rows, self._columns.__getitem__):
+                if observed:
+                    self._observe(bound, alert["original"])
+                if bound.rule.emit:
+                    self.report.alerts_by_rule[bound.rule.title] += 1
+                    yield self._enriched(alert, bound.rule)
+        for alert, correlation in self._correlator.finish():
+            self.report.alerts_by_rule[correlation.title] += 1
+            yield self._enriched(alert, correlation)
+        self.report.finished = time.perf_counter()
+
+    def _observe(self, bound: BoundRule, record: dict) -> None:
+        time_of = event_time(record, table_info(bound.table))
+        if time_of is not None:
+            self._correlator.observe(bound.rule.key, Event(time_of, bound.rule.key, record, bound.renames,
+                                                           bound.rule.title, bound.table))
+
+    def _enriched(self, alert: dict, rule) -> dict:
+        return alert if self._enrich is None else self._enrich(alert, rule)
+
+    def matches(self) -> Iterator[tuple[BoundRule, pa.Table]]:
+        """Each rule with the rows it matched (and their input in ``FILE_COLUMN``), before
+        they become alerts: for callers that want columns, not one object per record."""
         pending: dict[str, list[pa.Table]] = defaultdict(list)
         sizes: Counter = Counter()
         for batch in self._batches():
@@ -158,9 +202,6 @@ class Hunt:
                 sizes[batch.table] = 0
         for table, tables in pending.items():
             yield from self._run(table, tables)
-        for alert in self._correlator.finish():
-            self.report.alerts_by_rule[alert["rule"]["name"]] += 1
-            yield alert
         self.report.finished = time.perf_counter()
 
     def _batches(self) -> Iterator[TableBatch]:
@@ -168,23 +209,11 @@ class Hunt:
         for source in self._sources:
             yield from source.batches(self.report.stats)
 
-    def _run(self, table: str, tables: list[pa.Table]) -> Iterator[dict]:
+    def _run(self, table: str, tables: list[pa.Table]) -> Iterator[tuple[BoundRule, pa.Table]]:
         rules = self.plan.by_table[table]
-        info = table_info(table)
         for data in _unify(tables):
             for bound, rows in self.engine.match(data, rules):
-                key = bound.rule.key
-                observed = self._correlator.wants(key)
-                for alert in build_alerts(bound, rows, self._columns.__getitem__):
-                    if observed:
-                        record = alert["original"]
-                        time_of = event_time(record, info)
-                        if time_of is not None:
-                            self._correlator.observe(key, Event(time_of, key, record, bound.renames,
-                                                                bound.rule.title, table))
-                    if bound.rule.emit:
-                        self.report.alerts_by_rule[bound.rule.title] += 1
-                        yield alert
+                yield bound, rows
 
 
 def _with_file(batch: TableBatch) -> pa.Table:
@@ -195,12 +224,24 @@ def _with_file(batch: TableBatch) -> pa.Table:
 
 
 def _unify(tables: list[pa.Table]) -> Iterator[pa.Table]:
-    """One table when the schemas can be reconciled (missing columns become null, numbers
-    widen), else each table on its own."""
+    """As few tables as the schemas allow: tables of one schema are joined, then schemas
+    that can be reconciled (missing columns become null, numbers widen). Every query costs
+    the engine a fixed price, so many small inputs must not become many small batches."""
     if len(tables) == 1:
         yield tables[0]
         return
-    try:
-        yield pa.concat_tables(tables, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        yield from tables
+    by_schema: dict[pa.Schema, list[pa.Table]] = {}
+    for table in tables:
+        by_schema.setdefault(table.schema, []).append(table)
+    merged: list[pa.Table] = []
+    for group in by_schema.values():
+        table = pa.concat_tables(group) if len(group) > 1 else group[0]
+        for index, other in enumerate(merged):
+            try:
+                merged[index] = pa.concat_tables([other, table], promote_options="permissive")
+                break
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                continue
+        else:
+            merged.append(table)
+    yield from merged

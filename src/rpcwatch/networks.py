@@ -71,6 +71,18 @@ def parse_network(text: str) -> IPNetwork:
     return network
 
 
+def address_spellings(address: IPAddress) -> tuple[str, ...]:
+    """Text that a log line holding the address contains, in one of the spellings logs
+    use: IPv4 dotted (also inside IPv4-mapped IPv6); IPv6 compressed (Zeek), unpadded
+    without compression (Sysmon: ``fe80:0:0:0:...``) and fully exploded. Case is left to
+    the (case-insensitive) search. For the byte-level prefilter, which can only look for
+    text."""
+    if address.version == 4:
+        return (str(address),)
+    groups = ":".join(f"{int(group, 16):x}" for group in address.exploded.split(":"))
+    return tuple(dict.fromkeys((address.compressed, groups, address.exploded)))
+
+
 def address_key(address: IPAddress) -> str:
     """The 32-hex-digit key of an address in the common space."""
     value = int(address) + (_MAPPED_LO if address.version == 4 else 0)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from rpcwatch.sources import LogReading, expand_inputs, scan
-from rpcwatch.sources.prefilter import Literal, PrefilterPlan
+from rpcwatch.sources import LogReading, expand_inputs, prefilter, scan
+from rpcwatch.sources.prefilter import LineFilter, Literal, PrefilterPlan
 
 HEADER = ("#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n"
           "#fields\tts\tuid\tid.orig_h\tid.resp_h\tid.resp_p\tproto\n#types\ttime\tstring\taddr\taddr\tport\tenum\n")
@@ -55,3 +55,19 @@ def test_parallel_json(tmp_path, tiny_ranges):
     uids, stats = read(path)
     assert uids == [f"C{i}" for i in range(0, 4000, 5)]
     assert stats.records == 4001 and stats.skipped_total == 1
+
+
+def test_a_prefilter_that_keeps_nearly_every_line_stops_filtering(monkeypatch):
+    """Thousands of rules can demand so many literals that every line holds one: after a
+    sample the filter hands lines through unscanned (always sound: the rules still decide)."""
+    monkeypatch.setattr(prefilter, "USELESS_SAMPLE", 1000)
+    monkeypatch.setattr(prefilter, "_filter_yield", {})
+    everywhere = LineFilter(frozenset({Literal("a")}), "zeek-json")
+    block = b"a1\n" * 400 + b"zz\n" * 10
+    assert everywhere.select(block) == b"a1\n" * 400
+    later = b"zz\n" * 5 + b"a2\n"
+    assert everywhere.select(later) == later
+    selective = LineFilter(frozenset({Literal("q")}), "zeek-json")
+    mostly_not = b"q1\n" * 40 + b"zz\n" * 400
+    assert selective.select(mostly_not) == b"q1\n" * 40
+    assert selective.select(later + b"q3\n") == b"q3\n"

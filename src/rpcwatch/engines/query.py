@@ -31,7 +31,9 @@ def rules_query(schema: pa.Schema, rules: Sequence[BoundRule], dialect: Dialect,
                 problems: MutableMapping[str, str], columns: Sequence[str] = (ROW_COLUMN,)) -> str | None:
     """``SELECT <columns>, __rules__ FROM source WHERE ...`` (None: no rule can match).
     Rules that cannot be printed for this schema are left out and named in ``problems``."""
-    printer = SqlPrinter(schema, dialect, lowered_columns=True)
+    names = {f.name: original_name(f.name) for f in schema}
+    printer = SqlPrinter({names[f.name]: f.type for f in schema}, dialect, lowered_columns=True,
+                         sql_names={original: sql for sql, original in names.items()})
     groups: dict[str | None, list[tuple[int, str]]] = {}
     where_sql: dict[int, str] = {}
     for index, rule in enumerate(rules):
@@ -58,7 +60,7 @@ def rules_query(schema: pa.Schema, rules: Sequence[BoundRule], dialect: Dialect,
             branches.append((f"({shared} AND ({bodies}))" if shared else bodies, flags))
     if not dialect.union_rule_groups:
         branches = [(" OR ".join(condition for condition, _ in branches), [f for _, fs in branches for f in fs])]
-    lowered = "".join(f", lower({dialect.ident(c)}) AS {dialect.ident(lowered_name(c))}"
+    lowered = "".join(f", lower({printer.ident(c)}) AS {dialect.ident(lowered_name(printer.sql_name(c)))}"
                       for c in sorted(printer.lowered))
     selected = ", ".join(dialect.ident(name) for name in columns)
     return " UNION ALL ".join(
@@ -165,7 +167,30 @@ class BatchShape:
             else:
                 arrays.append(pa.nulls(data.num_rows, dtype))
         arrays.append(pa.array(range(data.num_rows), pa.int64()))
-        return pa.table(arrays, names=[*self.columns, ROW_COLUMN])
+        return pa.table(arrays, names=[*_sql_names(self.columns), ROW_COLUMN])
+
+
+#: joins a column's name and a number when SQL would take it for another column
+COLLISION_MARK = "\x1e"
+
+
+def _sql_names(columns) -> list[str]:
+    """Column names SQL tells apart: SQL resolves names without regard to case, and a
+    Windows table can hold both ``ProcessId`` (Sysmon) and ``ProcessID`` (Security)."""
+    seen: set[str] = set()
+    names = []
+    for name in columns:
+        sql_name, number = name, 1
+        while sql_name.lower() in seen:
+            number += 1
+            sql_name = f"{name}{COLLISION_MARK}{number}"
+        seen.add(sql_name.lower())
+        names.append(sql_name)
+    return names
+
+
+def original_name(sql_name: str) -> str:
+    return sql_name.split(COLLISION_MARK, 1)[0]
 
 
 def _is_text(dtype: pa.DataType) -> bool:

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rpcwatch.hunt import HuntPlan, HuntReport
+from rpcwatch.triage.run import TriageResult
 from rpcwatch.outputs.table import safe_text
 
 
@@ -67,3 +68,18 @@ def _problems_table(console: Console, report: HuntReport, verbose: bool) -> None
         cells = [safe_text(path), safe_text(what), safe_text(reason)] + ([safe_text(where)] if verbose else [])
         table.add_row(*cells)
     console.print(table)
+
+
+def print_evidence_summary(result: TriageResult, stream: IO[str]) -> None:
+    """The second (evidence) pass and what triage made of the run."""
+    console = Console(file=stream, highlight=False, soft_wrap=True)
+    report = result.evidence.report
+    found = sum(len(records) for records in result.evidence.found.values())
+    if report is not None:
+        console.print(Text(f"evidence pass    {found:,} records of the alerts' sources and victims "
+                           f"({report.records:,} read, {report.elapsed:.2f} s)"))
+    if result.incidents:
+        stages = Counter(incident.stage for incident in result.incidents)
+        console.print(Text(f"incidents        {len(result.incidents):,} (by stage reached: "
+                           + ", ".join(f"{n} at {stage}" for stage, n in sorted(stages.items())) + ")"))
+    console.print(Text(f"exposed hosts    {len(result.exposure):,}"))

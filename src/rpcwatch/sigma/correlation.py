@@ -138,7 +138,7 @@ class Correlator:
     def observe(self, rule_key: str, event: Event) -> None:
         self._events[rule_key].append(event)
 
-    def finish(self) -> Iterator[dict]:
+    def finish(self) -> Iterator[tuple[dict, CompiledCorrelation]]:
         pending = list(self.correlations)
         done: set[str] = set()
         while pending:
@@ -152,7 +152,7 @@ class Correlator:
                 for alert, event in evaluate(correlation, self._events):
                     self._events[correlation.key].append(event)
                     if correlation.emit:
-                        yield alert
+                        yield alert, correlation
 
 
 def evaluate(correlation: CompiledCorrelation, events_by_rule: Mapping[str, list[Event]]

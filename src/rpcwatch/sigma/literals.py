@@ -28,6 +28,7 @@ _BOOLEAN_WORDS = {"true", "false", "t", "f"}
 _DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 
+
 def required_literals(expr: Expr) -> LiteralSet | None:
     """A set of literals at least one of which every matching record contains; ``None``
     when no such set can be derived (the prefilter then keeps every line)."""
@@ -61,20 +62,37 @@ def _union(sets: Iterable[LiteralSet | None]) -> LiteralSet | None:
 
 
 def _test_literals(test) -> LiteralSet | None:
-    if isinstance(test, NumberTest):
-        if test.op == "==" and isinstance(test.value, (int, float)) and math.isfinite(test.value):
-            return frozenset({Literal(_number_text(test.value), "number")})
+    if _is_boolean_word(test):
         return None
+    number = _exact_number(test)
+    if number is not None:
+        return frozenset({Literal(number, "number")})
     if isinstance(test, StringTest):
-        text = plain_text(test.pattern)
-        if text is not None:
-            if text.lower() in _BOOLEAN_WORDS:
-                return None
-            if _DECIMAL.fullmatch(text.strip()):  # may compare as a number
-                return frozenset({Literal(_number_text(float(text)), "number")})
         piece = _longest_safe_piece(test.pattern)
         return frozenset({Literal(piece, "string", test.case_sensitive)}) if piece else None
     return None
+
+
+def _exact_number(test) -> str | None:
+    """The decimal text of the one number a value passing ``test`` equals: a numeric
+    equality, or a plain decimal string (which may compare as a number)."""
+    if isinstance(test, NumberTest):
+        if test.op == "==" and isinstance(test.value, (int, float)) and math.isfinite(test.value):
+            return _number_text(test.value)
+        return None
+    if isinstance(test, StringTest):
+        text = plain_text(test.pattern)
+        if text is not None and _DECIMAL.fullmatch(text.strip()):
+            return _number_text(float(text))
+    return None
+
+
+def _is_boolean_word(test) -> bool:
+    """A string that compares against booleans (``T`` in Zeek TSV): its text is not required."""
+    if not isinstance(test, StringTest):
+        return False
+    text = plain_text(test.pattern)
+    return text is not None and text.lower() in _BOOLEAN_WORDS
 
 
 def _number_text(value: int | float) -> str:
@@ -91,3 +109,64 @@ def _longest_safe_piece(pattern) -> str:
                 if len(piece) > len(best):
                     best = piece
     return best
+
+
+#: a piece of text a named field's value must contain (lower case)
+FieldLiteral = tuple[str, str]
+
+
+#: the field of a keyword's literal: found in any value a keyword searches
+KEYWORD_FIELD = ""
+
+
+def field_literals(expr: Expr) -> frozenset[FieldLiteral] | None:
+    """Like :func:`required_literals`, but each literal is tied to the field whose value
+    must contain it (lower-cased; any characters, since it is looked for in parsed values,
+    not raw bytes; a keyword's literal has :data:`KEYWORD_FIELD`). ``None`` when no such set
+    exists (negations, regexes...)."""
+    if isinstance(expr, (Match, Keyword)):
+        text = _value_text(expr.test)
+        field = expr.field if isinstance(expr, Match) else KEYWORD_FIELD
+        return frozenset({(field, text)}) if text else None
+    if isinstance(expr, And):
+        options = [s for s in map(field_literals, expr.items) if s is not None]
+        return max(options, key=lambda s: (min(len(t) for _, t in s), -len(s)), default=None) if options else None
+    if isinstance(expr, Or):
+        union: set[FieldLiteral] = set()
+        for item in expr.items:
+            found = field_literals(item)
+            if found is None:
+                return None
+            union |= found
+        return frozenset(union)
+    if isinstance(expr, Const):
+        return frozenset() if not expr.value else None
+    return None
+
+
+def _foldable_runs(text: str) -> list[str]:
+    """Runs of ASCII or caseless characters (emoji, symbols): Python and Arrow lower-case them alike."""
+    runs, current = [], []
+    for char in text:
+        if char.isascii() or char.lower() == char == char.upper():
+            current.append(char)
+        elif current:
+            runs.append("".join(current))
+            current = []
+    if current:
+        runs.append("".join(current))
+    return runs
+
+
+def _value_text(test) -> str | None:
+    """Text that every value passing the test contains, as the value reads when cast to text."""
+    if _is_boolean_word(test):
+        return None
+    number = _exact_number(test)
+    if number is not None:
+        return number if "e" not in number else None
+    if isinstance(test, StringTest):
+        # characters Python and Arrow lower-case alike: ASCII, and characters without case
+        pieces = [run for part in test.pattern if isinstance(part, str) for run in _foldable_runs(part)]
+        return max(pieces, key=len).lower() if pieces else None
+    return None

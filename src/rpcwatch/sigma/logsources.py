@@ -54,6 +54,10 @@ class TableInfo:
     transports: Mapping[str, str] = field(default_factory=dict)
     #: the log's own fields and their types in the log's type names (Zeek's)
     columns: Mapping[str, str] = field(default_factory=dict)
+    #: ``source``/``destination`` -> boolean column saying the sensor counts it as local
+    locality: Mapping[str, str] = field(default_factory=dict)
+    #: records of many kinds share the table's columns: an unset column is not the record's
+    sparse: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,8 @@ def _table_infos() -> Mapping[str, TableInfo]:
                                 inbound={k: tuple(str(v).lower() for v in vs)
                                          for k, vs in (data.get("inbound") or {}).items()},
                                 transports={str(k): v for k, v in (data.get("transports") or {}).items()},
-                                columns=data.get("columns") or {})
+                                columns=data.get("columns") or {},
+                                locality=data.get("locality", {}) or {}, sparse=bool(data.get("sparse")))
     return infos
 
 

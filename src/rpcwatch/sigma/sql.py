@@ -8,6 +8,7 @@ gives Sigma's answer. Everything dialect-specific lives in a :class:`Dialect`.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from typing import Mapping
@@ -62,6 +63,14 @@ class Dialect:
     #: evaluate rules (or rules sharing a route selection) as UNION ALL branches rather
     #: than one OR (see engines/query.py)
     union_rule_groups = False
+    #: a network list longer than this (in characters) is printed as a short handle that
+    #: the engine resolves through :attr:`network_lists`: DuckDB hands a function its
+    #: constant arguments once per row, and thousands of networks (triage's address
+    #: searches) would be copied per row
+    LONG_NETWORK_LIST = 512
+
+    def __init__(self) -> None:
+        self.network_lists: dict[str, str] = {}
 
     def ident(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
@@ -107,6 +116,10 @@ class Dialect:
     def cidr(self, expr: str, test: CidrTest) -> str:
         if self.cidr_mode == "engine":
             networks = ",".join(str(net) for net in test.networks)
+            if len(networks) > self.LONG_NETWORK_LIST:
+                handle = "@" + hashlib.sha256(networks.encode()).hexdigest()[:24]
+                self.network_lists[handle] = networks
+                networks = handle
             return f"rpcw_ip_in({expr}, {self.string(networks)})"
         ranges = merged_key_ranges(test.networks)
         if not ranges:
@@ -292,10 +305,13 @@ class SqlPrinter:
     """Prints conditions against one table schema (column name -> Arrow type)."""
 
     def __init__(self, schema: Mapping[str, pa.DataType] | pa.Schema, dialect: Dialect | None = None,
-                 lowered_columns: bool = False):
+                 lowered_columns: bool = False, sql_names: Mapping[str, str] | None = None):
         """With ``lowered_columns`` the lower-case text of a column is read from a column
         named :func:`lowered_name` that the caller computes once per row (instead of
-        ``lower(column)`` in every comparison); :attr:`lowered` lists the ones needed."""
+        ``lower(column)`` in every comparison); :attr:`lowered` lists the ones needed.
+        ``sql_names`` renames columns in the SQL (SQL names are case-insensitive, log field
+        names are not: ``ProcessId`` and ``ProcessID`` can be two columns)."""
+        self._sql_names = dict(sql_names or {})
         if isinstance(schema, pa.Schema):
             schema = {f.name: f.type for f in schema}
         self.schema = dict(schema)
@@ -329,13 +345,18 @@ class SqlPrinter:
         (rule value lists, windash and base64 variants): a single pass over the value
         instead of one comparison per value."""
         groups: dict[tuple[str, bool], list[StringTest]] = {}
+        keywords: dict[bool, list[StringTest]] = {}
         terms: list[str] = []
         for item in items:
             column = self.column(item.field) if isinstance(item, Match) else None
             if column is not None and isinstance(item.test, StringTest) and _is_string(self.schema[column]):
                 groups.setdefault((column, item.test.case_sensitive), []).append(item.test)
+            elif isinstance(item, Keyword) and isinstance(item.test, StringTest):
+                keywords.setdefault(item.test.case_sensitive, []).append(item.test)
             else:
                 terms.append(self.condition(item))
+        for case_sensitive, tests in keywords.items():
+            terms.append(self.keyword_list(tests, case_sensitive) if len(tests) > 1 else self.keyword(tests[0]))
         for (column, case_sensitive), tests in groups.items():
             if len(tests) == 1:
                 terms.append(self.match(column, tests[0]))
@@ -352,19 +373,24 @@ class SqlPrinter:
         if plain:
             parts.append(f"{subject} IN ({', '.join(self.dialect.string(fold(p)) for p in dict.fromkeys(plain))})")
         if patterns:
-            regex = "|".join(dict.fromkeys(_regex_of(p, fold) for p in patterns))
-            parts.append(self.dialect.regex_full(subject, f"(?s)(?:{regex})"))
+            parts.append(self.dialect.regex(subject, _search_regex(patterns, fold)))
         return "(" + " OR ".join(parts) + ")"
 
     def text(self, column: str, case_sensitive: bool) -> str:
         """A string column's value for comparison: as it is, or lower case."""
-        ident = self.dialect.ident(column)
+        ident = self.ident(column)
         if case_sensitive:
             return ident
         if self._precompute:
             self.lowered.add(column)
-            return self.dialect.ident(lowered_name(column))
+            return self.dialect.ident(lowered_name(self.sql_name(column)))
         return f"lower({ident})"
+
+    def sql_name(self, column: str) -> str:
+        return self._sql_names.get(column, column)
+
+    def ident(self, column: str) -> str:
+        return self.dialect.ident(self.sql_name(column))
 
     def column(self, field: str) -> str | None:
         if field in self.schema:
@@ -378,21 +404,37 @@ class SqlPrinter:
         if isinstance(test, FieldRefTest):
             return self.field_ref(column, test)
         if isinstance(test, StringTest) and _is_string(self.schema[column]):
-            return self.string_test(self.dialect.ident(column), self.schema[column], test,
+            return self.string_test(self.ident(column), self.schema[column], test,
                                     subject=self.text(column, test.case_sensitive))
-        return self.value_test(self.dialect.ident(column), self.schema[column], test)
+        return self.value_test(self.ident(column), self.schema[column], test)
 
     def keyword(self, test: Test) -> str:
         """Keywords search the raw record text when the reader kept it, else every text value."""
         if isinstance(test, StringTest):
             test = StringTest(_contains(test.pattern), test.case_sensitive)
-        if RAW_COLUMN in self.schema:
-            return self.value_test(self.dialect.ident(RAW_COLUMN), pa.string(), test)
-        texts = [name for name, dtype in self.schema.items() if _is_text_like(dtype) and not name.startswith("__")]
+        texts = self._keyword_columns()
         if not texts:
             return "FALSE"
         return "(" + " OR ".join(
-            self.value_test(self.dialect.ident(name), self.schema[name], test) for name in texts) + ")"
+            self.value_test(self.ident(name), self.schema[name], test) for name in texts) + ")"
+
+    def keyword_list(self, tests: list[StringTest], case_sensitive: bool) -> str:
+        """Several keywords: one search regex per text column (list columns element-wise)."""
+        fold = (lambda t: t) if case_sensitive else str.lower
+        regex = _search_regex([_contains(t.pattern) for t in tests], fold)
+        terms = []
+        for name in self._keyword_columns():
+            dtype = self.schema[name]
+            if _is_string(dtype):
+                terms.append(self.dialect.regex(self.text(name, case_sensitive), regex))
+            else:
+                terms.append(" OR ".join(self.value_test(self.ident(name), dtype,
+                                                         StringTest(_contains(t.pattern), case_sensitive))
+                                         for t in tests))
+        return "(" + " OR ".join(terms) + ")" if terms else "FALSE"
+
+    def _keyword_columns(self) -> list[str]:
+        return keyword_columns(self.schema)
 
     # ---- one value ------------------------------------------------------------------
     def value_test(self, expr: str, dtype: pa.DataType, test: Test) -> str:
@@ -468,8 +510,8 @@ class SqlPrinter:
         other = self.column(test.other)
         if other is None:
             return "FALSE"
-        left = f"lower({self.dialect.as_text(self.dialect.ident(column), self.schema[column])})"
-        right = f"lower({self.dialect.as_text(self.dialect.ident(other), self.schema[other])})"
+        left = f"lower({self.dialect.as_text(self.ident(column), self.schema[column])})"
+        right = f"lower({self.dialect.as_text(self.ident(other), self.schema[other])})"
         if test.starts_with and test.ends_with:
             return f"({self.dialect.contains(left, right)})"
         if test.starts_with:
@@ -488,9 +530,31 @@ def _is_string(dtype: pa.DataType) -> bool:
     return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
 
 
-def _regex_of(pattern, fold) -> str:
-    """A Sigma pattern as an RE2 regex for a full match (``(?s)`` makes ``.`` any character)."""
-    return "".join(".*" if p is Wildcard.ANY else "." if p is Wildcard.ONE else re.escape(fold(p)) for p in pattern)
+def _search_regex(patterns, fold) -> str:
+    """Sigma patterns as one RE2 search regex. ``contains``/``startswith``/``endswith``
+    shapes become bare, ``^``- or ``$``-anchored literals (RE2 runs an alternation of
+    literals in one fast pass; ``.*x.*`` full matches of many values it does not); other
+    shapes are anchored at both ends. ``(?s)`` lets ``.`` match any character."""
+    alternatives = []
+    for pattern in patterns:
+        parts = list(pattern)
+        start = "" if parts and parts[0] is Wildcard.ANY else "^"
+        end = "" if parts and parts[-1] is Wildcard.ANY else "$"
+        while parts and parts[0] is Wildcard.ANY:
+            parts.pop(0)
+        while parts and parts[-1] is Wildcard.ANY:
+            parts.pop()
+        body = "".join(".*" if p is Wildcard.ANY else "." if p is Wildcard.ONE else re.escape(fold(p)) for p in parts)
+        alternatives.append(start + body + end)
+    return "(?s)" + "|".join(dict.fromkeys(alternatives))
+
+
+def keyword_columns(schema: Mapping[str, pa.DataType]) -> list[str]:
+    """The columns a keyword searches: the raw record text when the reader kept it, else
+    every text value."""
+    if RAW_COLUMN in schema:
+        return [RAW_COLUMN]
+    return [name for name, dtype in schema.items() if _is_text_like(dtype) and not name.startswith("__")]
 
 
 def _is_numeric(dtype: pa.DataType) -> bool:

@@ -6,10 +6,11 @@ decorated with :func:`~rpcwatch.sources.base.register`, imported below.
 from __future__ import annotations
 
 import io
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
-from rpcwatch.sources import evtx, pcap, winjson, zeek  # noqa: F401  (registers their readers)
+from rpcwatch.sources import evtx, pcap, scan, winjson, zeek  # noqa: F401  (registers their readers)
 from rpcwatch.sources.base import READERS, ReadStats, Reader, TableBatch
 from rpcwatch.sources.inputs import InputError, InputFile, expand_inputs, open_decompressed
 from rpcwatch.sources.prefilter import PrefilterPlan
@@ -63,10 +64,19 @@ class LogReading:
     stats: list[ReadStats] = field(default_factory=list)
 
     def batches(self) -> Iterator[TableBatch]:
-        for source in self.inputs:
-            stats = ReadStats(source.path)
+        ahead = _ReadAhead(self.inputs, self.prefilter)
+        for index, source in enumerate(self.inputs):
+            result = ahead.result(index)
+            if result is None:
+                stats = ReadStats(source.path)
+                self.stats.append(stats)
+                yield from self._read_one(source, stats)
+                continue
+            stats, batches = result
             self.stats.append(stats)
-            yield from self._read_one(source, stats)
+            if self.on_bytes and source.size:
+                self.on_bytes(source.size)
+            yield from batches
 
     def _read_one(self, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
         try:
@@ -82,18 +92,69 @@ class LogReading:
             if reader is None:
                 stats.error = "not a supported log format" + _why_unknown(head)
                 return
-            yield from reader().read(source, stream, stats, self.prefilter)
+            for batch in reader().read(source, stream, stats, self.prefilter):
+                stats.tables.add(batch.table)
+                yield batch
         except OSError as exc:
             stats.error = f"read error: {exc.strerror or exc}"
         finally:
             stream.close()
 
 
+#: files up to this size may be read whole by a worker process (its batches come back at once)
+WORKER_FILE_LIMIT = 256 << 20
+
+
+class _ReadAhead:
+    """Inputs read by worker processes a few files ahead of the one being consumed.
+
+    Reading a file (decompressing, parsing, the prefilter scan) holds Python's GIL; with
+    several files, workers read them side by side and hand back their tables. Only files
+    on disk of moderate size go to workers (large plain logs are already spread over the
+    workers range by range); the order of results is the order of the inputs."""
+
+    def __init__(self, inputs: list[InputFile], prefilter: PrefilterPlan | None):
+        self._eligible = [i for i, s in enumerate(inputs)
+                          if s.reopen_path and (s.size or 0) <= WORKER_FILE_LIMIT
+                          and not (s.disk_path and (s.size or 0) >= scan.PARALLEL_MIN_SIZE)]
+        self._pool = scan.worker_pool() if len(self._eligible) >= 2 else None
+        self._inputs, self._prefilter = inputs, prefilter
+        self._futures: dict[int, object] = {}
+        self._next = 0  # position in _eligible of the next file to hand out
+        self._window = 2 * scan.worker_count()
+
+    def result(self, index: int) -> tuple[ReadStats, list[TableBatch]] | None:
+        if self._pool is None:
+            return None
+        while self._next < len(self._eligible) and len(self._futures) < self._window:
+            position = self._eligible[self._next]
+            source = self._inputs[position]
+            self._futures[position] = self._pool.submit(_read_in_worker, source.reopen_path, source.size,
+                                                        self._prefilter)
+            self._next += 1
+        future = self._futures.pop(index, None)
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except BrokenProcessPool:  # workers could not start (see scan.worker_pool): read here
+            self._pool, self._futures = None, {}
+            return None
+
+
+def _read_in_worker(path: str, size: int | None, prefilter: PrefilterPlan | None
+                    ) -> tuple[ReadStats, list[TableBatch]]:
+    source = InputFile(path, lambda: open(path, "rb"), size, disk_path=path, reopen_path=path)
+    reading = LogReading([source], prefilter)
+    batches = list(reading.batches())
+    return reading.stats[0], batches
+
+
 def _counted(source: InputFile, on_bytes: Callable[[int], None] | None) -> InputFile:
     if on_bytes is None or source.path == "-":
         return source
     return InputFile(source.path, lambda: _CountingStream(source.open_raw(), on_bytes), source.size,
-                     source.disk_path, on_bytes)
+                     source.disk_path, on_bytes, source.reopen_path)
 
 
 def _why_unknown(head: bytes) -> str:

@@ -49,6 +49,10 @@ class ReadStats:
     error: str | None = None
     #: losses that cannot be counted in records (a truncated or corrupt stream), with where
     lost: list[str] = field(default_factory=list)
+    #: the logical tables the input holds records of, whether or not the prefilter kept any
+    #: (triage says which evidence the inputs cannot show); readers that cannot tell
+    #: before parsing get the tables of the batches they yield
+    tables: set[str] = field(default_factory=set)
 
     def skip(self, reason: str, count: int = 1, where: str | None = None) -> None:
         self.skipped[reason] += count

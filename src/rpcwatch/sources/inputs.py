@@ -40,6 +40,8 @@ class InputFile:
     disk_path: str | None = None
     #: told how many bytes were consumed, by readers that read ranges of ``disk_path``
     progress: Callable[[int], None] | None = None
+    #: the file on disk this input is (compressed or not), for a worker process to open again
+    reopen_path: str | None = None
 
     def open_raw(self) -> BinaryIO:
         return self.opener()
@@ -80,7 +82,8 @@ def _file_inputs(path: Path) -> Iterator[InputFile]:
     if magic == ZIP_MAGIC and zipfile.is_zipfile(path):
         yield from _zip_members(path)
         return
-    yield InputFile(str(path), lambda p=path: open(p, "rb"), size=_size(path), disk_path=str(path))
+    yield InputFile(str(path), lambda p=path: open(p, "rb"), size=_size(path), disk_path=str(path),
+                    reopen_path=str(path))
 
 
 def _zip_members(path: Path) -> Iterator[InputFile]:

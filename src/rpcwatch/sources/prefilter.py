@@ -75,6 +75,39 @@ def _pattern(lit: Literal, fmt: str) -> str:
     return escaped if lit.case_sensitive else f"(?i:{escaped})"
 
 
+#: RE2's memory budget for a line pattern. Hundreds of literals (triage's address searches)
+#: exhaust the default 8 MB lazy DFA and RE2 falls back to a far slower engine; the memory
+#: is only taken when a pattern needs it.
+LINE_PATTERN_MEMORY = 64 << 20
+
+
+def compile_line_pattern(pattern: bytes):
+    """The compiled form of a :class:`LineFilter` pattern (also in scan worker processes)."""
+    options = re2.Options()
+    options.never_capture = True
+    options.max_mem = LINE_PATTERN_MEMORY
+    return re2.compile(pattern, options)
+
+
+#: a prefilter that has kept this share of the first bytes it saw stops filtering: thousands
+#: of rules (SigmaHQ's Windows set) demand so many literals that nearly every line holds
+#: one, and the scan would only cost time. Stopping is always sound (rules still decide).
+USELESS_SHARE, USELESS_SAMPLE = 0.85, 8 << 20
+#: per pattern, in this process: bytes scanned, bytes kept
+_filter_yield: dict[bytes, list[int]] = {}
+
+
+def kept_lines(regex, pattern: bytes, data: bytes) -> bytes:
+    """The lines of ``data`` that ``regex`` (compiled from ``pattern``) finds, or all of them."""
+    seen = _filter_yield.setdefault(pattern, [0, 0])
+    if seen[0] >= USELESS_SAMPLE and seen[1] >= USELESS_SHARE * seen[0]:
+        return data
+    kept = b"".join(regex.findall(data))
+    seen[0] += len(data)
+    seen[1] += len(kept)
+    return kept
+
+
 class LineFilter:
     """Keeps the lines of a block that contain at least one literal."""
 
@@ -85,14 +118,12 @@ class LineFilter:
         if literals:
             alternatives = "|".join(sorted(_pattern(lit, fmt) for lit in literals))
             self.pattern = f"(?m)[^\\n]*(?:{alternatives})[^\\n]*\\n?".encode()
-            options = re2.Options()
-            options.never_capture = True
-            self._line = re2.compile(self.pattern, options)
+            self._line = compile_line_pattern(self.pattern)
 
     def select(self, block: bytes) -> bytes:
         if not self.pattern:
             return b""
-        return b"".join(self._line.findall(block))
+        return kept_lines(self._line, self.pattern, block)
 
 
 class PrefilterPlan:
@@ -105,6 +136,10 @@ class PrefilterPlan:
         self._by_table = dict(by_table) if enabled else {table: None for table in by_table}
         self.raw_tables = frozenset(raw_tables)
         self._filters: dict[tuple[str, str], LineFilter | None] = {}
+
+    def __getstate__(self) -> dict:
+        """Sent to worker processes without the compiled filters (each process compiles its own)."""
+        return {**self.__dict__, "_filters": {}}
 
     def keeps_raw(self, table: str) -> bool:
         return table in self.raw_tables

@@ -16,12 +16,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
-import re2
-
 from rpcwatch.sources.inputs import iter_line_chunks
+from rpcwatch.sources.prefilter import compile_line_pattern, kept_lines
 
 if TYPE_CHECKING:
     from rpcwatch.sources.base import ReadStats
@@ -62,9 +62,7 @@ def _filter(pattern: bytes | None):
         return None
     regex = _compiled.get(pattern)
     if regex is None:
-        options = re2.Options()
-        options.never_capture = True
-        regex = _compiled[pattern] = re2.compile(pattern, options)
+        regex = _compiled[pattern] = compile_line_pattern(pattern)
     return regex
 
 
@@ -104,7 +102,7 @@ def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
         elif regex is None:
             kept = data
         else:
-            kept = b"".join(regex.findall(data))
+            kept = kept_lines(regex, pattern, data)
         body = data[:-1] if data.endswith(b"\n") else data
         runs.append(Run(offset + start, end - start, lines=data.count(b"\n") + (not data.endswith(b"\n")),
                         marks=data.count(marker), clean=_is_clean(data), edges=body[:1] + body[-1:],
@@ -157,34 +155,70 @@ def _find_newline(fh, position: int) -> int:
 _pool: Executor | None = None
 
 
+#: worker processes asked for (``--workers``); ``None``: one per available core
+_requested_workers: int | None = None
+
+
+def set_worker_count(workers: int | None) -> None:
+    """Use ``workers`` reader processes (0 or 1: read in this process); ``None``: one per core."""
+    global _requested_workers
+    _requested_workers = workers
+
+
 def worker_count() -> int:
+    if _requested_workers is not None:
+        return _requested_workers
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def worker_pool() -> Executor | None:
     """One pool per process, started on first use; ``None`` on a single core.
 
-    Workers are forked where the platform allows: they only run this module's byte
-    scanning, and forking needs no re-import of the caller's main module (which ``spawn``
-    would run again). Call :func:`prepare_workers` before threads are started (DuckDB,
-    BLAS) so the fork happens in a single-threaded process."""
+    Workers come from a fork server where the platform has one: a clean process that has
+    imported rpcwatch's readers and nothing else, so workers start fast, inherit no
+    threads (forking a process that runs DuckDB's or Arrow's threads is not safe), and
+    the caller's main module is never imported again (``spawn`` would run it)."""
     global _pool
     workers = worker_count()
-    if workers < 2:
+    if workers < 2 or _in_worker:
         return None
     if _pool is None:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["rpcwatch.sources"])
+        else:
+            context = multiprocessing.get_context("spawn")
+        _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_become_worker)
     return _pool
 
 
+#: True in a worker process: work handed to a worker never fans out again
+_in_worker = False
+
+
+def disable_workers() -> None:
+    """No more worker processes in this process (they could not start)."""
+    global _in_worker
+    _in_worker = True
+
+
+def _become_worker() -> None:
+    global _in_worker
+    _in_worker = True
+
+
 def prepare_workers(inputs: Iterable[InputFile]) -> None:
-    """Start the worker processes now if some input is large enough to use them."""
-    if any(i.disk_path and (i.size or 0) >= PARALLEL_MIN_SIZE for i in inputs):
+    """Start the worker processes now if some input is large enough to use them, or there
+    are several files that workers can read side by side."""
+    inputs = list(inputs)
+    if any(i.disk_path and (i.size or 0) >= PARALLEL_MIN_SIZE for i in inputs) or \
+            sum(1 for i in inputs if i.reopen_path) >= 2:
         pool = worker_pool()
         if pool is not None:
-            list(pool.map(_ready, range(worker_count())))
+            try:
+                list(pool.map(_ready, range(worker_count())))
+            except BrokenProcessPool:
+                disable_workers()
 
 
 def _ready(_: int) -> bool:
@@ -211,8 +245,9 @@ def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter
     pattern = None if line_filter is None else line_filter.pattern
     if source.disk_path and pattern is not None and source.size:
         runs = scan_file_in_parallel(source.disk_path, start, source.size, marker, pattern, headers)
-        if runs is not None:
-            for run in runs:
+        first = _first_or_none(runs)
+        if first is not None:
+            for run in first:
                 stats.bytes_read += run.length
                 if source.progress:
                     source.progress(run.length)
@@ -223,6 +258,23 @@ def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter
         stats.bytes_read += len(block)
         yield from scan_block(block, offset, marker, pattern, headers, keep_data=True)
         offset += len(block)
+
+
+def _first_or_none(runs: Iterator[Run] | None) -> Iterator[Run] | None:
+    """The runs, or None when there are no workers or they could not start (a caller's
+    main module that cannot be imported again, say): the file is then scanned here."""
+    if runs is None:
+        return None
+    try:
+        first = next(runs, None)
+    except BrokenProcessPool:
+        return None
+    return runs if first is None else _chain(first, runs)
+
+
+def _chain(first: Run, rest: Iterator[Run]) -> Iterator[Run]:
+    yield first
+    yield from rest
 
 
 def run_bytes(source: InputFile, run: Run) -> bytes:

@@ -280,6 +280,7 @@ class ZeekTsvReader(Reader):
               scan_filter: LineFilter | None, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
         if not run.lines:
             return
+        stats.tables.add(block.table)
         line_filter = prefilter.for_table(block.table, self.format_name) if prefilter else None
         expected = len(block.header.fields) - 1
         if run.clean and expected and run.marks == expected * run.lines and line_filter is scan_filter:
@@ -383,9 +384,15 @@ class ZeekJsonReader(Reader):
     def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
              prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
         stats.format = self.format_name
-        scan_filter = self._filter_for(stream.peek(1 << 16), source.path, prefilter) if prefilter else None
+        log_table = self._table_of(stream.peek(1 << 16), source.path)
+        scan_filter = None
+        if prefilter is not None:  # a stream that names its records may mix logs: every Zeek table's filter
+            scan_filter = prefilter.for_tables("zeek.", self.format_name) if log_table is None \
+                else prefilter.for_table(log_table, self.format_name)
         parser = JsonBlockParser(stats)
         for run in line_runs(source, stream, stats, scan_filter, marker=b"}\n{", headers=False):
+            if log_table is not None and run.lines:
+                stats.tables.add(log_table)
             if run.clean and run.marks == run.lines - 1 and run.edges == b"{}":
                 stats.records += run.lines
                 kept = run.kept
@@ -401,17 +408,17 @@ class ZeekJsonReader(Reader):
                 if part.num_rows:
                     yield TableBatch(table_name, part, source.path, self.format_name)
 
-    def _filter_for(self, head: bytes, file_path: str, prefilter: PrefilterPlan) -> LineFilter | None:
-        """The log is named by the first record; a stream that names its records
-        (``_path``) may mix logs, so it gets the filter of every Zeek table."""
+    @staticmethod
+    def _table_of(head: bytes, file_path: str) -> str | None:
+        """The log's table, named by the first record; None for a stream that names each
+        record (``_path``) or whose first line is no object."""
         try:
             first = json.loads(head.split(b"\n", 1)[0])
         except ValueError:
-            first = {}
+            return None
         if not isinstance(first, dict) or "_path" in first:
-            return prefilter.for_tables("zeek.", self.format_name)
-        table = "zeek." + log_path_for(flatten_dict(first).keys(), file_path)
-        return prefilter.for_table(table, self.format_name)
+            return None
+        return "zeek." + log_path_for(flatten_dict(first).keys(), file_path)
 
     @staticmethod
     def _parse(data: bytes, parser: JsonBlockParser, stats: ReadStats) -> pa.Table | None:

@@ -1,0 +1,63 @@
+"""Exposure inventory: internal hosts that accepted TCP/135 from the internet.
+
+What the advisory's "review and harden systems that provide RPC services" needs: every
+internal host with an established session to its endpoint mapper from an internet
+source (probes that were refused or unanswered do not count), when, from whom, and the
+records that show it.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from rpcwatch.alerts import iso_from_micros
+from rpcwatch.triage.chain import Chain, attack_chain
+from rpcwatch.triage.evidence import Evidence
+from rpcwatch.triage.flows import Flow
+
+MAX_LISTED = 50
+
+
+@dataclass
+class ExposedHost:
+    address: str
+    hosts: list[str]
+    first_seen: str | None
+    last_seen: str | None
+    #: internet sources with the number of accepted sessions (connections) from each
+    sources: Counter
+    evidence: list[Evidence]
+
+    def to_dict(self) -> dict[str, Any]:
+        listed = sorted(self.evidence, key=lambda e: (e.micros is None, e.micros or 0))[:MAX_LISTED]
+        return {"address": self.address, "hosts": self.hosts, "first_seen": self.first_seen,
+                "last_seen": self.last_seen, "sessions": sum(self.sources.values()),
+                "sources": [{"address": a, "sessions": n} for a, n in self.sources.most_common()],
+                "evidence_total": len(self.evidence), "evidence": [e.ref() for e in listed]}
+
+
+def exposure_inventory(flows: Iterable[Flow], hosts: Mapping[str, set[str]],
+                       chain: Chain | None = None) -> list[ExposedHost]:
+    chain = chain or attack_chain()
+    accepted: dict[str, list[Flow]] = defaultdict(list)
+    for flow in flows:
+        if (flow.client_scope == "internet" and flow.server_scope == "internal"
+                and flow.server_port == chain.rpc_port and flow.established):
+            accepted[flow.server].append(flow)
+    inventory = []
+    for address, sessions in accepted.items():
+        times = [f.micros for f in sessions if f.micros is not None]
+        inventory.append(ExposedHost(
+            address=address, hosts=sorted(hosts.get(address, ())),
+            first_seen=iso_from_micros(min(times)) if times else None,
+            last_seen=iso_from_micros(max(times)) if times else None,
+            sources=_sessions_per_source(sessions), evidence=[f.evidence for f in sessions]))
+    inventory.sort(key=lambda h: (h.first_seen or "", h.address))
+    return inventory
+
+
+def _sessions_per_source(flows: list[Flow]) -> Counter:
+    """A connection and the RPC calls on it share one record id (Zeek uid): one session."""
+    distinct = {(f.client, f.evidence.record_id or id(f)) for f in flows}
+    return Counter(client for client, _ in distinct)
