@@ -79,3 +79,20 @@ def test_a_parquet_dataset_hunted_by_spark_raises_the_alerts_of_its_logs(corpus,
                       for a in hunt)
     assert scanned == alert_keys(files, DuckDBEngine())
     assert sum(s.records for s in hunt.report.stats) == export.rows
+
+
+@pytest.mark.slow
+def test_spark_and_duckdb_build_the_same_incidents(corpus, spark_engine):
+    """Triage's second pass (the evidence search) runs on the same engine as the hunt."""
+    from rpcwatch.triage.run import run_triage
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    paths = [str(examples), str(corpus / "rita")]
+
+    def incidents(engine) -> list[dict]:
+        result = run_triage(list(expand_inputs(paths)), plan_hunt(), engine)
+        return [incident.to_dict() for incident in result.incidents]
+
+    expected = incidents(DuckDBEngine())
+    assert len(expected) > 10
+    assert incidents(spark_engine) == expected
