@@ -7,21 +7,14 @@ backend subclasses where a backend writes something wrong for these rules.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import pyarrow as pa
-from sigma.backends.elasticsearch import ESQLBackend, LuceneBackend
-from sigma.backends.kusto import KustoBackend
-from sigma.backends.splunk import SplunkBackend
 from sigma.collection import SigmaCollection
-from sigma.conditions import ConditionFieldEqualsValueExpression
-from sigma.conversion.base import Backend
-from sigma.conversion.state import ConversionState
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
 from sigma.processing.pipeline import ProcessingPipeline
@@ -36,37 +29,8 @@ from rpcwatch.sigma.sql import Dialect, SparkDialect, SqlPrinter, Unprintable
 from rpcwatch.sources.windows import SYSTEM_FIELD_TYPES, WINDOWS_TABLE
 from rpcwatch.sources.zeek import arrow_type
 
-
-class RpcwatchKustoBackend(KustoBackend):
-    """pySigma's Kusto backend, corrected for these rules:
-
-    - it writes ``ipv4_is_in_range`` for every network, so IPv6 networks (``fc00::/7``)
-      never match; IPv6 networks need ``ipv6_is_in_range``;
-    - it quotes a dotted name as ``'id.resp_p'`` (a string literal in KQL, so the
-      comparison is constant) and leaves it bare in CIDR tests (``id.resp_h`` is read as a
-      member access); KQL names a column with special characters as ``['id.resp_p']``.
-    """
-
-    # the list form is IPv4-only too; one expression per network keeps versions apart
-    cidr_in_list_expression = None
-
-    def convert_rule(self, rule, output_format=None, *args, **kwargs):
-        """Each query on the table the pipeline chose (state ``query_table``); the
-        backend's own table finalizer does not fit this pySigma's finalizer interface."""
-        queries = super().convert_rule(rule, output_format, *args, **kwargs)
-        table = self.last_processing_pipeline.state.get("query_table")
-        return [f"{table}\n| where {query}" if table else query for query in queries]
-
-    def escape_and_quote_field(self, field_name: str) -> str:
-        if self.field_quote_pattern.match(field_name):
-            return field_name
-        return "['" + field_name.replace("\\", "\\\\").replace("'", "\\'") + "']"
-
-    def convert_condition_field_eq_val_cidr(self, cond: ConditionFieldEqualsValueExpression,
-                                            state: ConversionState) -> str:
-        network = cond.value.network
-        function = "ipv6_is_in_range" if isinstance(network, ipaddress.IPv6Network) else "ipv4_is_in_range"
-        return f'{function}({self.escape_and_quote_field(cond.field)}, "{network}")'
+if TYPE_CHECKING:
+    from sigma.conversion.base import Backend
 
 
 @dataclass(frozen=True)
@@ -77,7 +41,9 @@ class Target:
     description: str
     #: pipeline name -> file in pipelines/ (``native`` keeps the log's own field names)
     pipelines: dict[str, str | None]
-    backend: Callable[[ProcessingPipeline], Backend] | None = None
+    #: the pySigma backend class, imported when first needed (the backends' imports
+    #: would otherwise cost every rpcwatch command a tenth of a second at start-up)
+    backend: Callable[[], type[Backend]] | None = None
     dialect: Callable[[], Dialect] | None = None
 
     @property
@@ -86,16 +52,21 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {target.name: target for target in (
-    Target("splunk", "Splunk SPL", {"splunk": "splunk.yml", "native": None}, backend=SplunkBackend),
+    Target("splunk", "Splunk SPL", {"splunk": "splunk.yml", "native": None}, backend=lambda: _backend("splunk")),
     Target("lucene", "Elasticsearch Lucene query string", {"ecs": "ecs.yml", "native": None},
-           backend=LuceneBackend),
-    Target("esql", "Elasticsearch ES|QL", {"ecs": "ecs.yml", "native": None}, backend=ESQLBackend),
+           backend=lambda: _backend("lucene")),
+    Target("esql", "Elasticsearch ES|QL", {"ecs": "ecs.yml", "native": None}, backend=lambda: _backend("esql")),
     Target("kusto", "Microsoft Sentinel / Kusto KQL", {"sentinel": "sentinel.yml", "native": None},
-           backend=RpcwatchKustoBackend),
+           backend=lambda: _backend("kusto")),
     Target("spark-sql", "Spark SQL over a view per table", {"native": None}, dialect=SparkDialect),
     Target("duckdb", "DuckDB SQL over a view per table", {"native": None},
            dialect=lambda: _portable(Dialect())),
 )}
+
+
+def _backend(name: str) -> type[Backend]:
+    from rpcwatch.sigma.backends import BACKENDS
+    return BACKENDS[name]
 
 
 def _portable(dialect: Dialect) -> Dialect:
@@ -144,12 +115,12 @@ def convert(paths: Iterable[str | Path], target_name: str, pipeline_name: str | 
     # Rules first, before references are resolved: pySigma leaves a rule that a correlation
     # references unfinalized (ES|QL without its "from ... | where"), as a part of the
     # correlation rather than a query of its own.
-    backend = target.backend(pipeline(target.pipelines[pipeline_name]))
+    backend = target.backend()(pipeline(target.pipelines[pipeline_name]))
     conversions += [_backend_conversion(rule, backend, target) for rule in rules]
     if correlations:
         SigmaCollection(documents, resolve_references=False).resolve_rule_references()
         # a correlation is converted from its rules' conversions, by the same backend
-        backend = target.backend(pipeline(target.pipelines[pipeline_name]))
+        backend = target.backend()(pipeline(target.pipelines[pipeline_name]))
         for rule in rules:
             _backend_conversion(rule, backend, target)
         conversions += [_backend_conversion(correlation, backend, target) for correlation in correlations]

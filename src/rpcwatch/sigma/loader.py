@@ -23,15 +23,15 @@ from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
 from sigma.types import SigmaCIDRExpression, SigmaRuleLocation
 
 from rpcwatch.config import Config
+from rpcwatch.datafiles import FAST_LOADER
 from rpcwatch.networks import NetworkSet
 from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_rule
 from rpcwatch.sigma.correlation import CompiledCorrelation, compile_correlation
 
 RULE_SUFFIXES = (".yml", ".yaml")
 
-#: libyaml's safe loader where PyYAML was built with it: the pure-Python one that
-#: SigmaCollection.from_yaml uses spends most of the time of loading thousands of rules
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: SigmaCollection.from_yaml parses with PyYAML's pure-Python loader, which spends most of
+#: the time of loading thousands of rules; libyaml's (FAST_LOADER) is used instead
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def parse_file(file: Path) -> Iterator[tuple[object | None, RuleProblem | None]]
         yield None, RuleProblem(str(file), f"cannot read rule file: {exc}")
         return
     try:
-        collection = SigmaCollection.from_dicts(list(yaml.load_all(text, Loader=_YAML_LOADER)), collect_errors=True,
+        collection = SigmaCollection.from_dicts(list(yaml.load_all(text, Loader=FAST_LOADER)), collect_errors=True,
                                                 source=SigmaRuleLocation(file), collect_filters=True,
                                                 resolve_references=False)
     except Exception as exc:  # YAML errors and pySigma errors alike end in a listed problem

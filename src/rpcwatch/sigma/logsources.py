@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Mapping
 
-import yaml
-
+from rpcwatch.datafiles import load_yaml
 from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_selection, pattern_of
 from rpcwatch.sigma.expr import (
     And,
@@ -79,8 +77,7 @@ class BoundRule:
 
 
 def _load_yaml(name: str) -> dict:
-    text = (resources.files("rpcwatch.sigma") / "mappings" / name).read_text(encoding="utf-8")
-    return yaml.safe_load(text) or {}
+    return load_yaml("rpcwatch.sigma", "mappings", name)
 
 
 @lru_cache(maxsize=1)

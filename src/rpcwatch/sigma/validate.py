@@ -13,7 +13,7 @@ from sigma.collection import SigmaCollection
 from sigma.validation import SigmaValidator
 from sigma.validators.core import validators
 
-from rpcwatch.sigma.loader import load_rule_set, rule_files
+from rpcwatch.sigma.loader import rule_files
 
 ONLINE_VALIDATORS = frozenset({"attacktag", "d3_fendtag"})
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from typing import BinaryIO, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 
+from rpcwatch.datafiles import load_yaml
 from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
 from rpcwatch.sources.inputs import InputFile, iter_line_chunks
 from rpcwatch.sources.jsonlines import JsonBlockParser, count_lines, drop_non_objects, repair_utf8
@@ -191,8 +190,7 @@ class FieldMappings:
 
 @lru_cache(maxsize=1)
 def field_mappings() -> FieldMappings:
-    text = resources.files("rpcwatch.sources").joinpath("data/windows_fields.yml").read_text()
-    data = yaml.safe_load(text)
+    data = load_yaml("rpcwatch.sources", "data", "windows_fields.yml")
     beat = data["winlogbeat"]
     sysmon = SysmonModuleMapping(**beat["sysmon"])
     return FieldMappings(
