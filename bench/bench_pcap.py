@@ -32,11 +32,12 @@ READER_SCRIPT = """
 import sys
 import rpcwatch.sources.pcap
 from rpcwatch.sources import LogReading, expand_inputs
-from rpcwatch.sources.scan import prepare_workers
+from rpcwatch.workers import start_workers, workers_ready
 if sys.argv[2] == "single":
     rpcwatch.sources.pcap.PARALLEL_MIN_SIZE = float("inf")
 inputs = list(expand_inputs(sys.argv[1:2]))
-prepare_workers(inputs)
+start_workers(sys.argv[1:2])
+workers_ready()
 reading = LogReading(inputs)
 rows = {}
 for batch in reading.batches():

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH", help="rule files or directories")
     validate.add_argument("--format", choices=("table", "json"), default=None)
     validate.set_defaults(handler=_rules_validate)
-    from rpcwatch.sigma.convert import TARGETS
+    from rpcwatch.sigma.targets import TARGETS
 
     conversion = rule_commands.add_parser(
         "convert", help="rules as SIEM queries, with the configured internal networks",
@@ -184,14 +184,16 @@ class _Run:
 
 def _prepare(args) -> _Run:
     """Configuration, inputs, the rule plan and the engine shared by every command that hunts."""
-    from rpcwatch.hunt import plan_hunt
-    from rpcwatch.sources import InputError, expand_inputs
-    from rpcwatch.sources.scan import prepare_workers, set_worker_count
+    from rpcwatch.workers import set_worker_count, start_workers, workers_ready
 
     set_worker_count(args.workers)
     config = _config(args)
     _check_rule_paths(args)
     local = [path for path in args.paths if args.engine != "spark" or not _for_spark(path)]
+    start_workers(local)  # they import the readers on another core while this process loads the rules
+    from rpcwatch.hunt import plan_hunt
+    from rpcwatch.sources import InputError, expand_inputs
+
     try:
         inputs = list(expand_inputs(local)) if local else []
     except InputError as exc:
@@ -200,7 +202,7 @@ def _prepare(args) -> _Run:
                      filters=args.filters)
     if not plan.rule_set.rules:
         raise UsageError("no runnable rules" + "".join(f"\n  {p.path}: {p.reason}" for p in plan.problems))
-    prepare_workers(inputs)  # before the engine starts threads
+    workers_ready()
     engine = _engine(args)
     uri_logs, datasets = _spark_inputs(engine, [path for path in args.paths if path not in local])
     return _Run(inputs + uri_logs, plan, engine, datasets)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import pyarrow as pa
 from sigma.collection import SigmaCollection
@@ -26,6 +26,7 @@ from rpcwatch.sigma.expr import fields_of
 from rpcwatch.sigma.loader import apply_networks, bundled_rule_files, parse_file, rule_files
 from rpcwatch.sigma.logsources import BoundRule, bind, table_info
 from rpcwatch.sigma.sql import Dialect, SparkDialect, SqlPrinter, Unprintable
+from rpcwatch.sigma.targets import TARGETS, Target
 from rpcwatch.sources.windows import SYSTEM_FIELD_TYPES, WINDOWS_TABLE
 from rpcwatch.sources.zeek import arrow_type
 
@@ -33,44 +34,16 @@ if TYPE_CHECKING:
     from sigma.conversion.base import Backend
 
 
-@dataclass(frozen=True)
-class Target:
-    """A query language: how to convert to it and which pipelines it accepts."""
-
-    name: str
-    description: str
-    #: pipeline name -> file in pipelines/ (``native`` keeps the log's own field names)
-    pipelines: dict[str, str | None]
-    #: the pySigma backend class, imported when first needed (the backends' imports
-    #: would otherwise cost every rpcwatch command a tenth of a second at start-up)
-    backend: Callable[[], type[Backend]] | None = None
-    dialect: Callable[[], Dialect] | None = None
-
-    @property
-    def default_pipeline(self) -> str:
-        return next(iter(self.pipelines))
+def _backend(target: Target, pipeline_name: str) -> Backend:
+    from rpcwatch.sigma.backends import BACKENDS  # pySigma's backends: only this command needs them
+    return BACKENDS[target.backend](pipeline(target.pipelines[pipeline_name]))
 
 
-TARGETS: dict[str, Target] = {target.name: target for target in (
-    Target("splunk", "Splunk SPL", {"splunk": "splunk.yml", "native": None}, backend=lambda: _backend("splunk")),
-    Target("lucene", "Elasticsearch Lucene query string", {"ecs": "ecs.yml", "native": None},
-           backend=lambda: _backend("lucene")),
-    Target("esql", "Elasticsearch ES|QL", {"ecs": "ecs.yml", "native": None}, backend=lambda: _backend("esql")),
-    Target("kusto", "Microsoft Sentinel / Kusto KQL", {"sentinel": "sentinel.yml", "native": None},
-           backend=lambda: _backend("kusto")),
-    Target("spark-sql", "Spark SQL over a view per table", {"native": None}, dialect=SparkDialect),
-    Target("duckdb", "DuckDB SQL over a view per table", {"native": None},
-           dialect=lambda: _portable(Dialect())),
-)}
-
-
-def _backend(name: str) -> type[Backend]:
-    from rpcwatch.sigma.backends import BACKENDS
-    return BACKENDS[name]
-
-
-def _portable(dialect: Dialect) -> Dialect:
-    """Standalone SQL cannot call the engine's Python function: CIDR in plain SQL."""
+def _dialect(name: str) -> Dialect:
+    if name == "spark":
+        return SparkDialect()
+    dialect = Dialect()
+    # standalone SQL cannot call the engine's Python function: CIDR in plain SQL
     dialect.cidr_mode = "portable"
     return dialect
 
@@ -105,7 +78,7 @@ def convert(paths: Iterable[str | Path], target_name: str, pipeline_name: str | 
     config = config or Config()
     documents, conversions = _documents([*(bundled_rule_files() if bundled else []), *rule_files(paths)], config)
     if target.dialect is not None:
-        dialect = target.dialect()
+        dialect = _dialect(target.dialect)
         conversions += [_sql_conversion(document, dialect, config) for document in documents]
         prelude = tuple(dialect.ip_key_definitions()) if any(
             "rpcw_ip_key(" in q for c in conversions for q in c.queries) else ()
@@ -115,12 +88,12 @@ def convert(paths: Iterable[str | Path], target_name: str, pipeline_name: str | 
     # Rules first, before references are resolved: pySigma leaves a rule that a correlation
     # references unfinalized (ES|QL without its "from ... | where"), as a part of the
     # correlation rather than a query of its own.
-    backend = target.backend()(pipeline(target.pipelines[pipeline_name]))
+    backend = _backend(target, pipeline_name)
     conversions += [_backend_conversion(rule, backend, target) for rule in rules]
     if correlations:
         SigmaCollection(documents, resolve_references=False).resolve_rule_references()
         # a correlation is converted from its rules' conversions, by the same backend
-        backend = target.backend()(pipeline(target.pipelines[pipeline_name]))
+        backend = _backend(target, pipeline_name)
         for rule in rules:
             _backend_conversion(rule, backend, target)
         conversions += [_backend_conversion(correlation, backend, target) for correlation in correlations]

@@ -10,7 +10,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
-from rpcwatch.sources import evtx, pcap, scan, winjson, zeek  # noqa: F401  (registers their readers)
+from rpcwatch import workers
+from rpcwatch.sources import evtx, pcap, winjson, zeek  # noqa: F401  (registers their readers)
 from rpcwatch.sources.base import READERS, ReadStats, Reader, TableBatch
 from rpcwatch.sources.inputs import InputError, InputFile, expand_inputs, open_decompressed
 from rpcwatch.sources.prefilter import PrefilterPlan
@@ -116,12 +117,12 @@ class _ReadAhead:
     def __init__(self, inputs: list[InputFile], prefilter: PrefilterPlan | None):
         self._eligible = [i for i, s in enumerate(inputs)
                           if s.reopen_path and (s.size or 0) <= WORKER_FILE_LIMIT
-                          and not (s.disk_path and (s.size or 0) >= scan.PARALLEL_MIN_SIZE)]
-        self._pool = scan.worker_pool() if len(self._eligible) >= 2 else None
+                          and not (s.disk_path and (s.size or 0) >= workers.PARALLEL_MIN_SIZE)]
+        self._pool = workers.worker_pool() if len(self._eligible) >= 2 else None
         self._inputs, self._prefilter = inputs, prefilter
         self._futures: dict[int, object] = {}
         self._next = 0  # position in _eligible of the next file to hand out
-        self._window = 2 * scan.worker_count()
+        self._window = 2 * workers.worker_count()
 
     def result(self, index: int) -> tuple[ReadStats, list[TableBatch]] | None:
         if self._pool is None:
@@ -137,7 +138,7 @@ class _ReadAhead:
             return None
         try:
             return future.result()
-        except BrokenProcessPool:  # workers could not start (see scan.worker_pool): read here
+        except BrokenProcessPool:  # workers could not start (see workers.worker_pool): read here
             self._pool, self._futures = None, {}
             return None
 

@@ -28,7 +28,7 @@ from rpcwatch.sources.inputs import InputFile, PeekStream
 from rpcwatch.sources.packets import decode
 from rpcwatch.sources.prefilter import PrefilterPlan
 # the worker pool of the plain-log scanner is shared
-from rpcwatch.sources.scan import PARALLEL_MIN_SIZE, worker_count, worker_pool
+from rpcwatch.workers import PARALLEL_MIN_SIZE, worker_count, worker_pool
 
 BATCH_ROWS = 65536
 #: decode() reasons that lose nothing the logs would show (Zeek ignores these packets too)

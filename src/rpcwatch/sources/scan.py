@@ -13,15 +13,14 @@ piped input is scanned in the reading process.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from rpcwatch.sources.inputs import iter_line_chunks
 from rpcwatch.sources.prefilter import compile_line_pattern, kept_lines
+from rpcwatch.workers import PARALLEL_MIN_SIZE, worker_pool
 
 if TYPE_CHECKING:
     from rpcwatch.sources.base import ReadStats
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
 
 #: blocks handed to one worker task
 RANGE_SIZE = 16 << 20
-#: plain files smaller than this are scanned in-process (workers cost a start-up)
-PARALLEL_MIN_SIZE = 48 << 20
 
 
 @dataclass
@@ -150,79 +147,6 @@ def _find_newline(fh, position: int) -> int:
         if at >= 0:
             return position + at
         position += len(data)
-
-
-_pool: Executor | None = None
-
-
-#: worker processes asked for (``--workers``); ``None``: one per available core
-_requested_workers: int | None = None
-
-
-def set_worker_count(workers: int | None) -> None:
-    """Use ``workers`` reader processes (0 or 1: read in this process); ``None``: one per core."""
-    global _requested_workers
-    _requested_workers = workers
-
-
-def worker_count() -> int:
-    if _requested_workers is not None:
-        return _requested_workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def worker_pool() -> Executor | None:
-    """One pool per process, started on first use; ``None`` on a single core.
-
-    Workers come from a fork server where the platform has one: a clean process that has
-    imported rpcwatch's readers and nothing else, so workers start fast, inherit no
-    threads (forking a process that runs DuckDB's or Arrow's threads is not safe), and
-    the caller's main module is never imported again (``spawn`` would run it)."""
-    global _pool
-    workers = worker_count()
-    if workers < 2 or _in_worker:
-        return None
-    if _pool is None:
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["rpcwatch.sources"])
-        else:
-            context = multiprocessing.get_context("spawn")
-        _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_become_worker)
-    return _pool
-
-
-#: True in a worker process: work handed to a worker never fans out again
-_in_worker = False
-
-
-def disable_workers() -> None:
-    """No more worker processes in this process (they could not start)."""
-    global _in_worker
-    _in_worker = True
-
-
-def _become_worker() -> None:
-    global _in_worker
-    _in_worker = True
-
-
-def prepare_workers(inputs: Iterable[InputFile]) -> None:
-    """Start the worker processes now if some input is large enough to use them, or there
-    are several files that workers can read side by side."""
-    inputs = list(inputs)
-    if any(i.disk_path and (i.size or 0) >= PARALLEL_MIN_SIZE for i in inputs) or \
-            sum(1 for i in inputs if i.reopen_path) >= 2:
-        pool = worker_pool()
-        if pool is not None:
-            try:
-                list(pool.map(_ready, range(worker_count())))
-            except BrokenProcessPool:
-                disable_workers()
-
-
-def _ready(_: int) -> bool:
-    return True
 
 
 def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, pattern: bytes | None,
