@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import sys
+import threading
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +21,8 @@ from rpcwatch.sources.base import ReadStats
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 COMPRESSED_BLOCK = 1 << 20
+#: inflated data is prepared this far ahead of the reader, in blocks of this size
+READ_AHEAD_BLOCK, READ_AHEAD_DEPTH = 4 << 20, 8
 HEAD_SIZE = 64 * 1024
 #: a "line" longer than this is cut (binary data), so memory stays bounded
 MAX_LINE = 64 << 20
@@ -176,6 +180,76 @@ class GzipStream(io.RawIOBase):
             super().close()
 
 
+class ReadAheadStream(io.RawIOBase):
+    """Reads ``raw`` in a background thread, a few blocks ahead of the consumer.
+
+    Inflating gzip releases the GIL (``isal`` and ``zlib`` both do), so while the reader
+    scans and parses one block on this thread, the next blocks are inflated on another
+    core. Errors raised by ``raw`` reach the consumer at the point where they happened."""
+
+    def __init__(self, raw: BinaryIO, block_size: int = READ_AHEAD_BLOCK, depth: int = READ_AHEAD_DEPTH):
+        self._raw = raw
+        self._block_size = block_size
+        self._blocks: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending = b""
+        self._offset = 0
+        self._finished = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._fill, name="rpcwatch-read-ahead", daemon=True)
+            self._thread.start()
+        while self._offset >= len(self._pending):
+            if self._finished:
+                return 0
+            block = self._blocks.get()
+            if isinstance(block, BaseException):
+                self._finished = True
+                raise block
+            if not block:
+                self._finished = True
+                return 0
+            self._pending, self._offset = block, 0
+        size = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:size] = memoryview(self._pending)[self._offset:self._offset + size]
+        self._offset += size
+        return size
+
+    def _fill(self) -> None:
+        try:
+            while not self._stop.is_set():
+                block = self._raw.read(self._block_size)
+                self._put(block)
+                if not block:
+                    return
+        except BaseException as exc:  # handed to the consumer, raised where it reads
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._blocks.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
 class TolerantStream(io.RawIOBase):
     """Turns an I/O error after the first bytes into end-of-data plus a recorded loss, so
     everything read before a failing disk or network share still gets processed."""
@@ -253,7 +327,7 @@ def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, b
     head = _read_at_least(raw, 2)
     stream: BinaryIO = PeekStream(head, raw)
     if head.startswith(GZIP_MAGIC):
-        stream = GzipStream(stream, stats)
+        stream = ReadAheadStream(GzipStream(stream, stats))
         source = replace(source, disk_path=None)
     head = _read_at_least(stream, HEAD_SIZE)
     return source, head, io.BufferedReader(PeekStream(head, stream), buffer_size=1 << 20)
