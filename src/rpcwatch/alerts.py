@@ -30,6 +30,11 @@ def build_alerts(bound: BoundRule, rows: pa.Table,
     rule = bound.rule
     rule_part = {"id": rule.id, "name": rule.title, "level": rule.level, "tags": list(rule.tags)}
     names = [name for name in rows.column_names if not name.startswith(HIDDEN_PREFIX)]
+    if info.sparse:
+        # a sparse table has the columns of every kind of event in it (hundreds for Windows);
+        # the rows one rule matched use few, and an unset value is left out of the alert anyway
+        names = [name for name in names if rows.column(name).null_count < rows.num_rows]
+        rows = rows.select([*names, *(name for name in rows.column_names if name.startswith(HIDDEN_PREFIX))])
     fields_by_path: dict[str | None, list[str]] = {}
     for record in rows.to_pylist():
         path = record.get(FILE_COLUMN)
