@@ -15,11 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rpcwatch.engines.query import (  # noqa: F401  (original_name: the rule index reads it here)
+from rpcwatch.engines.query import (
     ROW_COLUMN,
-    RULES_COLUMN,
     VIEW_NAME,
     BatchShape,
+    matched_row_numbers,
     original_name,
     rules_query,
 )
@@ -185,14 +185,8 @@ class DuckDBEngine:
                 matched = self.con.execute(statement).to_arrow_table()
         finally:
             self.con.unregister(VIEW_NAME)
-        if matched.num_rows == 0:
-            return
-        flags = matched.column(RULES_COLUMN).combine_chunks()
-        rows = matched.column(ROW_COLUMN).combine_chunks()
-        flat = pc.list_flatten(flags)
-        parents = pc.list_parent_indices(flags)
-        for index in pc.unique(flat).to_pylist():
-            yield rules[index], pc.take(rows, pc.filter(parents, pc.equal(flat, index)))
+        for index, hit in matched_row_numbers(matched):
+            yield rules[index], hit
 
     def _index_for(self, rules: Sequence[BoundRule]) -> RuleIndex:
         entry = self._indexes.get(id(rules))

@@ -129,6 +129,13 @@ def precomputed_rows_by_rule(data: pa.Table,
 def rows_by_rule(matched: pa.Table, data: pa.Table,
                  rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
     """Decode a :func:`rules_query` result: each rule with its rows of ``data``, in order."""
+    for index, hit in matched_row_numbers(matched):
+        yield rules[index], data.take(hit.take(pc.sort_indices(hit)))
+
+
+def matched_row_numbers(matched: pa.Table) -> Iterator[tuple[int, pa.Array]]:
+    """Decode a :func:`rules_query` result: each matching rule's position with the numbers
+    of the rows it matched (in no particular order)."""
     if matched.num_rows == 0:
         return
     flags = matched.column(RULES_COLUMN).combine_chunks()
@@ -136,8 +143,7 @@ def rows_by_rule(matched: pa.Table, data: pa.Table,
     flat = pc.list_flatten(flags)
     parents = pc.list_parent_indices(flags)
     for index in pc.unique(flat).to_pylist():
-        hit = pc.take(rows, pc.filter(parents, pc.equal(flat, index)))
-        yield rules[index], data.take(hit.take(pc.sort_indices(hit)))
+        yield index, pc.take(rows, pc.filter(parents, pc.equal(flat, index)))
 
 class BatchShape:
     """The columns a set of rules reads, and a schema for them that only grows."""

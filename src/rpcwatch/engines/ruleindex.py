@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rpcwatch.engines.query import original_name
 from rpcwatch.sigma.literals import KEYWORD_FIELD, field_literals
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import keyword_columns
@@ -82,9 +83,7 @@ def _column_resolver(names: list[str]):
     """field -> the column the field reads: the column of that exact name where there is
     one, else the first whose name differs only in case (as the SQL printer resolves
     fields). Columns may differ only in case; their SQL names then carry a collision
-    mark (see engines/duckdb.py)."""
-    from rpcwatch.engines.duckdb import original_name
-
+    mark (see engines/query.py)."""
     exact = {original_name(name): name for name in names}
     folded: dict[str, str] = {}
     for name in names:
