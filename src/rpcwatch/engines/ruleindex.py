@@ -25,7 +25,6 @@ from rpcwatch.sigma.literals import KEYWORD_FIELD, field_literals
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import keyword_columns
 
-ROW_SEPARATOR = "\x1e"  # cannot occur in a literal: a match never spans two rows
 
 
 @dataclass(frozen=True)
@@ -101,10 +100,10 @@ def _scan(automaton: ahocorasick.Automaton, column: pa.ChunkedArray) -> dict[int
         column = column.filter(present)
     else:
         row_of = None
-    text = pc.fill_null(_as_text(column), "")
-    joined = ROW_SEPARATOR.join(text.to_pylist())
+    text = pc.fill_null(_as_text(column), "").combine_chunks()
+    joined = _concatenated(text)
     # characters (not bytes) per row, as the automaton counts positions in the str
-    ends = np.cumsum(pc.utf8_length(text).to_numpy(zero_copy_only=False).astype(np.int64) + 1)
+    ends = np.cumsum(pc.utf8_length(text).to_numpy(zero_copy_only=False).astype(np.int64))
     positions, literals = [], []
     for end, literal in automaton.iter(joined):
         positions.append(end)
@@ -119,6 +118,18 @@ def _scan(automaton: ahocorasick.Automaton, column: pa.ChunkedArray) -> dict[int
     for literal in np.unique(literal_array):
         found[int(literal)] = np.unique(rows[literal_array == literal])
     return found
+
+
+def _concatenated(text: pa.Array) -> str:
+    """All values of a string array as one str, straight from Arrow's data buffer (no
+    Python object per value). Values are not separated: a literal found across two values
+    only makes the second a candidate, and candidates are always checked by the rule."""
+    if not len(text):
+        return ""
+    offset_type = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(text.buffers()[1], dtype=offset_type)[text.offset:text.offset + len(text) + 1]
+    data = text.buffers()[2]
+    return data[int(offsets[0]):int(offsets[-1])].to_pybytes().decode("utf-8") if data is not None else ""
 
 
 def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
