@@ -35,7 +35,7 @@ def test_export_parquet_then_hunt_with_spark_gives_the_duckdb_alerts(corpus, tmp
     export = run("export-parquet", str(corpus / "rita"), str(REPO / "examples"), "-o", str(dataset))
     assert export.returncode == 0, export.stderr
     assert "not a supported log format" in export.stderr  # rita's README, reported not hidden
-    assert sorted(p.name for p in dataset.iterdir()) == ["table=zeek.conn", "table=zeek.dce_rpc"]
+    assert sorted(p.name for p in dataset.iterdir()) == ["table=windows", "table=zeek.conn", "table=zeek.dce_rpc"]
     duckdb = run("hunt", str(corpus / "rita"), str(REPO / "examples"), "--format", "jsonl", "-q")
     spark = run("hunt", str(dataset), "--engine", "spark", "--format", "jsonl", "-q")
     assert spark.returncode == 0, spark.stderr
@@ -45,7 +45,7 @@ def test_export_parquet_then_hunt_with_spark_gives_the_duckdb_alerts(corpus, tmp
         return sorted((a["rule"]["name"], str(a.get("original", {}).get("uid")), str(a.get("log"))) for a in alerts)
 
     assert keys(spark.stdout) == keys(duckdb.stdout)
-    assert len(keys(duckdb.stdout)) == 48
+    assert len(keys(duckdb.stdout)) == 49
 
 
 def test_master_needs_the_spark_engine():
@@ -67,4 +67,4 @@ def test_logs_at_a_uri_are_read_through_hadoop_like_local_files(corpus, spark_se
         return sorted((a["rule"]["name"], str(a.get("original", {}).get("uid") or a.get("original", {}).get(
             "EventRecordID")), str(a.get("log", {}).get("file", {}).get("path", "")).replace("file:", "")) for a in alerts)
 
-    assert keys(got.stdout) == keys(expected.stdout) and len(keys(expected.stdout)) == 17
+    assert keys(got.stdout) == keys(expected.stdout) and len(keys(expected.stdout)) == 18

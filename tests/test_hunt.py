@@ -84,8 +84,9 @@ def test_examples(repo_root=Path(__file__).resolve().parent.parent):
     alerts, report = hunt([repo_root / "examples"])
     counts = Counter(a["rule"]["name"] for a in alerts)
     assert counts == {RPC: 7, DCE: 6, "Remote Execution over DCE/RPC from Internet": 2,
+                      "Detect RPC from Internet - Windows": 1,
                       "RPC Sweep from Internet": 1, "RPC from Internet Followed by Remote Execution": 1}
-    assert report.records == 22
+    assert report.records == 25
 
 
 # ---- generated logs with ground truth ---------------------------------------------------

@@ -27,10 +27,11 @@ def _check_enriched(alert: dict) -> None:
 
 def test_every_example_alert_is_enriched():
     alerts, _ = hunt([EXAMPLES])
-    assert len(alerts) == 17
+    assert len(alerts) == 18
     for alert in alerts:
         assert alert["reason"] and 0 <= alert["risk_score"] <= 100 and alert["threat"]
-        if alert["rule"]["name"] in ("Detect RPC from Internet", "DCE/RPC from Internet"):
+        if alert["rule"]["name"] in ("Detect RPC from Internet", "DCE/RPC from Internet",
+                                     "Detect RPC from Internet - Windows"):
             _check_enriched(alert)
     reasons = {a["reason"] for a in alerts}
     assert ("RPC Sweep from Internet: id.orig_h 45.83.64.17; value_count 5 (gte 5 of id.resp_h) within 10m, "
@@ -38,6 +39,8 @@ def test_every_example_alert_is_enriched():
     assert "TCP/135 from 45.83.64.17 (internet) to 10.20.0.10 (internal), rejected" in reasons
     assert ("DCE/RPC svcctl CreateServiceW on TCP/49667 from 167.94.138.44 (internet) to 10.20.0.12 "
             "(internal), established") in reasons
+    assert ("TCP/135 from 167.94.138.44 (internet) to 10.20.0.12 (internal) on host FS-12.corp.example, "
+            "established") in reasons
 
 
 def test_every_rita_alert_is_enriched_and_the_sensor_counts_as_internal(corpus):
@@ -52,7 +55,7 @@ def test_every_rita_alert_is_enriched_and_the_sensor_counts_as_internal(corpus):
 
 def test_a_rejected_probe_scores_lower_than_an_established_session_with_data():
     alerts, _ = hunt([EXAMPLES])
-    by_uid = {(a["rule"]["name"], a["original"]["uid"]): a["risk_score"] for a in alerts if "original" in a}
+    by_uid = {(a["rule"]["name"], a["original"].get("uid")): a["risk_score"] for a in alerts if "original" in a}
     probe = by_uid[("Detect RPC from Internet", "CBb8kaw3ZqRMm2AKxh")]
     session = by_uid[("Detect RPC from Internet", "CJr3mV8eXq2bT5nK1w")]
     assert probe < session

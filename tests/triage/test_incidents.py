@@ -69,12 +69,17 @@ def test_examples_attacker_reaches_stage_seven(examples):
     assert incident.id == "INC-0001" and incident.stage == 7 and incident.severity == "critical"
     assert incident.risk_score == 100
     assert [(v.address, v.stage) for v in incident.victims] == [("10.20.0.12", 7)]
-    assert uids(stage(incident, 2)) == ["CJr3mV8eXq2bT5nK1w"]
+    # the session on 135 in conn.log and in the victim's Sysmon log (event 3, record 48211)
+    assert uids(stage(incident, 2)) == ["48211", "CJr3mV8eXq2bT5nK1w"]
     assert operations(stage(incident, 3)) == ["epmapper ept_map", "svcctl CreateServiceW", "svcctl OpenSCManagerW",
                                               "svcctl StartServiceW"]
     assert "CzA7bN1cQ4vL9eR2tY" in uids(stage(incident, 3))  # the follow-on to 49667
     assert operations(stage(incident, 4)) == ["svcctl CreateServiceW", "svcctl StartServiceW"]
-    assert any("no Windows event logs" in m for m in stage(incident, 4).missing)
+    # on the victim, services.exe started cmd.exe a third of a second after CreateServiceW
+    [started] = [e for e in stage(incident, 4).evidence if e.is_process]
+    assert (started.record_id, started.parent_image, started.image) == (
+        "48213", "C:\\Windows\\System32\\services.exe", "C:\\Windows\\System32\\cmd.exe")
+    assert not stage(incident, 4).missing
     assert uids(stage(incident, 5)) == ["CdF4gH7jK0lZ2xC5vB", "CqP2wE6rT8yU1iO3pA"]
     assert {e.destination_ip for e in stage(incident, 6).evidence} == {"10.20.0.30", "10.20.0.31"}
     assert uids(stage(incident, 7)) == ["CnM8bV1cX4zL6kJ9hG"]
@@ -95,6 +100,12 @@ def test_examples_sweep_and_ipv6_probe_stay_at_stage_one(examples):
 def test_examples_exposure_is_the_victim(examples):
     assert [(h.address, dict(h.sources)) for h in examples.exposure] == [("10.20.0.12", {"167.94.138.44": 1})]
     assert examples.exposure[0].first_seen == "2024-11-30T10:01:40.512377Z"
+
+
+def test_without_windows_logs_the_chain_says_what_is_missing():
+    incident = next(i for i in triage([EXAMPLES / "zeek"]).incidents if i.source == "167.94.138.44")
+    assert incident.stage == 7
+    assert any("no Windows event logs" in m for m in stage(incident, 4).missing)
 
 
 def test_without_dce_rpc_log_the_chain_says_what_is_missing(tmp_path):

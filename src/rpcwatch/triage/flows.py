@@ -35,6 +35,7 @@ class Flow:
     server_port: int | None
     client_scope: str
     server_scope: str
+    client_port: int | None = None
 
     @property
     def micros(self) -> int | None:
@@ -53,13 +54,14 @@ def flows_of(records: Iterable[Evidence], known_sources: Collection[str], scope:
     """Every record with two ends as a flow; process events and unaddressed records are left out."""
     for record in records:
         client, server = canonical(record.source_ip), canonical(record.destination_ip)
-        server_port = record.destination_port
+        client_port, server_port = record.source_port, record.destination_port
         if client is None or server is None:
             continue
         if record.is_windows and record.initiated is False and server in known_sources and client not in known_sources:
-            client, server, server_port = server, client, record.source_port
+            client, server = server, client
+            client_port, server_port = server_port, client_port
         yield Flow(record, client, server, server_port,
-                   scope.of(client, record.source_local), scope.of(server, record.destination_local))
+                   scope.of(client, record.source_local), scope.of(server, record.destination_local), client_port)
 
 
 def hosts_by_address(flows: Iterable[Flow]) -> dict[str, set[str]]:
