@@ -26,7 +26,6 @@ from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import keyword_columns
 
 
-
 @dataclass(frozen=True)
 class CandidateGroup:
     """Rules that share the literals they demand, and the rows holding one of them."""
