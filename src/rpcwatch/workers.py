@@ -17,6 +17,8 @@ from typing import Sequence
 
 #: plain files smaller than this are read in-process (workers cost a start-up)
 PARALLEL_MIN_SIZE = 48 << 20
+#: several files are read side by side by the workers only when there is this much to read
+SEVERAL_FILES_MIN_SIZE = 32 << 20
 
 _pool: Executor | None = None
 #: worker processes asked for (``--workers``); ``None``: one per available core
@@ -73,9 +75,9 @@ def _become_worker() -> None:
 
 
 def start_workers(paths: Sequence[str]) -> None:
-    """Start the worker processes, without waiting for them, when some path is a file large
-    enough to use them, a directory, or one of several inputs that workers can read side by
-    side. :func:`workers_ready` waits."""
+    """Start the worker processes, without waiting for them, when some file is large enough
+    to use them or several files hold enough to read side by side (directories walked).
+    :func:`workers_ready` waits."""
     global _starting
     if worker_count() < 2 or _in_worker or _starting or not _worth_workers(paths):
         return
@@ -95,16 +97,33 @@ def _warm_up(pool: Executor) -> None:
 
 
 def _worth_workers(paths: Sequence[str]) -> bool:
-    files = 0
-    for path in paths:
-        try:
-            status = os.stat(path)
-        except (OSError, ValueError):  # '-', a URI, a missing path (reported later)
-            continue
-        if os.path.isdir(path) or status.st_size >= PARALLEL_MIN_SIZE:
+    files = total = 0
+    for size in _file_sizes(paths):
+        if size >= PARALLEL_MIN_SIZE:
             return True
-        files += 1
-    return files >= 2
+        files, total = files + 1, total + size
+        if files >= 2 and total >= SEVERAL_FILES_MIN_SIZE:
+            return True
+    return False
+
+
+def _file_sizes(paths: Sequence[str]):
+    """Sizes of the files at ``paths``, directories walked; what cannot be seen is skipped
+    ('-', a URI, a missing path: reported later by the readers)."""
+    for path in paths:
+        if os.path.isdir(path):
+            for folder, _, names in os.walk(path):
+                for name in names:
+                    yield _size(os.path.join(folder, name))
+        else:
+            yield _size(path)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except (OSError, ValueError):
+        return 0
 
 
 def workers_ready() -> None:

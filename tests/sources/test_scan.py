@@ -71,3 +71,40 @@ def test_a_prefilter_that_keeps_nearly_every_line_stops_filtering(monkeypatch):
     mostly_not = b"q1\n" * 40 + b"zz\n" * 400
     assert selective.select(mostly_not) == b"q1\n" * 40
     assert selective.select(later + b"q3\n") == b"q3\n"
+
+
+def read_all(paths, plan=PLAN):
+    """Per input: its stats, and the rows of every table in reading order."""
+    reading = LogReading(list(expand_inputs([str(p) for p in paths])), plan)
+    tables: dict[str, list] = {}
+    for batch in reading.batches():
+        tables.setdefault(batch.table, []).extend(batch.data.to_pylist())
+    stats = [(s.path, s.format, s.records, dict(s.skipped), s.lost, s.error, sorted(s.tables)) for s in reading.stats]
+    return stats, tables
+
+
+def test_files_read_side_by_side_by_workers_equal_reading_them_here(tmp_path, monkeypatch):
+    import gzip
+    from pathlib import Path
+
+    from rpcwatch import workers
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    (tmp_path / "a_conn.log").write_text(HEADER + rows(400) + "a broken line\n" + rows(100, 400))
+    (tmp_path / "b_conn.log.gz").write_bytes(gzip.compress((HEADER + rows(2000, 1000)).encode())[:-200])
+    (tmp_path / "c_unknown.txt").write_text("not a log\n")
+    paths = [tmp_path, examples]
+    monkeypatch.setattr(workers, "SEVERAL_FILES_MIN_SIZE", 0)
+    monkeypatch.setattr(workers, "_pool", None)
+    workers.set_worker_count(2)
+    try:
+        side_by_side = read_all(paths, plan=None)
+        assert workers._pool is not None  # the files went to the workers
+        workers.set_worker_count(0)
+        here = read_all(paths, plan=None)
+    finally:
+        workers.set_worker_count(None)
+    assert side_by_side == here
+    stats = {Path(s[0]).name: s for s in here[0]}
+    assert stats["a_conn.log"][3] and stats["b_conn.log.gz"][4] and stats["c_unknown.txt"][5]
+    assert len(stats) == 6 and {"zeek.conn", "zeek.dce_rpc", "windows"} <= set(here[1])

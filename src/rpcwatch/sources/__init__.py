@@ -118,7 +118,9 @@ class _ReadAhead:
         self._eligible = [i for i, s in enumerate(inputs)
                           if s.reopen_path and (s.size or 0) <= WORKER_FILE_LIMIT
                           and not (s.disk_path and (s.size or 0) >= workers.PARALLEL_MIN_SIZE)]
-        self._pool = workers.worker_pool() if len(self._eligible) >= 2 else None
+        worth_it = len(self._eligible) >= 2 and \
+            sum(inputs[i].size or 0 for i in self._eligible) >= workers.SEVERAL_FILES_MIN_SIZE
+        self._pool = workers.worker_pool() if worth_it else None
         self._inputs, self._prefilter = inputs, prefilter
         self._futures: dict[int, object] = {}
         self._next = 0  # position in _eligible of the next file to hand out
