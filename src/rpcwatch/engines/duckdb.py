@@ -104,7 +104,7 @@ class DuckDBEngine:
         #: SQL; the parsed statement, so a query is parsed once, not once per batch)
         self._queries: dict[tuple, tuple[tuple, str | None, object]] = {}
         #: per rule list: the columns its rules read, and the stable schema seen so far
-        self._shapes: dict[int, tuple[tuple, BatchShape]] = {}
+        self._shapes: dict[int, tuple[Sequence[BoundRule], BatchShape]] = {}
         self._indexes: dict[int, tuple[Sequence[BoundRule], RuleIndex]] = {}
         self._pruned: dict[tuple, tuple[tuple, list[str]]] = {}
         #: rules that could not be printed for some table schema, with the reason
@@ -189,18 +189,10 @@ class DuckDBEngine:
             yield rules[index], hit
 
     def _index_for(self, rules: Sequence[BoundRule]) -> RuleIndex:
-        entry = self._indexes.get(id(rules))
-        if entry is None or entry[0] is not rules:
-            entry = (rules, RuleIndex(rules))
-            self._indexes[id(rules)] = entry
-        return entry[1]
+        return _per_rule_list(self._indexes, rules, RuleIndex)
 
     def _shape_for(self, rules: Sequence[BoundRule]) -> BatchShape:
-        entry = self._shapes.get(id(rules))
-        if entry is None or entry[0] is not rules:
-            entry = (rules, BatchShape(rules))
-            self._shapes[id(rules)] = entry
-        return entry[1]
+        return _per_rule_list(self._shapes, rules, BatchShape)
 
 
 #: candidate groups are evaluated together up to this many rules and candidate rows (each
@@ -222,3 +214,12 @@ def _evaluation_units(groups) -> Iterator[tuple[list[int], np.ndarray]]:
         size += len(group.rows)
     if rules:
         yield rules, np.unique(np.concatenate(rows))
+
+
+def _per_rule_list(cache: dict, rules: Sequence[BoundRule], build):
+    """What ``build(rules)`` made for this very rule list (a table's rules are one list for
+    the whole run); keyed by identity, with the list kept so its id cannot be reused."""
+    entry = cache.get(id(rules))
+    if entry is None or entry[0] is not rules:
+        entry = cache[id(rules)] = (rules, build(rules))
+    return entry[1]
