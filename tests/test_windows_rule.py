@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from documents import documents
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
@@ -38,7 +39,7 @@ PUBLIC_V4, PUBLIC_V6 = "203.0.114.7", "2a01:4f8:c17:1::7"
 def hunt(paths, rules=(), bundled=True):
     plan = plan_hunt([str(r) for r in rules], bundled=bundled)
     assert not plan.problems, plan.problems
-    return list(Hunt(list(expand_inputs([str(p) for p in paths])), plan, DuckDBEngine()))
+    return documents(Hunt(list(expand_inputs([str(p) for p in paths])), plan, DuckDBEngine()))
 
 
 @pytest.fixture

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     hunt.add_argument("--format", choices=("table", "jsonl", "csv"),
                       help="alert output (default: table on a terminal, else jsonl)")
     hunt.add_argument("-o", "--output", metavar="FILE", help="write alerts to FILE instead of standard output")
+    hunt.add_argument("--with-guides", action="store_true",
+                      help="include each rule's investigation guide in JSON alerts (default: rule.reference)")
     _add_run_options(hunt)
     hunt.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
     _add_suppression_options(hunt)
@@ -239,6 +241,7 @@ def _hunt(args) -> int:
     from rpcwatch.hunt import Hunt
     from rpcwatch.outputs import WRITERS
     from rpcwatch.outputs.summary import print_summary
+    from rpcwatch.triage.enrich import enrich
     from rpcwatch.triage.suppress import suppress
 
     if args.incidents:
@@ -253,7 +256,9 @@ def _hunt(args) -> int:
         advance = stack.enter_context(_progress(run.inputs, enabled=not args.no_progress and sys.stderr.isatty()))
         hunt = Hunt(run.inputs, run.plan, run.engine, on_bytes=advance,
                     sources=_dataset_scans(run.engine, run.datasets, run.plan))
-        WRITERS[output_format](suppress(hunt, suppression) if suppression else hunt, stream)
+        alerts = enrich(hunt, run.plan.config)
+        WRITERS[output_format](suppress(alerts, suppression) if suppression else alerts, stream,
+                               guides=args.with_guides)
     if not args.quiet:
         print_summary(hunt.report, run.plan, sys.stderr, verbose=args.verbose)
     return _exit_code(hunt.report)

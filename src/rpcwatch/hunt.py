@@ -12,18 +12,18 @@ from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import pyarrow as pa
 
-from rpcwatch.alerts import FILE_COLUMN, build_alerts, event_time
+from rpcwatch.alerts import Alert, build_alerts, event_time
 from rpcwatch.config import Config
 from rpcwatch.sigma.compiler import RuleError
 from rpcwatch.sigma.literals import literals_for_table
 from rpcwatch.sigma.loader import RuleProblem, RuleSet, describe_logsource, load_rule_set
 from rpcwatch.sigma.correlation import Correlator, Event
 from rpcwatch.sigma.expr import has_keywords
-from rpcwatch.sigma.logsources import BoundRule, bind, table_info
+from rpcwatch.schema import FILE_COLUMN, LiteralSet, table_info
+from rpcwatch.sigma.logsources import BoundRule, bind
 from rpcwatch.sources import LogReading, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
-from rpcwatch.sources.prefilter import LiteralSet, PrefilterPlan
-from rpcwatch.triage.enrich import AlertEnricher
+from rpcwatch.sources.prefilter import PrefilterPlan
 
 #: rows gathered per table before the engine runs (bounded memory, few queries)
 BATCH_ROWS = 1 << 18
@@ -53,8 +53,6 @@ class HuntPlan:
     by_table: dict[str, list[BoundRule]]
     prefilter: PrefilterPlan
     config: Config = field(default_factory=Config)
-    #: give alerts a reason, risk score and ATT&CK context (off for triage's evidence pass)
-    enrich: bool = True
 
     @property
     def problems(self) -> list[RuleProblem]:
@@ -82,7 +80,7 @@ def plan_hunt(rule_paths: Iterable[str] = (), config: Config | None = None, bund
 
 
 def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: Config,
-               prefilter: bool = True, enrich: bool = True,
+               prefilter: bool = True,
                literals: Mapping[str, LiteralSet | None] | None = None) -> HuntPlan:
     """A plan for rules already bound to tables (also triage's programmatic searches).
     ``literals`` gives a table's prefilter literals when the caller knows them better
@@ -93,7 +91,7 @@ def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: 
                          raw_tables={table for table, rules in by_table.items()
                                      if any(has_keywords(b.expr) for b in rules)},
                          enabled=prefilter)
-    return HuntPlan(rule_set, dict(by_table), plan, config, enrich)
+    return HuntPlan(rule_set, dict(by_table), plan, config)
 
 
 def _drop_unrunnable_correlations(rule_set: RuleSet) -> None:
@@ -153,28 +151,27 @@ class Hunt:
         self.report.stats = self._reading.stats
         self._columns: dict[str, set[str]] = defaultdict(set)
         self._correlator = Correlator(plan.rule_set.correlations)
-        self._enrich = AlertEnricher(plan.config) if plan.enrich else None
 
     def _count_bytes(self, size: int) -> None:
         self.report.bytes_on_disk += size
         if self._on_bytes:
             self._on_bytes(size)
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Alert]:
         """Alerts of the rules that alert on their own, then those of the correlations."""
         for bound, rows in self.matches():
             observed = self._correlator.wants(bound.rule.key)
             if not (observed or bound.rule.emit):
                 continue
-            for alert in build_alerts(bound, rows, self._columns.__getitem__):
-                if observed:
-                    self._observe(bound, alert["original"])
+            for alert in build_alerts(bound.rule, bound.table, rows, self._columns.__getitem__):
+                if observed and alert.original is not None:
+                    self._observe(bound, alert.original)
                 if bound.rule.emit:
                     self.report.alerts_by_rule[bound.rule.title] += 1
-                    yield self._enriched(alert, bound.rule)
-        for alert, correlation in self._correlator.finish():
-            self.report.alerts_by_rule[correlation.title] += 1
-            yield self._enriched(alert, correlation)
+                    yield alert
+        for alert in self._correlator.finish():
+            self.report.alerts_by_rule[alert.rule.name] += 1
+            yield alert
         self.report.finished = time.perf_counter()
 
     def _observe(self, bound: BoundRule, record: dict) -> None:
@@ -182,9 +179,6 @@ class Hunt:
         if time_of is not None:
             self._correlator.observe(bound.rule.key, Event(time_of, bound.rule.key, record, bound.renames,
                                                            bound.rule.title, bound.table))
-
-    def _enriched(self, alert: dict, rule) -> dict:
-        return alert if self._enrich is None else self._enrich(alert, rule)
 
     def matches(self) -> Iterator[tuple[BoundRule, pa.Table]]:
         """Each rule with the rows it matched (and their input in ``FILE_COLUMN``), before

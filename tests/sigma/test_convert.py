@@ -110,8 +110,7 @@ def corpus_tables(paths) -> dict[str, pa.Table]:
 
 def hunt_keys(paths) -> Counter:
     alerts = Hunt(list(expand_inputs([str(p) for p in paths])), plan_hunt(), DuckDBEngine())
-    return Counter((a["rule"]["name"], str(a["original"].get("uid") or a["original"].get("EventRecordID")))
-                   for a in alerts if "original" in a)
+    return Counter((a.rule.name, a.record_id) for a in alerts if a.original is not None)
 
 
 def sql_keys(target: str, tables: dict[str, pa.Table], run) -> Counter:

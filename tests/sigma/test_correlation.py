@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 
+from documents import documents
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
 from rpcwatch.sources import expand_inputs
@@ -38,7 +39,7 @@ def run(tmp_path, correlation: str, events: list[dict]):
                              for i, e in enumerate(events)) + "\n")
     plan = plan_hunt([str(rules_dir(tmp_path, correlation))], bundled=False)
     assert not plan.problems, plan.problems
-    alerts = list(Hunt(list(expand_inputs([str(log)])), plan, DuckDBEngine()))
+    alerts = documents(Hunt(list(expand_inputs([str(log)])), plan, DuckDBEngine()))
     return [a for a in alerts if a["event"]["dataset"] == "correlation"]
 
 

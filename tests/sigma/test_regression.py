@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from documents import documents
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
 from rpcwatch.sources import expand_inputs
@@ -28,7 +29,7 @@ def suite(corpus):
     engine = DuckDBEngine()
     found = {}
     for kind in ("evtx", "json"):
-        alerts = list(Hunt(list(expand_inputs([str(root / t[kind]) for t in tests])), plan, engine))
+        alerts = documents(Hunt(list(expand_inputs([str(root / t[kind]) for t in tests])), plan, engine))
         found[kind] = alerts
     return tests, plan, found
 

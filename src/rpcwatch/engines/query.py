@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from rpcwatch.sigma.expr import fields_of, has_keywords
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import Dialect, SqlPrinter, Unprintable, lowered_name
-from rpcwatch.sources.base import RAW_COLUMN
+from rpcwatch.schema import RAW_COLUMN
 
 RULES_COLUMN = "__rules__"
 ROW_COLUMN = "__row__"

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rpcwatch.alerts import FILE_COLUMN
+from rpcwatch.schema import FILE_COLUMN
 from rpcwatch.engines.query import rules_query
 from rpcwatch.engines.spark import SparkEngine
 from rpcwatch.sigma.logsources import BoundRule

@@ -12,10 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from rpcwatch.alerts import FILE_COLUMN
-from rpcwatch.sigma.logsources import table_info
+from rpcwatch.schema import FILE_COLUMN, RAW_COLUMN, table_info
 from rpcwatch.sources import LogReading, ReadStats
-from rpcwatch.sources.base import RAW_COLUMN
 from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.windows import WINDOWS_TABLE, with_text_event_data
 

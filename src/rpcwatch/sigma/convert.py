@@ -24,11 +24,11 @@ from rpcwatch.config import Config
 from rpcwatch.sigma.compiler import RuleError, compile_rule
 from rpcwatch.sigma.expr import fields_of
 from rpcwatch.sigma.loader import apply_networks, bundled_rule_files, parse_file, rule_files
-from rpcwatch.sigma.logsources import BoundRule, bind, table_info
+from rpcwatch.schema import default_schema
+from rpcwatch.sigma.logsources import BoundRule, bind
 from rpcwatch.sigma.sql import Dialect, SparkDialect, SqlPrinter, Unprintable
 from rpcwatch.sigma.targets import TARGETS, Target
 from rpcwatch.sources.windows import SYSTEM_FIELD_TYPES, WINDOWS_TABLE
-from rpcwatch.sources.zeek import arrow_type
 
 if TYPE_CHECKING:
     from sigma.conversion.base import Backend
@@ -176,7 +176,7 @@ def table_schema(table: str, fields: Iterable[str]) -> pa.Schema:
     Windows table has its System fields with their types and every event data field a
     rule reads, as text (Sigma compares numbers written as text as numbers)."""
     if table != WINDOWS_TABLE:
-        return pa.schema([(name, arrow_type(kind)) for name, kind in table_info(table).columns.items()])
+        return default_schema(table)
     columns = dict(SYSTEM_FIELD_TYPES)
     folded = {name.lower() for name in columns}
     for name in fields:

@@ -31,7 +31,8 @@ from sigma.correlations import (
     SigmaExtendedCorrelationCondition,
 )
 
-from rpcwatch.alerts import iso_timestamp
+from rpcwatch.alerts import Alert, RuleRef, event_id, iso_timestamp
+from rpcwatch.schema import table_info
 
 _OPS = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b,
         "lte": lambda a, b: a <= b, "eq": lambda a, b: a == b, "neq": lambda a, b: a != b}
@@ -138,7 +139,7 @@ class Correlator:
     def observe(self, rule_key: str, event: Event) -> None:
         self._events[rule_key].append(event)
 
-    def finish(self) -> Iterator[tuple[dict, CompiledCorrelation]]:
+    def finish(self) -> Iterator[Alert]:
         pending = list(self.correlations)
         done: set[str] = set()
         while pending:
@@ -152,11 +153,11 @@ class Correlator:
                 for alert, event in evaluate(correlation, self._events):
                     self._events[correlation.key].append(event)
                     if correlation.emit:
-                        yield alert, correlation
+                        yield alert
 
 
 def evaluate(correlation: CompiledCorrelation, events_by_rule: Mapping[str, list[Event]]
-             ) -> Iterator[tuple[dict, Event]]:
+             ) -> Iterator[tuple[Alert, Event]]:
     """Correlation alerts, each with the event it becomes for chained correlations."""
     groups: dict[tuple, list[Event]] = defaultdict(list)
     for key in correlation.rules:
@@ -310,44 +311,42 @@ def _eval_extended(node, names: set[str]) -> bool:
     return getattr(node, "reference", str(node)) in names
 
 
-def _alert(correlation: CompiledCorrelation, group: tuple, episode: _Episode) -> tuple[dict, Event]:
+def _alert(correlation: CompiledCorrelation, group: tuple, episode: _Episode) -> tuple[Alert, Event]:
     group_values = dict(zip(correlation.group_by, group))
-    listed = [{"rule": e.reference or e.rule, "@timestamp": iso_timestamp(e.time),
-               "record": lookup(e.record, "uid") or lookup(e.record, "EventRecordID")}
+    listed = [{"rule": e.reference or e.rule, "@timestamp": iso_timestamp(e.time), "record": _record_id(e)}
               for e in episode.events[:MAX_LISTED_EVENTS]]
-    alert: dict[str, Any] = {
-        "@timestamp": iso_timestamp(episode.last),
-        "rule": {"id": correlation.id, "name": correlation.title, "level": correlation.level,
-                 "tags": list(correlation.tags)},
+    found = {
+        "type": correlation.type, "group": group_values, "value": episode.value,
+        "condition": _describe_condition(correlation), "timespan": correlation.timespan_text,
+        "first_seen": iso_timestamp(episode.first), "last_seen": iso_timestamp(episode.last),
+        "events_count": len(episode.events), "events": listed,
     }
-    alert.update(_ecs_of_group(group_values, episode.events[0]))
-    alert.update({
-        "event": {"kind": "alert", "dataset": "correlation"},
-        "correlation": {
-            "type": correlation.type, "group": group_values, "value": episode.value,
-            "condition": _describe_condition(correlation), "timespan": correlation.timespan_text,
-            "first_seen": iso_timestamp(episode.first), "last_seen": iso_timestamp(episode.last),
-            "events_count": len(episode.events), "events": listed,
-        },
-    })
+    alert = Alert(rule=RuleRef.of(correlation), dataset="correlation", timestamp=iso_timestamp(episode.last),
+                  outcome=None, fields=_ecs_of_group(group_values, episode.events[0]),
+                  event_id=event_id(correlation.id or correlation.title, "correlation",
+                                    [sorted(group_values.items(), key=str), episode.first]),
+                  correlation=found)
     return alert, Event(episode.last, correlation.key, group_values, reference=correlation.title,
                         table=episode.events[0].table)
 
 
-def _ecs_of_group(group_values: Mapping[str, Any], event: Event) -> dict:
-    """Alert fields for the group keys the events' table maps to ECS (``id.orig_h`` is
-    ``source.ip`` for Zeek), so correlation alerts sort and display like the others."""
-    from rpcwatch.sigma.logsources import table_info
+def _record_id(event: Event) -> Any:
+    """The record an event stands for, by its table's record id column."""
+    column = table_info(event.table).record_id if event.table else None
+    return lookup(event.record, column) if column else None
 
-    ecs: dict[str, Any] = {}
-    mapping = table_info(event.table).ecs if event.table else {}
-    for target, columns in mapping.items():
-        for column in [columns] if isinstance(columns, str) else columns:
+
+def _ecs_of_group(group_values: Mapping[str, Any], event: Event) -> dict[str, Any]:
+    """Alert fields for the group keys the events' table has roles for (``id.orig_h`` is
+    ``source.ip`` for Zeek), so correlation alerts sort and display like the others."""
+    fields: dict[str, Any] = {}
+    roles = table_info(event.table).roles if event.table else {}
+    for role, columns in roles.items():
+        for column in columns:
             if column in group_values:
-                parent, _, leaf = target.rpartition(".")
-                ecs.setdefault(parent, {})[leaf] = group_values[column]
+                fields[role] = group_values[column]
                 break
-    return ecs
+    return fields
 
 
 def _describe_condition(correlation: CompiledCorrelation) -> str:

@@ -21,12 +21,22 @@ from rpcwatch.sigma.expr import (
     StringTest,
     plain_text,
 )
-from rpcwatch.sources.prefilter import SAFE_LITERAL, Literal, LiteralSet, best_alternative
+from rpcwatch.schema import SAFE_LITERAL, Literal, LiteralSet
 
 #: string values that compare against booleans (``T`` in Zeek TSV), so their text is not required
 _BOOLEAN_WORDS = {"true", "false", "t", "f"}
 _DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
+
+
+def best_alternative(alternatives: Iterable[LiteralSet]) -> LiteralSet | None:
+    """Of several sets that are each sufficient (children of an AND), the most selective."""
+    best, best_score = None, -1
+    for candidate in alternatives:
+        score = min(lit.score for lit in candidate) * 100 - len(candidate)
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
 
 
 def required_literals(expr: Expr) -> LiteralSet | None:

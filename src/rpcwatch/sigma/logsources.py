@@ -1,4 +1,4 @@
-"""Log-source routing and table descriptions, read from ``mappings/*.yml`` (data, not code).
+"""Log-source routing, read from ``mappings/logsources.yml`` (data, not code).
 
 A rule's ``logsource`` selects routes; each route names a table, an optional extra
 selection (``where``) and field/value renames. Binding a rule to a route yields the
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Mapping
 
 from rpcwatch.datafiles import load_yaml
 from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_selection, pattern_of
@@ -34,28 +34,6 @@ class Route:
     values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     #: per rule field: value start (lower case) -> the pattern that replaces it
     prefixes: Mapping[str, Mapping[str, Pattern]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    """How alerts and triage read a table (``mappings/tables.yml``)."""
-
-    name: str
-    time: str | None = None
-    record_id: str | None = None
-    ecs: Mapping[str, str] = field(default_factory=dict)
-    outcome: Mapping[str, Any] = field(default_factory=dict)
-    transport: str | None = None
-    #: field -> values that make a record an inbound connection (see tables.yml)
-    inbound: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    #: protocol numbers -> names for network.transport
-    transports: Mapping[str, str] = field(default_factory=dict)
-    #: the log's own fields and their types in the log's type names (Zeek's)
-    columns: Mapping[str, str] = field(default_factory=dict)
-    #: ``source``/``destination`` -> boolean column saying the sensor counts it as local
-    locality: Mapping[str, str] = field(default_factory=dict)
-    #: records of many kinds share the table's columns: an unset column is not the record's
-    sparse: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,29 +141,3 @@ def _rewrite_prefix(test: StringTest, prefixes: Mapping[str, Pattern]) -> String
             rest = head[len(start):]
             return StringTest(replacement + ((rest,) if rest else ()) + tuple(test.pattern[1:]), test.case_sensitive)
     return test
-
-
-@lru_cache(maxsize=1)
-def _table_infos() -> Mapping[str, TableInfo]:
-    infos = {}
-    for name, data in _load_yaml("tables.yml")["tables"].items():
-        infos[name] = TableInfo(name=name, time=data.get("time"), record_id=data.get("record_id"),
-                                ecs=data.get("ecs", {}) or {}, outcome=data.get("outcome", {}) or {},
-                                transport=data.get("transport"),
-                                inbound={k: tuple(str(v).lower() for v in vs)
-                                         for k, vs in (data.get("inbound") or {}).items()},
-                                transports={str(k): v for k, v in (data.get("transports") or {}).items()},
-                                columns=data.get("columns") or {},
-                                locality=data.get("locality", {}) or {}, sparse=bool(data.get("sparse")))
-    return infos
-
-
-def table_info(table: str) -> TableInfo:
-    """The description of a table, falling back to its family (``zeek.*``)."""
-    infos = _table_infos()
-    if table in infos:
-        return infos[table]
-    family = table.split(".", 1)[0] + ".*"
-    return infos.get(family, TableInfo(name=table))
-
-

@@ -16,7 +16,7 @@ from typing import Mapping
 import pyarrow as pa
 
 from rpcwatch.networks import merged_key_ranges
-from rpcwatch.sources.base import RAW_COLUMN
+from rpcwatch.schema import RAW_COLUMN
 from rpcwatch.sigma.expr import (
     And,
     BoolTest,

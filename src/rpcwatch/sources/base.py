@@ -12,8 +12,7 @@ if TYPE_CHECKING:
     from rpcwatch.sources.inputs import InputFile
     from rpcwatch.sources.prefilter import PrefilterPlan
 
-#: the column with a record's raw text, added by readers for keyword rules (see docs/sigma-support.md)
-RAW_COLUMN = "__raw__"
+from rpcwatch.schema import RAW_COLUMN  # noqa: F401  (readers import it from here)
 
 #: Largest number of example locations kept per skip reason (the count is always exact).
 MAX_EXAMPLES = 5

@@ -18,42 +18,11 @@ turns it off entirely).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Iterable, Literal as TypingLiteral, Mapping
+from typing import Iterable, Mapping
 
 import re2
 
-#: characters never escaped by Zeek TSV/JSON, evtx JSON or Go/Python JSON encoders
-SAFE_LITERAL = re.compile(r"[A-Za-z0-9_.:;=@#%+!~$^()\[\]{}|'*?-]+")
-
-
-@dataclass(frozen=True)
-class Literal:
-    """A piece of text that a matching record must contain."""
-
-    text: str
-    kind: TypingLiteral["number", "string"] = "string"
-    case_sensitive: bool = False
-
-    @property
-    def score(self) -> int:
-        """Higher is more selective (used to pick one alternative of an AND)."""
-        return len(self.text) + (2 if self.kind == "number" else 0)
-
-
-#: A record can only match when it contains at least one literal of the set.
-LiteralSet = frozenset[Literal]
-
-
-def best_alternative(alternatives: Iterable[LiteralSet]) -> LiteralSet | None:
-    """Of several sets that are each sufficient (children of an AND), the most selective."""
-    best, best_score = None, -1
-    for candidate in alternatives:
-        score = min(lit.score for lit in candidate) * 100 - len(candidate)
-        if score > best_score:
-            best, best_score = candidate, score
-    return best
-
+from rpcwatch.schema import Literal, LiteralSet
 
 def _number_pattern(text: str, fmt: str) -> str:
     integer, _, fraction = text.partition(".")

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from rpcwatch.sources.base import RAW_COLUMN, Reader, ReadStats, TableBatch, register
+from rpcwatch.schema import RAW_COLUMN, ZEEK_FLOAT_TYPES, ZEEK_INT_TYPES
+from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
 from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.jsonlines import JsonBlockParser, drop_non_objects, excerpt, flatten_dict, repair_utf8
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
@@ -28,8 +29,6 @@ from rpcwatch.sources.scan import Run, line_runs, run_bytes
 #: (btest baselines are diff-sorted, so their header can come after the data)
 PENDING_LIMIT = 64 << 20
 
-INT_TYPES = {"count", "port", "int"}
-FLOAT_TYPES = {"double", "interval", "time"}
 _INT_RE = r"^[+-]?[0-9]+$"
 _FLOAT_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
@@ -166,9 +165,9 @@ class _Block:
             column = _unescape_column(column)
             parts = pc.split_pattern(column, self.header.set_separator)
             return pc.if_else(is_empty, pa.scalar([], pa.list_(pa.string())), parts)
-        if zeek_type in INT_TYPES:
+        if zeek_type in ZEEK_INT_TYPES:
             return self._cast(name, zeek_type, column, pa.int64(), _INT_RE)
-        if zeek_type in FLOAT_TYPES:
+        if zeek_type in ZEEK_FLOAT_TYPES:
             return self._cast(name, zeek_type, column, pa.float64(), _FLOAT_RE)
         if zeek_type == "bool":
             truth = pc.equal(column, "T")
@@ -190,17 +189,6 @@ class _Block:
             self.stats.warn(f"invalid {zeek_type} value in field {name} (kept as unset)",
                             count=bad)
             return pc.cast(pc.if_else(valid, column, pa.scalar(None, pa.string())), target)
-
-
-def arrow_type(zeek_type: str) -> pa.DataType:
-    """The Arrow type a column of this Zeek type has in a ``zeek.*`` table."""
-    if zeek_type.startswith(("set[", "vector[", "table[")):
-        return pa.list_(pa.string())
-    if zeek_type in INT_TYPES:
-        return pa.int64()
-    if zeek_type in FLOAT_TYPES:
-        return pa.float64()
-    return pa.bool_() if zeek_type == "bool" else pa.string()
 
 
 def _unique(names: list[str]) -> list[str]:

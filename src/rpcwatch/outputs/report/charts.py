@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from rpcwatch.alerts import epoch_micros, iso_from_micros
+from rpcwatch.alerts import Alert, iso_from_micros
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,9 @@ class Chart:
     labels: list[tuple[float, float, str]]  # x, y, text
 
 
-def timeline(alerts: Sequence[dict], buckets: int = 48, width: int = 960, height: int = 180) -> Chart:
+def timeline(alerts: Sequence[Alert], buckets: int = 48, width: int = 960, height: int = 180) -> Chart:
     """Alerts per time bucket, established ones stacked on the others."""
-    times = [(epoch_micros(a.get("@timestamp")), a.get("event", {}).get("outcome") == "established")
-             for a in alerts]
+    times = [(a.micros, a.outcome == "established") for a in alerts]
     times = [(t, hit) for t, hit in times if t is not None]
     if not times:
         return Chart(width, height, [], [(8, height / 2, "no dated alerts")])
