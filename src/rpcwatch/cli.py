@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from rpcwatch import __version__
+from rpcwatch.engines import ENGINES
+from rpcwatch.outputs import WRITERS
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_INPUT, EXIT_FINDINGS = 0, 1, 2, 3, 4
 
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Run the bundled Sigma rules (and --rules) over logs.")
     _add_paths(hunt)
     _add_rule_options(hunt)
-    hunt.add_argument("--format", choices=("table", "jsonl", "csv"),
+    hunt.add_argument("--format", choices=WRITERS.names(),
                       help="alert output (default: table on a terminal, else jsonl)")
     hunt.add_argument("-o", "--output", metavar="FILE", help="write alerts to FILE instead of standard output")
     hunt.add_argument("--with-guides", action="store_true",
@@ -132,7 +134,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="reader processes (default: one per core; 0 reads everything in this process)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no run summary on standard error")
     parser.add_argument("-v", "--verbose", action="store_true", help="list where each skipped record was")
-    parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+    parser.add_argument("--engine", choices=ENGINES.names(), default="duckdb",
                         help="where the compiled rules run (default: duckdb, embedded)")
     parser.add_argument("--master", metavar="URL",
                         help="Spark master for --engine spark (default: local[2], or the cluster spark-submit chose)")
@@ -164,6 +166,16 @@ def _add_rule_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="configuration file (default: ./rpcwatch.toml)")
 
 
+def _run_context(args):
+    """The run's worker pool and limits (the limits from the configuration file)."""
+    from rpcwatch.context import RunContext
+    from rpcwatch.workers import WorkerPool
+
+    limits = _config(args).limits if hasattr(args, "config") else None
+    workers = WorkerPool(getattr(args, "workers", None))
+    return RunContext(workers=workers) if limits is None else RunContext(limits=limits, workers=workers)
+
+
 def _config(args):
     from rpcwatch.config import ConfigError, load_config
 
@@ -186,13 +198,13 @@ class _Run:
 
 def _prepare(args) -> _Run:
     """Configuration, inputs, the rule plan and the engine shared by every command that hunts."""
-    from rpcwatch.workers import set_worker_count, start_workers, workers_ready
+    from rpcwatch.context import current
 
-    set_worker_count(args.workers)
     config = _config(args)
     _check_rule_paths(args)
     local = [path for path in args.paths if args.engine != "spark" or not _for_spark(path)]
-    start_workers(local)  # they import the readers on another core while this process loads the rules
+    workers = current().workers
+    workers.start(local)  # they import the readers on another core while this process loads the rules
     from rpcwatch.hunt import plan_hunt
     from rpcwatch.sources import InputError, expand_inputs
 
@@ -204,7 +216,7 @@ def _prepare(args) -> _Run:
                      filters=args.filters)
     if not plan.rule_set.rules:
         raise UsageError("no runnable rules" + "".join(f"\n  {p.path}: {p.reason}" for p in plan.problems))
-    workers_ready()
+    workers.ready()
     engine = _engine(args)
     uri_logs, datasets = _spark_inputs(engine, [path for path in args.paths if path not in local])
     return _Run(inputs + uri_logs, plan, engine, datasets)
@@ -239,7 +251,6 @@ def _exit_code(report) -> int:
 
 def _hunt(args) -> int:
     from rpcwatch.hunt import Hunt
-    from rpcwatch.outputs import WRITERS
     from rpcwatch.outputs.summary import print_summary
     from rpcwatch.triage.enrich import enrich
     from rpcwatch.triage.suppress import suppress
@@ -257,8 +268,8 @@ def _hunt(args) -> int:
         hunt = Hunt(run.inputs, run.plan, run.engine, on_bytes=advance,
                     sources=_dataset_scans(run.engine, run.datasets, run.plan))
         alerts = enrich(hunt, run.plan.config)
-        WRITERS[output_format](suppress(alerts, suppression) if suppression else alerts, stream,
-                               guides=args.with_guides)
+        WRITERS.load(output_format)(suppress(alerts, suppression) if suppression else alerts, stream,
+                                    guides=args.with_guides)
     if not args.quiet:
         print_summary(hunt.report, run.plan, sys.stderr, verbose=args.verbose)
     return _exit_code(hunt.report)
@@ -336,17 +347,11 @@ def _dataset_scans(engine, datasets: list[str], plan) -> list:
 
 
 def _engine(args):
-    if args.engine == "duckdb":
-        if args.master:
-            raise UsageError("--master is for --engine spark")
-        from rpcwatch.engines.duckdb import DuckDBEngine
-
-        return DuckDBEngine()
-    from rpcwatch.engines.spark import SparkEngine, SparkUnavailable
+    from rpcwatch.engines import EngineUnavailable, open_engine
 
     try:
-        return SparkEngine(master=args.master)
-    except SparkUnavailable as exc:
+        return open_engine(args.engine, args.master)
+    except EngineUnavailable as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -446,7 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with _run_context(args):
+            return args.handler(args)
     except UsageError as exc:
         print(f"rpcwatch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,6 +10,10 @@ internal = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "198.51
 [placeholders]
 # values for Sigma's |expand placeholders, e.g. %Administrators%
 Administrators = ["CORP\\Domain Admins", "CORP\\Enterprise Admins"]
+
+[limits]
+# what no input can make rpcwatch exceed (docs/reliability.md)
+max_line_bytes = 8388608
 ```
 Looked up in this order: ``--config PATH``, ``./rpcwatch.toml``, ``$XDG_CONFIG_HOME/rpcwatch/rpcwatch.toml``
 (``~/.config/...``).
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from rpcwatch.context import LimitError, Limits
 from rpcwatch.networks import DEFAULT_INTERNAL, DEFAULT_NON_ROUTABLE, NetworkError, NetworkSet
 
 CONFIG_NAME = "rpcwatch.toml"
@@ -36,6 +41,7 @@ class Config:
     internal: NetworkSet = field(default_factory=lambda: NetworkSet.parse(DEFAULT_INTERNAL))
     non_routable: NetworkSet = field(default_factory=lambda: NetworkSet.parse(DEFAULT_NON_ROUTABLE))
     placeholders: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
     source: str = "defaults"
 
     def with_internal(self, cidrs: Sequence[str]) -> "Config":
@@ -87,6 +93,13 @@ def _from_mapping(data: Mapping, source: str) -> Config:
     config = replace(config, placeholders={
         name: tuple([value] if isinstance(value, str) else map(str, value))
         for name, value in placeholders.items()})
+    limits = data.get("limits", {})
+    if not isinstance(limits, Mapping):
+        raise ConfigError(f"{source}: [limits] must be a table")
+    try:
+        config = replace(config, limits=Limits.from_mapping(dict(limits), f"{source}: [limits]"))
+    except LimitError as exc:
+        raise ConfigError(str(exc)) from None
     return config
 
 

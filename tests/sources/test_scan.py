@@ -88,6 +88,7 @@ def test_files_read_side_by_side_by_workers_equal_reading_them_here(tmp_path, mo
     from pathlib import Path
 
     from rpcwatch import workers
+    from rpcwatch.context import RunContext
 
     examples = Path(__file__).resolve().parents[2] / "examples"
     (tmp_path / "a_conn.log").write_text(HEADER + rows(400) + "a broken line\n" + rows(100, 400))
@@ -95,15 +96,11 @@ def test_files_read_side_by_side_by_workers_equal_reading_them_here(tmp_path, mo
     (tmp_path / "c_unknown.txt").write_text("not a log\n")
     paths = [tmp_path, examples]
     monkeypatch.setattr(workers, "SEVERAL_FILES_MIN_SIZE", 0)
-    monkeypatch.setattr(workers, "_pool", None)
-    workers.set_worker_count(2)
-    try:
+    with RunContext(workers=workers.WorkerPool(2)) as run:
         side_by_side = read_all(paths, plan=None)
-        assert workers._pool is not None  # the files went to the workers
-        workers.set_worker_count(0)
+        assert run.workers._pool is not None  # the files went to the workers
+    with RunContext(workers=workers.WorkerPool(0)):
         here = read_all(paths, plan=None)
-    finally:
-        workers.set_worker_count(None)
     assert side_by_side == here
     stats = {Path(s[0]).name: s for s in here[0]}
     assert stats["a_conn.log"][3] and stats["b_conn.log.gz"][4] and stats["c_unknown.txt"][5]

@@ -36,11 +36,14 @@ class Route:
     prefixes: Mapping[str, Mapping[str, Pattern]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BoundRule:
     """A rule as it runs on one table: ``expr`` is the whole condition; when a route adds a
     selection, ``where`` is that selection and ``body`` the rule's own part, so engines can
-    evaluate many rules that share a ``where`` on the rows that pass it once."""
+    evaluate many rules that share a ``where`` on the rows that pass it once.
+
+    Compared by identity: a rule list is a cache key for the engines (its queries, its
+    batch shape), cheap to hash and never mistaken for another rule list."""
 
     rule: CompiledRule
     table: str

@@ -4,9 +4,11 @@ from __future__ import annotations
 import io
 import os
 import queue
+import re
 import sys
 import threading
 import zipfile
+from functools import lru_cache
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -19,13 +21,14 @@ except ImportError:  # pragma: no cover - isal ships wheels for every platform w
 from rpcwatch.sources.base import ReadStats
 
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
 ZIP_MAGIC = b"PK\x03\x04"
 COMPRESSED_BLOCK = 1 << 20
 #: inflated data is prepared this far ahead of the reader, in blocks of this size
 READ_AHEAD_BLOCK, READ_AHEAD_DEPTH = 4 << 20, 8
 HEAD_SIZE = 64 * 1024
-#: a "line" longer than this is cut (binary data), so memory stays bounded
-MAX_LINE = 64 << 20
+#: the size of the blocks line-oriented readers take from a stream (each ends on a line)
+LINE_BLOCK = 16 << 20
 
 
 class InputError(Exception):
@@ -330,6 +333,9 @@ def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, b
         stream = ReadAheadStream(GzipStream(stream, stats))
         source = replace(source, disk_path=None)
     head = _read_at_least(stream, HEAD_SIZE)
+    if head.startswith(UTF8_BOM):  # text saved by Windows tools: the mark is not content
+        head = head[len(UTF8_BOM):]
+        source = replace(source, disk_path=None)
     return source, head, io.BufferedReader(PeekStream(head, stream), buffer_size=1 << 20)
 
 
@@ -344,13 +350,64 @@ def _read_at_least(stream: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def iter_line_chunks(stream: BinaryIO, chunk_size: int = 16 << 20) -> Iterator[bytes]:
-    """Yield large blocks of the stream that end on a line boundary (the last block
-    may end without a newline). ``stream`` must be buffered (see :func:`open_decompressed`)."""
+@dataclass(frozen=True)
+class LineChunk:
+    """Whole lines of a stream, from ``offset`` on; ``oversize`` lines longer than the
+    limit were left out just before (or inside) it, at the offsets given."""
+
+    data: bytes
+    offset: int
+    oversize: tuple[int, ...] = ()
+
+
+def iter_line_chunks(stream: BinaryIO, max_line: int, chunk_size: int = LINE_BLOCK) -> Iterator[LineChunk]:
+    """Blocks of the stream that end on a line boundary (the last may end without a
+    newline), leaving out every line longer than ``max_line`` bytes, so memory stays
+    bounded however long a line is. ``stream`` must be buffered (:func:`open_decompressed`)."""
+    offset = 0
     while True:
         block = stream.read(chunk_size)
         if not block:
             return
+        start, oversize = offset, []
+        offset += len(block)
         if not block.endswith(b"\n"):
-            block += stream.readline(MAX_LINE)
-        yield block
+            cut = block.rfind(b"\n") + 1
+            tail = stream.readline(max_line + 1)
+            offset += len(tail)
+            if len(block) - cut + len(tail) > max_line:
+                oversize.append(start + cut)
+                block = block[:cut]
+                if not tail.endswith(b"\n"):
+                    offset += _skip_line(stream)
+            else:
+                block += tail
+        if max_line < chunk_size:
+            block, inside = without_long_lines(block, max_line, start)
+            oversize = sorted(inside + oversize)
+        yield LineChunk(block, start, tuple(oversize))
+
+
+def _skip_line(stream: BinaryIO) -> int:
+    """Read past the rest of a line without keeping it; the number of bytes passed."""
+    passed = 0
+    while True:
+        piece = stream.readline(1 << 20)
+        passed += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return passed
+
+
+@lru_cache(maxsize=4)
+def _long_line_pattern(max_line: int) -> re.Pattern[bytes]:
+    return re.compile(rb"(?m)^[^\n]{%d,}\n?" % max_line)
+
+
+def without_long_lines(block: bytes, max_line: int, offset: int) -> tuple[bytes, list[int]]:
+    """The block without its lines longer than ``max_line`` bytes (newline included), and
+    where they were."""
+    pattern = _long_line_pattern(max_line)
+    found = [match.start() for match in pattern.finditer(block)]
+    if not found:
+        return block, []
+    return pattern.sub(b"", block), [offset + at for at in found]

@@ -18,6 +18,7 @@ turns it off entirely).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Iterable, Mapping
 
 import re2
@@ -50,8 +51,10 @@ def _pattern(lit: Literal, fmt: str) -> str:
 LINE_PATTERN_MEMORY = 64 << 20
 
 
+@lru_cache(maxsize=64)
 def compile_line_pattern(pattern: bytes):
-    """The compiled form of a :class:`LineFilter` pattern (also in scan worker processes)."""
+    """The compiled form of a :class:`LineFilter` pattern (also in scan worker processes,
+    where each pattern is compiled once, not once per task)."""
     options = re2.Options()
     options.never_capture = True
     options.max_mem = LINE_PATTERN_MEMORY

@@ -19,15 +19,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from rpcwatch.schema import RAW_COLUMN, ZEEK_FLOAT_TYPES, ZEEK_INT_TYPES
-from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
+from rpcwatch.sources.base import ReadStats, TableBatch, register
 from rpcwatch.sources.inputs import InputFile
-from rpcwatch.sources.jsonlines import JsonBlockParser, drop_non_objects, excerpt, flatten_dict, repair_utf8
+from rpcwatch.sources.jsonlines import JSON_LINES_MARKER, JsonLinesParser, excerpt, flatten_dict
+from rpcwatch.sources.lines import LineParser, LineReader
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
-from rpcwatch.sources.scan import Run, line_runs, run_bytes
-
-#: data lines seen before any ``#fields`` header are held back up to this size
-#: (btest baselines are diff-sorted, so their header can come after the data)
-PENDING_LIMIT = 64 << 20
+from rpcwatch.sources.scan import Run
 
 _INT_RE = r"^[+-]?[0-9]+$"
 _FLOAT_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
@@ -202,10 +199,12 @@ def _unique(names: list[str]) -> list[str]:
 
 
 @register
-class ZeekTsvReader(Reader):
+class ZeekTsvReader(LineReader):
     """Zeek's ASCII TSV: ``#`` header blocks (several per file allowed), or ``tsv=T``."""
 
     format_name = "zeek-tsv"
+    marker = b"\t"
+    headers = True
 
     @classmethod
     def sniff(cls, head: bytes) -> bool:
@@ -213,75 +212,98 @@ class ZeekTsvReader(Reader):
         if any(line.startswith((b"#separator", b"#fields\t")) for line in lines):
             return True  # also when diff-sorted data comes before the header (btest baselines)
         first = next((line for line in lines if not line.startswith(b"###")), b"")
-        return cls._plain_header(first) is not None
+        return plain_header(first) is not None
 
-    @staticmethod
-    def _plain_header(line: bytes) -> list[str] | None:
-        names = line.rstrip(b"\r").split(b"\t")
-        if len(names) < 3 or not all(_FIELD_NAME.fullmatch(n) for n in names):
-            return None
-        decoded = [n.decode() for n in names]
-        if not ({"ts", "uid", "id.orig_h"} & set(decoded)):
-            return None
-        return decoded
+    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+               prefilter: PrefilterPlan | None) -> LineParser:
+        return _TsvParser(source, stream, stats, prefilter, self.format_name)
 
-    def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
-             prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
-        stats.format = self.format_name
-        meta, skipped = self._start(stream)
-        plain = skipped > 0
-        scan_filter = None
+
+def plain_header(line: bytes) -> list[str] | None:
+    """The field names of a ``tsv=T`` log's first line, or None."""
+    names = line.rstrip(b"\r").split(b"\t")
+    if len(names) < 3 or not all(_FIELD_NAME.fullmatch(n) for n in names):
+        return None
+    decoded = [n.decode() for n in names]
+    if not ({"ts", "uid", "id.orig_h"} & set(decoded)):
+        return None
+    return decoded
+
+
+class _TsvParser(LineParser):
+    """One TSV input: the header block in force, and the table its lines belong to."""
+
+    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, prefilter: PrefilterPlan | None,
+                 format_name: str):
+        super().__init__(source, stream, stats)
+        self._prefilter, self._format = prefilter, format_name
+        fields = plain_header(stream.peek(1 << 16).split(b"\n", 1)[0])
+        self.meta = ZeekHeader(fields=fields or [])
+        self.block: _Block | None = None
+        if fields is not None:  # tsv=T: the first line names the fields; data starts after it
+            self.start = len(stream.readline())
+            self.block = _Block(self.meta, source, stats)
         if prefilter is not None:
-            first_table = meta.table(source.path) if plain else _table_from_head(stream.peek(1 << 16), source.path)
-            scan_filter = prefilter.for_table(first_table, self.format_name)
-        block: _Block | None = _Block(meta, source, stats) if plain else None
-        pending: list[Run] = []
-        for run in line_runs(source, stream, stats, scan_filter, marker=b"\t", headers=True, start=skipped):
-            if run.header is not None:
-                meta, started = _apply_header_lines(meta, run.header, stats)
-                if started:
-                    block = _Block(meta, source, stats)
-                    for held in pending:
-                        yield from self._data(held, block, prefilter, scan_filter, source, stats)
-                    pending = []
-                continue
-            if block is None:  # data before its header (diff-sorted btest baselines)
-                if sum(held.length for held in pending) < PENDING_LIMIT:
-                    pending.append(run)
-                else:
-                    stats.skip("data line before any #fields header", count=run.lines)
-                continue
-            yield from self._data(run, block, prefilter, scan_filter, source, stats)
-        for held in pending:
-            stats.skip("data line without a #fields header", count=held.lines,
-                       where=excerpt(run_bytes(source, held).split(b"\n", 1)[0]))
+            first_table = self.meta.table(source.path) if self.block else _table_from_head(
+                stream.peek(1 << 16), source.path)
+            self.scan_filter = prefilter.for_table(first_table, format_name)
 
-    def _start(self, stream) -> tuple[ZeekHeader, int]:
-        """A ``tsv=T`` log starts with a plain line of field names: consume it, and say how
-        many bytes it took."""
-        fields = self._plain_header(stream.peek(1 << 16).split(b"\n", 1)[0])
-        if fields is None:
-            return ZeekHeader(), 0
-        return ZeekHeader(fields=fields), len(stream.readline())
+    @property
+    def table(self) -> str | None:  # type: ignore[override]
+        return None if self.block is None else self.block.table
 
-    def _data(self, run: Run, block: _Block, prefilter: PrefilterPlan | None,
-              scan_filter: LineFilter | None, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
-        if not run.lines:
-            return
-        stats.tables.add(block.table)
-        line_filter = prefilter.for_table(block.table, self.format_name) if prefilter else None
-        expected = len(block.header.fields) - 1
-        if run.clean and expected and run.marks == expected * run.lines and line_filter is scan_filter:
-            stats.records += run.lines
-            kept = run.kept
-        else:  # a closer look: broken lines, bad bytes, or a block of another log than scanned for
-            data = repair_utf8(run_bytes(source, run), stats)
-            data, blank = _drop_misshapen_lines(data, block, run.lines, stats)
-            stats.records += run.lines - blank
-            kept = line_filter.select(data) if line_filter is not None else data
-        table = block.parse(kept, raw=prefilter is not None and prefilter.keeps_raw(block.table))
+    @property
+    def ready(self) -> bool:
+        return self.block is not None
+
+    def header(self, lines: bytes) -> bool:
+        self.meta, started = _apply_header_lines(self.meta, lines, self.stats)
+        if not started:
+            return False
+        problem = _unusable_separator(self.meta.separator)
+        if problem:
+            self.stats.warn(f"#separator {problem}: the lines of this header block are not read",
+                            where=excerpt(self.meta.separator))
+            self.block = None
+            return False
+        self.block = _Block(self.meta, self.source, self.stats)
+        return True
+
+    def line_filter(self) -> LineFilter | None:
+        if self._prefilter is None or self.block is None:
+            return None
+        return self._prefilter.for_table(self.block.table, self._format)
+
+    @property
+    def _expected(self) -> int:
+        return len(self.meta.fields) - 1
+
+    def well_formed(self, run: Run) -> bool:
+        return self._expected > 0 and self.meta.separator == b"\t" and run.marks == self._expected * run.lines
+
+    def quick_check(self, data: bytes, lines: int) -> bool:
+        return self._expected > 0 and data.count(self.meta.separator) == self._expected * lines
+
+    def malformed(self, line: bytes) -> str | None:
+        if line.count(self.meta.separator) != self._expected:
+            return f"wrong number of fields (expected {self._expected + 1})"
+        return None
+
+    def parse(self, lines: bytes) -> Iterator[TableBatch]:
+        assert self.block is not None
+        raw = self._prefilter is not None and self._prefilter.keeps_raw(self.block.table)
+        table = self.block.parse(lines, raw=raw)
         if table is not None:
-            yield TableBatch(block.table, table, source.path, self.format_name)
+            yield TableBatch(self.block.table, table, self.source.path, self._format)
+
+
+def _unusable_separator(separator: bytes) -> str | None:
+    """Why Arrow's parser cannot split on this separator (one ASCII byte, not a line end)."""
+    if len(separator) != 1:
+        return f"is {len(separator)} bytes long (one byte expected)"
+    if separator in (b"\n", b"\r", b"\x00") or separator >= b"\x80":
+        return "is not a usable field separator"
+    return None
 
 
 def _table_from_head(head: bytes, file_path: str) -> str:
@@ -289,31 +311,6 @@ def _table_from_head(head: bytes, file_path: str) -> str:
     meta, _ = _apply_header_lines(ZeekHeader(), b"\n".join(
         line for line in head.split(b"\n") if line.startswith(b"#")), ReadStats(file_path))
     return meta.table(file_path)
-
-
-def _drop_misshapen_lines(data: bytes, block: _Block, lines: int,
-                          stats: ReadStats) -> tuple[bytes, int]:
-    """Cheap integrity check over the whole block before the prefilter discards lines:
-    the separator count must be exactly (fields - 1) per line. Only when it is not
-    are lines looked at one by one, to report and drop the broken ones.
-    Returns the kept lines and the number of blank lines (not records)."""
-    separator = block.header.separator
-    expected = len(block.header.fields) - 1
-    if expected and data.count(separator) == expected * lines and b"\x00" not in data:
-        return data, 0
-    kept, blank = [], 0
-    for line in data.split(b"\n"):
-        if not line.strip():
-            blank += 1
-            continue
-        if b"\x00" in line:
-            stats.skip("binary data (NUL byte) in line", where=excerpt(line))
-        elif line.count(separator) != expected:
-            stats.skip(f"wrong number of fields (expected {expected + 1})", where=excerpt(line))
-        else:
-            kept.append(line)
-    blank -= 1 if data.endswith(b"\n") else 0  # split() yields an empty tail after the last newline
-    return (b"\n".join(kept) + b"\n" if kept else b""), blank
 
 
 def _apply_header_lines(meta: ZeekHeader, lines: bytes, stats: ReadStats) -> tuple[ZeekHeader, bool]:
@@ -352,7 +349,7 @@ def _decode_escaped(text: str) -> bytes:
 
 
 @register
-class ZeekJsonReader(Reader):
+class ZeekJsonReader(LineReader):
     """Zeek's JSON writer: one object per line, flat dotted keys, unset fields omitted.
 
     ``ts`` may be epoch seconds, epoch milliseconds or ISO-8601; it is normalised to
@@ -360,6 +357,7 @@ class ZeekJsonReader(Reader):
     """
 
     format_name = "zeek-json"
+    marker = JSON_LINES_MARKER
     _KEYS = (b'"ts"', b'"uid"', b'"id.orig_h"', b'"_path"')
 
     @classmethod
@@ -369,32 +367,14 @@ class ZeekJsonReader(Reader):
             return False
         return b'"ts"' in line and any(key in line for key in cls._KEYS[1:])
 
-    def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
-             prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
-        stats.format = self.format_name
+    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+               prefilter: PrefilterPlan | None) -> LineParser:
         log_table = self._table_of(stream.peek(1 << 16), source.path)
         scan_filter = None
         if prefilter is not None:  # a stream that names its records may mix logs: every Zeek table's filter
             scan_filter = prefilter.for_tables("zeek.", self.format_name) if log_table is None \
                 else prefilter.for_table(log_table, self.format_name)
-        parser = JsonBlockParser(stats)
-        for run in line_runs(source, stream, stats, scan_filter, marker=b"}\n{", headers=False):
-            if log_table is not None and run.lines:
-                stats.tables.add(log_table)
-            if run.clean and run.marks == run.lines - 1 and run.edges == b"{}":
-                stats.records += run.lines
-                kept = run.kept
-            else:  # a closer look: lines that are not objects, blank lines, bad bytes
-                data = repair_utf8(run_bytes(source, run), stats)
-                data, blank = drop_non_objects(data, run.lines, stats)
-                stats.records += run.lines - blank
-                kept = scan_filter.select(data) if scan_filter is not None else data
-            table = self._parse(kept, parser, stats)
-            if table is None:
-                continue
-            for table_name, part in self._by_path(table, source.path):
-                if part.num_rows:
-                    yield TableBatch(table_name, part, source.path, self.format_name)
+        return _ZeekJsonParser(source, stream, stats, scan_filter, log_table)
 
     @staticmethod
     def _table_of(head: bytes, file_path: str) -> str | None:
@@ -408,13 +388,25 @@ class ZeekJsonReader(Reader):
             return None
         return "zeek." + log_path_for(flatten_dict(first).keys(), file_path)
 
-    @staticmethod
-    def _parse(data: bytes, parser: JsonBlockParser, stats: ReadStats) -> pa.Table | None:
-        table = parser.parse(data)
-        return None if table is None else _normalise_json_table(table, stats)
 
-    @staticmethod
-    def _by_path(table: pa.Table, file_path: str) -> Iterator[tuple[str, pa.Table]]:
+
+class _ZeekJsonParser(JsonLinesParser):
+    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, scan_filter: LineFilter | None,
+                 log_table: str | None):
+        super().__init__(source, stream, stats, scan_filter)
+        self.table = log_table
+
+    def parse(self, lines: bytes) -> Iterator[TableBatch]:
+        table = self.json.parse(lines)
+        if table is None:
+            return
+        table = _normalise_json_table(table, self.stats)
+        for table_name, part in self._by_path(table):
+            if part.num_rows:
+                yield TableBatch(table_name, part, self.source.path, ZeekJsonReader.format_name)
+
+    def _by_path(self, table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+        file_path = self.source.path
         if "_path" in table.column_names:
             paths = table.column("_path")
             for value in pc.unique(paths).to_pylist():
