@@ -47,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     hunt.add_argument("--with-guides", action="store_true",
                       help="include each rule's investigation guide in JSON alerts (default: rule.reference)")
     _add_run_options(hunt)
-    hunt.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
     _add_suppression_options(hunt)
     hunt.add_argument("--incidents", action="store_true",
                       help="print incidents along the attack chain instead of alerts (as 'rpcwatch triage')")
+    _add_evidence_window(hunt)
     hunt.set_defaults(handler=_hunt)
 
     triage = commands.add_parser("triage", help="incidents along the attack chain, with evidence",
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="incident output (default: table on a terminal, else json)")
     triage.add_argument("-o", "--output", metavar="FILE", help="write incidents to FILE")
     _add_run_options(triage)
+    _add_evidence_window(triage)
     triage.set_defaults(handler=_triage)
 
     exposure = commands.add_parser("exposure", help="internal hosts that accepted TCP/135 from the internet",
@@ -79,9 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Hunt and triage, then write one HTML file that works offline.")
     _add_paths(report)
     _add_rule_options(report)
-    report.add_argument("-o", "--output", metavar="FILE", required=True, help="the HTML file to write")
+    report.add_argument("-o", "--output", metavar="FILE", required=True,
+                        help="the HTML file to write (sections cut short on big inputs are written in full "
+                             "beside it as FILE-stem.<section>.jsonl)")
     _add_run_options(report)
     _add_suppression_options(report)
+    _add_evidence_window(report)
     report.set_defaults(handler=_report)
 
     export = commands.add_parser("export-parquet", help="logs to a Parquet dataset partitioned by table and date",
@@ -138,6 +142,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="where the compiled rules run (default: duckdb, embedded)")
     parser.add_argument("--master", metavar="URL",
                         help="Spark master for --engine spark (default: local[2], or the cluster spark-submit chose)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
 
 
 def _worker_count(text: str) -> int:
@@ -152,6 +157,12 @@ def _add_suppression_options(parser: argparse.ArgumentParser) -> None:
                              "per --window, with count, first_seen and last_seen")
     parser.add_argument("--window", metavar="DURATION",
                         help="suppression window, e.g. 30s, 5m, 1h, 1d (default: the whole run)")
+
+
+def _add_evidence_window(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--evidence-window", metavar="DURATION",
+                        help="how long after the source's direct evidence the victim's new behaviour counts as "
+                             "circumstantial evidence for stages 5-7, e.g. 30m, 2h (default: 1h)")
 
 
 def _add_rule_options(parser: argparse.ArgumentParser) -> None:
@@ -264,7 +275,7 @@ def _hunt(args) -> int:
     output_format = _output_format(args, "table", "jsonl")
     with ExitStack() as stack:
         stream = _output(stack, args)
-        advance = stack.enter_context(_progress(run.inputs, enabled=not args.no_progress and sys.stderr.isatty()))
+        advance = stack.enter_context(_progress(run.inputs, enabled=_shows_progress(args)))
         hunt = Hunt(run.inputs, run.plan, run.engine, on_bytes=advance,
                     sources=_dataset_scans(run.engine, run.datasets, run.plan))
         alerts = enrich(hunt, run.plan.config)
@@ -277,17 +288,37 @@ def _hunt(args) -> int:
 
 def _run_triage(args, incidents: bool, suppression=None):
     from rpcwatch.outputs.summary import print_summary, print_evidence_summary
-    from rpcwatch.triage.run import run_triage
+    from rpcwatch.triage.chain import attack_chain
+    from rpcwatch.triage.run import PASSES, run_triage
 
+    chain = attack_chain().with_window(_evidence_window(args))
     run = _prepare(args)
     if run.datasets:
         raise UsageError("triage reads logs (local or at a URI), not export-parquet datasets: "
                          + ", ".join(run.datasets))
-    result = run_triage(run.inputs, run.plan, run.engine, incidents=incidents, suppression=suppression)
+    with _progress(run.inputs, enabled=_shows_progress(args), passes=PASSES if incidents else 1) as advance:
+        result = run_triage(run.inputs, run.plan, run.engine, incidents=incidents, suppression=suppression,
+                            chain=chain, on_bytes=advance)
     if not args.quiet:
         print_summary(result.report, run.plan, sys.stderr, verbose=args.verbose)
         print_evidence_summary(result, sys.stderr)
     return result
+
+
+def _evidence_window(args) -> float | None:
+    from rpcwatch.triage.suppress import SuppressionError, parse_duration
+
+    text = getattr(args, "evidence_window", None)
+    if text is None:
+        return None
+    try:
+        return parse_duration(text) / 1_000_000
+    except SuppressionError as exc:
+        raise UsageError(str(exc).replace("--window", "--evidence-window")) from None
+
+
+def _shows_progress(args) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def _triage(args) -> int:
@@ -295,7 +326,7 @@ def _triage(args) -> int:
 
     result = _run_triage(args, incidents=True)
     with ExitStack() as stack:
-        WRITERS[_output_format(args, "table", "json")](result.incidents, _output(stack, args))
+        WRITERS[_output_format(args, "table", "json")](result.findings, _output(stack, args))
     return _exit_code(result.report)
 
 
@@ -311,9 +342,11 @@ def _exposure(args) -> int:
 def _report(args) -> int:
     from rpcwatch.outputs.report import write_report
 
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise UsageError(f"-o {args.output}: no such directory")
     result = _run_triage(args, incidents=True, suppression=_suppression(args))
-    with open(args.output, "w", encoding="utf-8") as stream:
-        write_report(result, stream)
+    write_report(result, output)
     return _exit_code(result.report)
 
 
@@ -422,10 +455,11 @@ def _rules_validate(args) -> int:
 
 
 class _progress:
-    """A transient byte progress bar on standard error (a no-op when disabled)."""
+    """A transient byte progress bar on standard error (a no-op when disabled); a command
+    that reads its inputs several times (triage) counts every pass."""
 
-    def __init__(self, inputs, enabled: bool):
-        self._total = sum(i.size or 0 for i in inputs)
+    def __init__(self, inputs, enabled: bool, passes: int = 1):
+        self._total = sum(i.size or 0 for i in inputs) * passes
         self._enabled = enabled and self._total > (8 << 20)
         self._bar = None
 

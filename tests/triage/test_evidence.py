@@ -1,68 +1,143 @@
-"""The evidence searches: exact address matching, prefilter literals, long address lists."""
+"""The evidence pass: exact address matching, prefilter literals, baselines built while
+streaming, candidates for stages 5-7, and the limits."""
 from __future__ import annotations
 
 import ipaddress
 
 import pyarrow as pa
+import pytest
 
 from rpcwatch.config import Config
-from rpcwatch.engines.duckdb import DuckDBEngine
-from rpcwatch.sources.prefilter import Literal
-from rpcwatch.triage.evidence import (
-    MAX_PREFILTER_LITERALS,
-    SOURCE_CONNECTIONS,
-    EvidenceSearch,
-    EvidenceSet,
-)
+from rpcwatch.schema import Literal
+from rpcwatch.triage.baseline import ANY_PORT, DYNAMIC_RPC_PORT
+from rpcwatch.triage.chain import MICROS, attack_chain
+from rpcwatch.triage.evidence import MAX_PREFILTER_LITERALS, SOURCE_RECORDS, EvidencePass, Targets, VictimWatch
 
 CONN_TABLE = "zeek.conn"
+HOUR = 3600 * MICROS
+VICTIM = "10.0.0.7"
 
 
-def _conn(origins: list[str]) -> pa.Table:
-    return pa.table({"ts": [1.0 + i for i in range(len(origins))], "uid": [f"C{i}" for i in range(len(origins))],
-                     "id.orig_h": origins, "id.orig_p": [1000] * len(origins),
-                     "id.resp_h": ["10.0.0.1"] * len(origins), "id.resp_p": [135] * len(origins),
-                     "proto": ["tcp"] * len(origins), "conn_state": ["REJ"] * len(origins)})
+def conn(rows: list[tuple]) -> pa.Table:
+    """(ts, orig, resp, resp port, conn_state[, orig bytes]) rows as a conn.log batch."""
+    return pa.table({"ts": [float(r[0]) for r in rows], "uid": [f"C{i}" for i in range(len(rows))],
+                     "id.orig_h": [r[1] for r in rows], "id.orig_p": [40000 + i for i in range(len(rows))],
+                     "id.resp_h": [r[2] for r in rows], "id.resp_p": [r[3] for r in rows],
+                     "proto": ["tcp"] * len(rows), "conn_state": [r[4] for r in rows],
+                     "orig_bytes": [r[5] if len(r) > 5 else 100 for r in rows],
+                     "resp_bytes": [100] * len(rows)})
 
 
-def _literals(search: EvidenceSearch) -> frozenset:
-    return search.plan().prefilter.for_table(CONN_TABLE, "zeek-tsv").literals
-
-
-def _found(search: EvidenceSearch, table: pa.Table) -> EvidenceSet:
-    evidence = EvidenceSet()
-    rules = [b for b in search.bound_rules() if b.table == CONN_TABLE]
-    for bound, rows in DuckDBEngine().match(table, rules):
-        evidence.add_rows(bound, rows)
-    return evidence
+def evidence_pass(sources=(), victims=None) -> EvidencePass:
+    return EvidencePass(Targets(frozenset(sources), victims or {}), Config())
 
 
 def test_addresses_match_in_any_spelling_and_only_exactly():
-    search = EvidenceSearch(["45.83.64.17", "2a03:b0c0:3:d0::1f:7001"], [], Config())
-    table = _conn(["45.83.64.17", "::ffff:45.83.64.17", "45.83.64.170", "2A03:B0C0:3:D0:0:0:1F:7001",
-                   "2a03:b0c0:3:d0::1f:7002"])
-    found = _found(search, table).of(SOURCE_CONNECTIONS)
-    assert sorted(e.record_id for e in found) == ["C0", "C1", "C3"]
-    literals = _literals(search)
-    assert Literal("45.83.64.17") in literals and Literal("2a03:b0c0:3:d0::1f:7001") in literals
+    found = evidence_pass(["45.83.64.17", "2a03:b0c0:3:d0::1f:7001"])
+    table = conn([(1, a, "10.0.0.1", 135, "REJ") for a in
+                  ["45.83.64.17", "::ffff:45.83.64.17", "45.83.64.170", "2A03:B0C0:3:D0:0:0:1F:7001",
+                   "2a03:b0c0:3:d0::1f:7002"]])
+    found.add(CONN_TABLE, table, "conn.log")
+    records = found.finish().sources
+    assert sorted(e.record_id for e in records) == ["C0", "C1", "C3"]
+    assert {e.search for e in records} == {SOURCE_RECORDS} and {e.file for e in records} == {"conn.log"}
 
 
-def test_thousands_of_addresses():
-    """Long lists go to the engine by handle; past the limit the prefilter steps aside."""
+def test_prefilter_looks_for_the_spellings_until_there_are_too_many():
+    few = evidence_pass(["45.83.64.17", "2a03:b0c0:3:d0::1f:7001"]).prefilter()
+    literals = few.for_table(CONN_TABLE, "zeek-tsv").literals
+    assert {Literal("45.83.64.17"), Literal("2a03:b0c0:3:d0::1f:7001"),
+            Literal("2a03:b0c0:3:d0:0:0:1f:7001")} <= literals
+    # processes and service installs: the parents' names and the event codes, besides the addresses
+    windows = few.for_table("windows", "evtx-json").literals
+    assert {Literal("services.exe"), Literal("wmiprvse.exe"), Literal("dcomlaunch"),
+            Literal("7045", "number")} <= windows and Literal("45.83.64.17") in windows
+    many = [str(ipaddress.IPv4Address(0x2D000000 + 7 * n)) for n in range(MAX_PREFILTER_LITERALS + 1)]
+    assert evidence_pass(many).prefilter().for_table(CONN_TABLE, "zeek-tsv") is None
+    # tables no search reads are not parsed at all
+    assert evidence_pass(["45.83.64.17"]).prefilter().for_table("zeek.http", "zeek-tsv").literals == frozenset()
+
+
+def test_thousands_of_sources_are_matched_exactly():
     addresses = [str(ipaddress.IPv4Address(0x2D000000 + 7 * n)) for n in range(3000)]
-    search = EvidenceSearch(addresses, [], Config())
-    table = _conn(addresses[::100] + ["45.0.0.1", "45.0.0.2"])
-    found = _found(search, table).of(SOURCE_CONNECTIONS)
-    assert len(found) == 30
-    assert search.plan().prefilter.for_table(CONN_TABLE, "zeek-tsv") is None
-    assert len(addresses) > MAX_PREFILTER_LITERALS
-    few = EvidenceSearch(addresses[:10], [], Config())
-    assert len(_literals(few)) == 10
+    found = evidence_pass(addresses)
+    found.add(CONN_TABLE, conn([(1, a, "10.0.0.1", 135, "REJ") for a in addresses[::100] + ["45.0.0.1", "45.0.0.2"]]))
+    assert len(found.finish().sources) == 30
 
 
-def test_long_network_lists_are_printed_by_handle():
-    engine = DuckDBEngine()
-    search = EvidenceSearch([str(ipaddress.IPv4Address(0x2D000000 + n)) for n in range(100)], [], Config())
-    rules = [b for b in search.bound_rules() if b.table == CONN_TABLE]
-    sql = engine.query_for(_conn(["45.0.0.1"]).schema, rules)
-    assert "rpcw_ip_in" in sql and "'@" in sql and "45.0.0.1" not in sql
+def victim_day(start_hour: float = 10) -> tuple[EvidencePass, int]:
+    """A victim with a day of traffic: its DC on 389 and 445 all day, the internet on 443;
+    a first internet session at ``start_hour``."""
+    start = int(start_hour * HOUR)
+    found = evidence_pass(["45.83.64.17"], {VICTIM: VictimWatch(start, start + 2 * HOUR)})
+    rows = []
+    for hour in range(24):
+        rows += [(hour * 3600 + 10, VICTIM, "10.0.0.10", 445, "SF"), (hour * 3600 + 20, VICTIM, "10.0.0.10", 389, "SF"),
+                 (hour * 3600 + 30, VICTIM, "151.101.1.69", 443, "SF"),
+                 (hour * 3600 + 40, "10.0.0.99", "10.0.0.10", 445, "SF")]  # another host: not the victim's
+    rows += [(start_hour * 3600 + 60, VICTIM, "10.0.0.20", 135, "REJ"),   # a first contact, in the window
+             (start_hour * 3600 + 70, VICTIM, "10.0.0.20", 49668, "SF"),  # a dynamic port (no RPC: not a contact)
+             (start_hour * 3600 + 80, VICTIM, "185.1.2.3", 443, "SF", 1100),
+             (start_hour * 3600 + 140, VICTIM, "185.1.2.3", 443, "SF", 1100),
+             (start_hour * 3600 + 200, VICTIM, "ff02::fb", 5353, "S0")]   # multicast: neither kind of contact
+    found.add(CONN_TABLE, conn(rows), "conn.log")
+    return found, start
+
+
+def test_the_baseline_is_what_the_victim_did_before_its_first_internet_session():
+    found, start = victim_day(10)
+    baseline = found.finish().baselines[VICTIM]
+    assert baseline.start == start and baseline.first_record == 10 * MICROS
+    assert baseline.span == start - 10 * MICROS and baseline.records == 30  # 10 hours x 3 connections
+    assert baseline.known_contacts == 2  # its DC on 445 and the web site (389 is not a lateral port)
+
+
+def test_contacts_are_hosts_by_port_internally_and_addresses_on_the_internet():
+    found, start = victim_day(10)
+    baseline = found.finish().baselines[VICTIM]
+    stats = baseline.stats([("10.0.0.10", 445), ("151.101.1.69", ANY_PORT), ("10.0.0.20", 135),
+                            ("185.1.2.3", ANY_PORT), ("10.0.0.20", DYNAMIC_RPC_PORT), ("10.0.0.10", 389)])
+    assert stats[("10.0.0.10", 445)].count == 24 and stats[("10.0.0.10", 445)].first == 10 * MICROS
+    assert stats[("151.101.1.69", ANY_PORT)].first < start and stats[("185.1.2.3", ANY_PORT)].first > start
+    assert stats[("10.0.0.20", 135)].count == 1
+    assert ("10.0.0.20", DYNAMIC_RPC_PORT) not in stats and ("10.0.0.10", 389) not in stats
+    times, sent = baseline.connection_times("185.1.2.3")
+    assert list(times) == [(start + 80 * MICROS) / MICROS, (start + 140 * MICROS) / MICROS]
+    assert list(sent) == [1100.0, 1100.0]
+    # contacts known before the session leave no connection times behind
+    assert len(baseline.connection_times("151.101.1.69")[0]) == 0
+
+
+def test_candidates_are_the_victims_connections_in_its_watch_range():
+    found, start = victim_day(10)
+    evidence = found.finish()
+    times = sorted(e.micros for e in evidence.candidates[VICTIM])
+    assert times[0] >= start and times[-1] <= start + 2 * HOUR
+    assert {(e.destination_ip, e.destination_port) for e in evidence.candidates[VICTIM]} == {
+        ("10.0.0.10", 445), ("151.101.1.69", 443), ("10.0.0.20", 135), ("185.1.2.3", 443)}
+
+
+def test_a_victim_past_the_contact_limit_is_named_and_its_baseline_capped(monkeypatch):
+    chain = attack_chain()
+    limits = type(chain.limits)(contacts_per_victim=5, candidates_per_victim=2, beacon_times=10)
+    monkeypatch.setattr("rpcwatch.triage.baseline.MERGE_ROWS", 1)
+    found = EvidencePass(Targets(frozenset({"45.83.64.17"}), {VICTIM: VictimWatch(0, 100 * MICROS)}), Config(),
+                         chain=type(chain)(**{**chain.__dict__, "limits": limits}))
+    found.add(CONN_TABLE, conn([(n, VICTIM, f"151.101.1.{n}", 443, "SF") for n in range(1, 10)]))
+    evidence = found.finish()
+    assert evidence.baselines[VICTIM].capped
+    assert len(evidence.candidates[VICTIM]) == 2
+    assert any(message.startswith(f"{VICTIM}: more than 5 distinct peers") for message in evidence.limits)
+    assert any(message.startswith(f"{VICTIM}: more than 2 connections") for message in evidence.limits)
+
+
+@pytest.mark.parametrize("initiated,kept", [("true", True), ("false", False)])
+def test_a_hosts_own_log_counts_only_connections_it_opened(initiated, kept):
+    found = evidence_pass(["45.83.64.17"], {VICTIM: VictimWatch(0, HOUR)})
+    found.add("windows", pa.Table.from_pylist([{
+        "EventID": 3, "EventRecordID": 9, "Computer": "WS7", "Initiated": initiated, "SourceIp": VICTIM,
+        "SourcePort": "50000", "DestinationIp": "151.101.1.69", "DestinationPort": "443",
+        "TimeCreated_SystemTime": "1970-01-01T00:10:00Z"}]))
+    evidence = found.finish()
+    assert bool(evidence.candidates.get(VICTIM)) is kept
+    assert (evidence.hosts.get(VICTIM) == {"WS7"}) is kept

@@ -5,11 +5,13 @@ import json
 from typing import IO, Sequence
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from rpcwatch.outputs.table import safe_text
+from rpcwatch.outputs.table import Column, lines, print_table, safe_text, when
 from rpcwatch.triage.exposure import ExposedHost
+
+#: sources named per host in the table (JSON lists them all)
+LISTED_SOURCES = 3
 
 
 def write_table(inventory: Sequence[ExposedHost], stream: IO[str]) -> int:
@@ -17,18 +19,17 @@ def write_table(inventory: Sequence[ExposedHost], stream: IO[str]) -> int:
     if not inventory:
         console.print(Text("No internal host accepted TCP/135 from the internet.", style="bold green"))
         return 0
-    table = Table(title="Hosts that accepted TCP/135 from the internet", title_justify="left")
-    for name in ("host", "names", "first seen (UTC)", "last seen (UTC)", "sessions", "sources", "records"):
-        table.add_column(name, overflow="fold")
+    rows = []
     for host in inventory:
         record = host.to_dict()
-        table.add_row(
-            safe_text(host.address), safe_text(", ".join(host.hosts) or None),
-            safe_text((host.first_seen or "")[:19].replace("T", " ")),
-            safe_text((host.last_seen or "")[:19].replace("T", " ")), safe_text(record["sessions"]),
-            safe_text(", ".join(f"{s['address']} ({s['sessions']})" for s in record["sources"][:5])),
-            safe_text(", ".join(str(e["record_id"]) for e in record["evidence"][:3])))
-    console.print(table)
+        sources = [safe_text(f"{s['address']} ({s['sessions']})") for s in record["sources"][:LISTED_SOURCES]]
+        if len(record["sources"]) > LISTED_SOURCES:
+            sources.append(safe_text(f"+{len(record['sources']) - LISTED_SOURCES} more", "dim"))
+        rows.append([lines(safe_text(host.address, "bold"), *(safe_text(name, "dim") for name in host.hosts)),
+                     safe_text(record["sessions"]), lines(*sources),
+                     lines(when(host.first_seen), when(host.last_seen))])
+    print_table(console, "Hosts that accepted TCP/135 from the internet",
+                (Column("host"), Column("sessions", 8), Column("sources (sessions)"), Column("seen (UTC)", 10)), rows)
     return len(inventory)
 
 

@@ -1,63 +1,92 @@
-"""Incidents as a terminal table, a JSON document or JSON lines."""
+"""Incidents and internet-scanning findings as a terminal table, a JSON document or JSON lines.
+
+JSON: ``{"incidents": [...], "scanning": [...]}``; JSON lines: one finding per line, each
+with its ``kind`` (``incident`` or ``scanning``), incidents first (docs/triage.md).
+"""
 from __future__ import annotations
 
 import json
-from typing import IO, Sequence
+from typing import IO
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
-from rpcwatch.outputs.table import LEVEL_STYLES, safe_text
-from rpcwatch.triage.incidents import Incident
+from rpcwatch.outputs.table import LEVEL_STYLES, Column, lines, print_table, risk_text, safe_text, when
+from rpcwatch.triage.incidents import Findings, Incident
+from rpcwatch.triage.scanning import ScanningFinding
+
+#: victims named per incident in the overview
+LISTED_VICTIMS = 3
 
 
-def write_table(incidents: Sequence[Incident], stream: IO[str]) -> int:
+def write_table(findings: Findings, stream: IO[str]) -> int:
     console = Console(file=stream, highlight=False, soft_wrap=False)
-    if not incidents:
+    if not findings.incidents:
         console.print(Text("No incidents.", style="bold green"))
-        return 0
-    overview = Table(title="Incidents", title_justify="left")
-    for name in ("id", "source", "stage", "severity", "risk", "victims", "first seen (UTC)", "alerts"):
-        overview.add_column(name, overflow="fold")
-    for incident in incidents:
-        overview.add_row(
-            safe_text(incident.id), safe_text(incident.source),
-            safe_text(f"{incident.stage} {incident.stage_name}"),
-            safe_text(incident.severity, LEVEL_STYLES.get(incident.severity, "")),
-            safe_text(incident.risk_score),
-            safe_text(", ".join(f"{v.address} ({v.stage})" for v in incident.victims[:4])
-                      + (f" +{len(incident.victims) - 4}" if len(incident.victims) > 4 else "")),
-            safe_text((incident.first_seen or "")[:19].replace("T", " ")), safe_text(incident.alerts))
-    console.print(overview)
-    for incident in incidents:
-        if incident.stage >= 2:
-            console.print(_chain(incident))
-    return len(incidents)
+    else:
+        print_table(console, "Incidents", (Column("incident"), Column("stage", 16), Column("severity", 8),
+                                           Column("victims"), Column("first seen", 10)),
+                    [_overview(i) for i in findings.incidents])
+        for incident in findings.incidents:
+            _chain(console, incident)
+    if findings.scanning:
+        print_table(console, "Internet scanning (refused or unanswered probes, folded per target)",
+                    (Column("target"), Column("probes", 12), Column("top sources"), Column("seen (UTC)", 10)),
+                    [_scanning(s) for s in findings.scanning])
+    return len(findings.incidents) + len(findings.scanning)
 
 
-def _chain(incident: Incident) -> Table:
-    table = Table(title=f"{incident.id} {incident.source}: attack chain", title_justify="left")
-    for name in ("stage", "evidence", "what the logs show", "missing"):
-        table.add_column(name, overflow="fold")
+def _overview(incident: Incident) -> list[Text]:
+    victims = [safe_text(f"{v.address} ({v.stage})") for v in incident.victims[:LISTED_VICTIMS]]
+    if len(incident.victims) > LISTED_VICTIMS:
+        victims.append(safe_text(f"+{len(incident.victims) - LISTED_VICTIMS} more", "dim"))
+    return [lines(safe_text(incident.id, "bold"), safe_text(incident.source)),
+            lines(safe_text(f"{incident.stage} {incident.stage_name}"),
+                  safe_text(f"direct: {incident.direct_stage}", "dim")),
+            lines(safe_text(incident.severity, LEVEL_STYLES.get(incident.severity, "")),
+                  Text.assemble("risk ", risk_text(incident.risk_score))),
+            lines(*victims), when(incident.first_seen)]
+
+
+def _chain(console: Console, incident: Incident) -> None:
+    rows = []
     for finding in incident.stages:
-        table.add_row(safe_text(f"{finding.number} {finding.name}", "bold" if finding.reached else "dim"),
-                      safe_text(len(finding.evidence)), safe_text(finding.summary),
-                      safe_text("; ".join(finding.missing) or "-"))
-    return table
+        details = [safe_text(finding.summary)]
+        details += [safe_text(f"why: {reason}", "dim") for reason in finding.judgement]
+        details += [safe_text(f"missing: {note}", "yellow") for note in finding.missing]
+        style = "bold" if finding.reached else "dim"
+        rows.append([lines(safe_text(f"{finding.number} {finding.name}", style),
+                           safe_text(finding.strength, "dim") if finding.strength else None),
+                     safe_text(len(finding.evidence)), lines(*details)])
+    title = f"{incident.id} {incident.source}: attack chain ({incident.severity_reason})"
+    print_table(console, title, (Column("stage", 16), Column("records", 7), Column("what the logs show")), rows)
 
 
-def write_json(incidents: Sequence[Incident], stream: IO[str]) -> int:
-    json.dump([i.to_dict() for i in incidents], stream, ensure_ascii=True, indent=2)
+def _scanning(finding: ScanningFinding) -> list[Text]:
+    record = finding.to_dict()
+    outcomes = [safe_text(f"{n} {outcome}") for outcome, n in record["outcomes"].items()]
+    sources = [safe_text(f"{s['address']} ({s['probes']})") for s in record["top_sources"][:3]]
+    if record["sources"] > 3:
+        sources.append(safe_text(f"of {record['sources']} sources", "dim"))
+    target = [safe_text(finding.id, "bold"), safe_text(finding.target)]
+    if record["hosts"] > 1:
+        target.append(safe_text(f"{record['hosts']} hosts", "dim"))
+    return [lines(*target), lines(safe_text(record["probes"]), *outcomes), lines(*sources),
+            lines(when(finding.first_seen), when(finding.last_seen))]
+
+
+def write_json(findings: Findings, stream: IO[str]) -> int:
+    json.dump({"incidents": [i.to_dict() for i in findings.incidents],
+               "scanning": [s.to_dict() for s in findings.scanning]}, stream, ensure_ascii=True, indent=2)
     stream.write("\n")
-    return len(incidents)
+    return len(findings.incidents) + len(findings.scanning)
 
 
-def write_jsonl(incidents: Sequence[Incident], stream: IO[str]) -> int:
-    for incident in incidents:
-        stream.write(json.dumps(incident.to_dict(), ensure_ascii=True, separators=(",", ":")))
+def write_jsonl(findings: Findings, stream: IO[str]) -> int:
+    for finding in [*findings.incidents, *findings.scanning]:
+        stream.write(json.dumps(finding.to_dict(), ensure_ascii=True, separators=(",", ":")))
         stream.write("\n")
-    return len(incidents)
+    return len(findings.incidents) + len(findings.scanning)
 
 
 WRITERS = {"table": write_table, "json": write_json, "jsonl": write_jsonl}

@@ -1,11 +1,13 @@
 """The advisory's attack chain as data (``triage/data/chain.yml``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Mapping
 
 from rpcwatch.triage.data import load
+
+MICROS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -13,6 +15,29 @@ class Stage:
     number: int
     name: str
     brief: str
+
+
+@dataclass(frozen=True)
+class Circumstantial:
+    """When what a victim did afterwards counts for stages 5-7 (times in seconds)."""
+
+    window: float
+    baseline_minimum: float
+    reference_minimum: float
+    significance: float
+    recurring_connections: int
+    recurring_after: float
+    beacon_connections: int
+    beacon_score: float
+
+
+@dataclass(frozen=True)
+class EvidenceLimits:
+    """What the evidence pass keeps at most (docs/triage.md, "Limits")."""
+
+    contacts_per_victim: int
+    candidates_per_victim: int
+    beacon_times: int
 
 
 @dataclass(frozen=True)
@@ -24,7 +49,10 @@ class Chain:
     lateral_ports: frozenset[int]
     execution_parent_images: tuple[str, ...]
     execution_parent_command_lines: tuple[str, ...]
+    service_install_codes: frozenset[int]
     execution_window: float
+    circumstantial: Circumstantial
+    limits: EvidenceLimits
 
     def stage(self, number: int) -> Stage:
         return self.stages[number - 1]
@@ -40,6 +68,20 @@ class Chain:
         return any(image.endswith(suffix.lower()) for suffix in self.execution_parent_images) or \
             any(word.lower() in command_line for word in self.execution_parent_command_lines)
 
+    @property
+    def window_micros(self) -> int:
+        return int(self.circumstantial.window * MICROS)
+
+    @property
+    def execution_micros(self) -> int:
+        return int(self.execution_window * MICROS)
+
+    def with_window(self, seconds: float | None) -> "Chain":
+        """The chain with another window for circumstantial evidence (``--evidence-window``)."""
+        if seconds is None:
+            return self
+        return replace(self, circumstantial=replace(self.circumstantial, window=float(seconds)))
+
 
 @lru_cache(maxsize=1)
 def attack_chain() -> Chain:
@@ -53,5 +95,8 @@ def attack_chain() -> Chain:
         lateral_ports=frozenset(int(p) for p in data["lateral_ports"]),
         execution_parent_images=tuple(parents["images"]),
         execution_parent_command_lines=tuple(parents["command_lines"]),
+        service_install_codes=frozenset(int(c) for c in data["service_install_codes"]),
         execution_window=float(data["execution_window"]),
+        circumstantial=Circumstantial(**data["circumstantial"]),
+        limits=EvidenceLimits(**data["limits"]),
     )

@@ -1,63 +1,61 @@
-"""Evidence: the records around the alerts, found by a second, targeted pass.
+"""Evidence: the records around the alerts, found by a second pass over the same inputs.
 
-Once the hunt has named the external sources and the internal victims, searches for what
-they did are built as expression trees (exact CIDR tests on the addresses, with the
-addresses' spellings as prefilter literals, so only lines that mention one of them are
-parsed) and run by the same
-:class:`~rpcwatch.hunt.Hunt` and engine over the same inputs. Work beyond the byte scan
-is proportional to the records of those addresses; a record becomes a Python object only
-once it matched.
+Once the hunt has named the internet sources and the internal victims (with the time of
+each victim's first internet session), one streaming pass reads the same inputs through
+the same readers and collects, batch by batch:
 
-Which tables are searched, and which of their columns, follows from the tables' column
-roles (``data/tables.yml``): every table with both ends of a connection is searched for
-connections, every table with an RPC operation for calls, every table with a parent
-process for processes started by service, WMI or DCOM hosts.
+* every record of the sources (their connections and RPC calls; in a host's own log, a
+  source at either end): few records, kept as :class:`Evidence`;
+* every connection a victim opened: aggregated into its *contacts* (``baseline.py``):
+  what it did before the intrusion and how it behaves on an ordinary day, without
+  keeping a record; its connections in the time its incidents are judged on are kept as
+  candidates for stages 5-7;
+* processes started on a host by services.exe, WmiPrvSE.exe or a DcomLaunch svchost, and
+  services installed, around the sessions.
+
+Matching is vectorised over Arrow columns: each distinct address of a batch is parsed
+once (exactly, any spelling) and looked up; no Python object exists per record until a
+record is kept. The byte-level prefilter looks for the addresses' spellings, so with few
+of them only lines that mention one are parsed.
+
+Which tables are read, and which of their columns, follows from the tables' column roles
+(``data/tables.yml``): every table with both ends of a connection, every table with a
+parent process, every table with an event code and a host.
 """
 from __future__ import annotations
 
-import ipaddress
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from functools import lru_cache
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rpcwatch.alerts import Alert, epoch_micros, iso_from_micros, iso_timestamp, outcome
 from rpcwatch.config import Config
-from rpcwatch.hunt import Engine, Hunt, HuntPlan, HuntReport, plan_bound
+from rpcwatch.hunt import HuntReport
 from rpcwatch.networks import address_spellings, parse_address
-from rpcwatch.schema import FILE_COLUMN, Literal, LiteralSet, TableInfo, known_tables, table_info
-from rpcwatch.sigma.compiler import CompiledRule
-from rpcwatch.sigma.expr import (
-    FALSE,
-    BoolTest,
-    CidrTest,
-    Expr,
-    Match,
-    NumberTest,
-    StringTest,
-    Wildcard,
-    all_of,
-    any_of,
-    negate,
-)
-from rpcwatch.sigma.literals import required_literals
-from rpcwatch.sigma.loader import RuleSet
-from rpcwatch.sigma.logsources import BoundRule
-from rpcwatch.sources import InputFile
+from rpcwatch.schema import Literal, LiteralSet, TableInfo, known_tables, table_info
+from rpcwatch.sources import InputFile, LogReading
+from rpcwatch.sources.prefilter import PrefilterPlan
+from rpcwatch.triage.baseline import ANY_PORT, DYNAMIC_RPC_PORT, ContactLog, VictimBaseline
 from rpcwatch.triage.chain import Chain, attack_chain
+from rpcwatch.triage.scope import AddressScope
 
-SOURCE_CONNECTIONS = "connections from the sources"
-SOURCE_RPC = "DCE/RPC calls from the sources"
-VICTIM_CONNECTIONS = "connections from the victims"
-VICTIM_RPC = "DCE/RPC calls from the victims"
-HOST_CONNECTIONS = "connections logged by hosts, with a source or victim at either end"
+SOURCE_RECORDS = "records of the sources"
+VICTIM_CONNECTIONS = "connections of the victims"
 EXECUTION_PROCESSES = "processes started by service, WMI or DCOM hosts"
-#: Past this many address spellings the line prefilter costs more than it saves: with
-#: thousands of alternatives and a victim on most lines, RE2 scans at a few MB/s
-#: (measured: 4,239 literals, 40 % of lines kept, 6 MB/s), while full parsing runs at
-#: tens of MB/s and the CIDR test still decides exactly.
-MAX_PREFILTER_LITERALS = 1024
+SERVICE_INSTALLS = "services installed"
+#: Past this many address spellings the line prefilter costs more than it saves: RE2's
+#: scan for a line holding one of many addresses slows with their number (measured per
+#: core on a generated conn.log: 10 addresses 89 MB/s, 100: 48, 200: 37, 500: 11, 3,000:
+#: under 1), while reading every line runs at about 60 MB/s and the vectorised lookup
+#: still decides exactly.
+MAX_PREFILTER_LITERALS = 256
+_INTERNAL, _INTERNET = 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +106,13 @@ class Evidence:
         return (self.table, self.file, self.record_id, self.micros, self.rpc_operation, self.host,
                 self.event_code)
 
-    def ref(self) -> dict[str, Any]:
+    def ref(self, strength: str | None = None) -> dict[str, Any]:
         """Where to find the record, and what it says in one line."""
-        return {"time": self.timestamp, "file": self.file, "record_id": self.record_id,
-                "table": self.table, "summary": self.summary}
+        ref = {"time": self.timestamp, "file": self.file, "record_id": self.record_id, "table": self.table,
+               "summary": self.summary}
+        if strength:
+            ref["strength"] = strength
+        return ref
 
     @property
     def summary(self) -> str:
@@ -120,6 +121,8 @@ class Evidence:
             return f"{self.rpc_interface} {self.rpc_operation} {flow}"
         if self.is_process:
             return f"event {self.event_code} on {self.host}: {self.parent_image} started {self.image}"
+        if self.source_ip is None and self.destination_ip is None:
+            return f"event {self.event_code} on {self.host}"
         if self.host is not None:
             return f"event {self.event_code} on {self.host}: {flow} {self.image or ''}".rstrip()
         return f"{flow}/{self.transport or '?'} {self.outcome or ''}".rstrip()
@@ -134,14 +137,12 @@ def evidence_from_alert(alert: Alert, search: str) -> Evidence:
     return evidence
 
 
-def evidence_from_rows(search: str, table: str, rows: pa.Table) -> list[Evidence]:
-    """Evidence records straight from matched rows, column by column: the second pass can
-    match many records, and an object per record would cost ten times more."""
+def evidence_from_rows(search: str, table: str, rows: pa.Table, path: str | None) -> list[Evidence]:
+    """Evidence records straight from matched rows, column by column."""
     def column(name: str) -> list | None:
         return rows.column(name).to_pylist() if name in rows.column_names else None
 
-    paths = column(FILE_COLUMN) or [None] * rows.num_rows
-    return _evidence(search, table, column, rows.num_rows, paths)
+    return _evidence(search, table, column, rows.num_rows, [path] * rows.num_rows)
 
 
 def _evidence(search: str, table: str, column: Callable[[str], list | None], size: int,
@@ -170,7 +171,7 @@ def _evidence(search: str, table: str, column: Callable[[str], list | None], siz
     initiated = _initiated(info, column, size)
     locality = [[v if isinstance(v, bool) else None for v in native(info.locality.get(side))]
                 for side in ("source", "destination")]
-    return [Evidence(search, table, epoch_micros(iso_timestamp(ts)), path, _text(rid), _text(sip), _int(sport),
+    return [Evidence(search, table, record_micros(ts), path, _text(rid), _text(sip), _int(sport),
                      _text(dip), _int(dport), transport, out, data, src_local, dst_local, _text(iface), _text(op),
                      _text(host), init, _int(code), _text(image), _text(parent), _text(parent_cl), _text(cl))
             for (ts, path, rid, sip, sport, dip, dport, transport, out, data, src_local, dst_local, iface, op,
@@ -180,6 +181,15 @@ def _evidence(search: str, table: str, column: Callable[[str], list | None], siz
                    locality[0], locality[1], role("rpc.interface"), operations, role("host.name"), initiated,
                    role("event.code"), role("process.executable"), role("process.parent.executable"),
                    role("process.parent.command_line"), role("process.command_line"))]
+
+
+def record_micros(value: Any) -> int | None:
+    """Epoch microseconds of a record's time, rounded as ``iso_timestamp`` rounds; epoch
+    seconds directly (the common case, per record), anything else through ISO text."""
+    if isinstance(value, float) and math.isfinite(value) and abs(value) < 1e11:
+        fraction, whole = math.modf(value)
+        return int(whole) * 1_000_000 + round(fraction * 1e6)
+    return epoch_micros(iso_timestamp(value))
 
 
 def _transport(value: Any, info: TableInfo) -> str | None:
@@ -203,146 +213,403 @@ def _initiated(info: TableInfo, column: Callable[[str], list | None], size: int)
     return verdicts
 
 
-@dataclass
-class EvidenceSet:
-    """What the second pass found, per search, and which tables the inputs held."""
-
-    found: dict[str, list[Evidence]] = field(default_factory=lambda: defaultdict(list))
-    tables_seen: set[str] = field(default_factory=set)
-    report: HuntReport | None = None
-
-    def of(self, search: str) -> list[Evidence]:
-        return self.found.get(search, [])
-
-    def add_rows(self, bound: BoundRule, rows: pa.Table) -> None:
-        self.found[bound.rule.title].extend(evidence_from_rows(bound.rule.title, bound.table, rows))
-
+# ---- whom the pass looks for, and what it found ------------------------------------------
 
 @dataclass(frozen=True)
-class Search:
-    name: str
-    table: str
-    expr: Expr
-    #: the prefilter literals; None: derived from the expression
-    literals: LiteralSet | None = None
+class VictimWatch:
+    """A victim: when its first internet session began, and until when its connections
+    are kept as candidates for stages 5-7 (µs)."""
+
+    start: int
+    until: int
 
 
-class EvidenceSearch:
-    """The targeted searches for given external sources and internal victims.
+@dataclass
+class Targets:
+    sources: frozenset[str] = frozenset()
+    victims: dict[str, VictimWatch] = field(default_factory=dict)
 
-    Addresses are compared exactly (a CIDR test parses every spelling); the prefilter
-    looks for the spellings logs use, which is what keeps the second pass cheap."""
 
-    def __init__(self, sources: Collection[str], victims: Collection[str], config: Config,
-                 chain: Chain | None = None):
-        self.sources = sorted(set(sources))
-        self.victims = sorted(set(victims))
-        self.config = config
+@dataclass
+class EvidenceSet:
+    """What the second pass found."""
+
+    #: records of the sources (their connections and calls; host logs: either end)
+    sources: list[Evidence] = field(default_factory=list)
+    #: per victim, its connections to other hosts from its first internet session on
+    candidates: dict[str, list[Evidence]] = field(default_factory=lambda: defaultdict(list))
+    #: processes started by execution hosts, services installed
+    processes: list[Evidence] = field(default_factory=list)
+    baselines: dict[str, VictimBaseline] = field(default_factory=dict)
+    #: victim address -> Windows host names that logged its connections
+    hosts: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    tables_seen: set[str] = field(default_factory=set)
+    report: HuntReport | None = None
+    #: limits the pass reached, each with what it means
+    limits: list[str] = field(default_factory=list)
+
+    def records(self) -> Iterator[Evidence]:
+        yield from self.sources
+        for found in self.candidates.values():
+            yield from found
+        yield from self.processes
+
+    @property
+    def count(self) -> int:
+        return len(self.sources) + sum(map(len, self.candidates.values())) + len(self.processes)
+
+
+class EvidencePass:
+    """One streaming pass over the inputs for the given sources and victims."""
+
+    def __init__(self, targets: Targets, config: Config, chain: Chain | None = None):
+        self.targets = targets
         self.chain = chain or attack_chain()
+        self.scope = AddressScope(config)
+        self.victims = sorted(targets.victims)
+        self._index = {address: number for number, address in enumerate(self.victims)}
+        watches = [targets.victims[v] for v in self.victims]
+        self._starts = np.array([w.start for w in watches], dtype=np.int64)
+        self._until = np.array([w.until for w in watches], dtype=np.int64)
+        self._kept = np.zeros(len(self.victims), dtype=np.int64)
+        self._span = (int(self._starts.min()), int(self._until.max())) if watches else (0, -1)
+        self.contacts = ContactLog(self.victims, self._starts, self.chain.limits)
+        self.found = EvidenceSet()
+        self._full: set[str] = set()
+        self._lateral = np.array(sorted(self.chain.lateral_ports), dtype=np.int64)
+        self._addresses = _AddressBook(self._classify)
 
-    def bound_rules(self) -> list[BoundRule]:
-        return [BoundRule(_query(s.name, s.expr), s.table, s.expr) for s in self.searches()]
-
-    def plan(self, prefilter: bool = True) -> HuntPlan:
-        by_table: dict[str, list[BoundRule]] = defaultdict(list)
-        literals: dict[str, list[LiteralSet | None]] = defaultdict(list)
-        for search in self.searches():
-            by_table[search.table].append(BoundRule(_query(search.name, search.expr), search.table, search.expr))
-            literals[search.table].append(search.literals if search.literals is not None
-                                          else required_literals(search.expr))
-        rules = [b.rule for bound in by_table.values() for b in bound]
-        return plan_bound(RuleSet(rules=rules), by_table, self.config, prefilter=prefilter,
-                          literals={table: _bounded(_union(sets)) for table, sets in literals.items()})
-
-    def run(self, inputs: list[InputFile], engine: Engine, prefilter: bool = True) -> EvidenceSet:
-        evidence = EvidenceSet()
-        if self.sources:
-            hunt = Hunt(inputs, self.plan(prefilter), engine)
-            for bound, rows in hunt.matches():
-                evidence.add_rows(bound, rows)
-            evidence.report = hunt.report
-            evidence.tables_seen = {table for stats in hunt.report.stats for table in stats.tables}
-        return evidence
-
-    def searches(self) -> Iterator[Search]:
-        """For every table, by its roles: connections and RPC calls of the sources and of
-        the victims, and processes started by execution hosts."""
-        sources, victims = address_literals(self.sources), address_literals(self.victims)
+    # ---- the pass ------------------------------------------------------------------------
+    def prefilter(self, enabled: bool = True) -> PrefilterPlan:
+        """Which tables to parse, and the literals a line of each must hold."""
+        addresses = address_literals([*self.targets.sources, *self.victims])
+        bounded = addresses if len(addresses) <= MAX_PREFILTER_LITERALS else None
+        by_table: dict[str, LiteralSet | None] = {}
         for info in known_tables():
-            if info.is_network:
-                yield from self._network_searches(info, sources, victims)
-            if self.victims and info.has_role("process.parent.executable"):
-                yield Search(EXECUTION_PROCESSES, info.name, self._execution_parent(info))
+            sets = ([bounded] if info.is_network else []) + ([self._host_literals()] if _has_host_events(info)
+                                                                else [])
+            if sets:
+                by_table[info.name] = None if any(s is None for s in sets) else frozenset().union(*sets)
+        return PrefilterPlan(by_table, enabled=enabled)
 
-    def _network_searches(self, info: TableInfo, sources: LiteralSet, victims: LiteralSet) -> Iterator[Search]:
-        clients = info.columns_of("source.ip")
-        if info.inbound:  # a host's own log: the remote end may be logged on either side
-            ends = clients + info.columns_of("destination.ip")
-            yield Search(HOST_CONNECTIONS, info.name, addresses_in(ends, self.sources + self.victims),
-                         sources | victims)
+    def _host_literals(self) -> LiteralSet:
+        images = {image.rsplit("\\", 1)[-1].lower() for image in self.chain.execution_parent_images}
+        words = {word.lower() for word in self.chain.execution_parent_command_lines}
+        return frozenset({Literal(text) for text in images | words}
+                         | {Literal(str(code), "number") for code in self.chain.service_install_codes})
+
+    def run(self, inputs: list[InputFile], prefilter: bool = True,
+            on_bytes: Callable[[int], None] | None = None) -> EvidenceSet:
+        if not self.targets.sources:
+            return self.found
+        report = HuntReport()
+        reading = LogReading(inputs, self.prefilter(prefilter), on_bytes)
+        report.stats = reading.stats
+        for batch in reading.batches():
+            self.add(batch.table, batch.data, batch.path)
+        report.finished = report.elapsed + report.started
+        self.found.tables_seen = {table for stats in report.stats for table in stats.tables}
+        return self.finish(report)
+
+    def add(self, table: str, data: pa.Table, path: str | None = None) -> None:
+        """One batch of a table."""
+        info = table_info(table)
+        if data.num_rows == 0:
             return
-        rpc = info.has_role("rpc.operation")
-        yield Search(SOURCE_RPC if rpc else SOURCE_CONNECTIONS, info.name, addresses_in(clients, self.sources),
-                     sources)
-        if self.victims:
-            from_victims = addresses_in(clients, self.victims)
-            yield Search(VICTIM_RPC if rpc else VICTIM_CONNECTIONS, info.name,
-                         from_victims if rpc else all_of([from_victims, self._next_hop(info)]), victims)
+        if info.is_network:
+            self._connections(info, data, path)
+        if _has_host_events(info):
+            self._host_events(info, data, path)
 
-    def _next_hop(self, info: TableInfo) -> Expr:
-        """What a victim's connection must be to matter: to a lateral-movement port, RPC, or
-        out of the internal networks (the victim's routine internal traffic is not read)."""
-        internal = [Match(name, CidrTest(self.config.internal.networks)) for name in info.columns_of("destination.ip")]
-        if "destination" in info.locality:
-            internal.append(Match(info.locality["destination"], BoolTest(True)))
-        ports = [_one_of_numbers(name, sorted(self.chain.lateral_ports)) for name in info.columns_of("destination.port")]
-        rpc = [Match(name, StringTest((Wildcard.ANY, "dce_rpc", Wildcard.ANY)))
-               for name in info.columns_of("network.protocol")]
-        return any_of([*ports, *rpc, negate(any_of(internal))])
+    def finish(self, report: HuntReport | None = None) -> EvidenceSet:
+        found = self.found
+        found.report = report
+        found.baselines = self.contacts.baselines(self._addresses.numbers)
+        found.limits += [f"{victim}: more than {self.chain.limits.contacts_per_victim:,} distinct peers; its "
+                         "baseline is capped and its first contacts are not judged" for victim in self.contacts.capped]
+        found.limits += [f"{victim}: more than {self.chain.limits.candidates_per_victim:,} connections after its "
+                         "first internet session; the later ones were not kept" for victim in sorted(self._full)]
+        if self.contacts.beacon_times_full:
+            found.limits.append(f"more than {self.chain.limits.beacon_times:,} connection times of victims to "
+                                "new internet hosts; later ones were not kept for the beacon test")
+        return found
 
-    def _execution_parent(self, info: TableInfo) -> Expr:
-        suffixes = [Match(name, StringTest((Wildcard.ANY, suffix)))
-                    for name in info.columns_of("process.parent.executable")
-                    for suffix in self.chain.execution_parent_images]
-        words = [Match(name, StringTest((Wildcard.ANY, word, Wildcard.ANY)))
-                 for name in info.columns_of("process.parent.command_line")
-                 for word in self.chain.execution_parent_command_lines]
-        return any_of(suffixes + words)
+    # ---- connections -----------------------------------------------------------------------
+    def _connections(self, info: TableInfo, data: pa.Table, path: str | None) -> None:
+        size = data.num_rows
+        client = self._addresses.column(_role(data, info, "source.ip"), size)
+        server = self._addresses.column(_role(data, info, "destination.ip"), size)
+        from_source = client.is_source | server.is_source if info.inbound else client.is_source
+        if from_source.any():
+            rows = data.filter(pa.array(from_source))
+            self.found.sources.extend(evidence_from_rows(SOURCE_RECORDS, info.name, rows, path))
+        victim = client.victim
+        micros = _micros(_column(data, info.time), size)
+        mine = (victim >= 0) & (_initiated_column(info, data) != 0) & (micros != _NO_TIME)
+        if not mine.any():
+            return
+        self.contacts.add_records(victim[mine], micros[mine])
+        if info.inbound:
+            self._host_names(victim[mine], _role(data, info, "host.name"), mine)
+        port = _integers(_role(data, info, "destination.port"), size)
+        rpc = info.has_role("rpc.operation") or _contains(_role(data, info, "network.protocol"), "dce_rpc")
+        lateral = np.isin(port, self._lateral)
+        internal = server.internal(_column(data, info.locality.get("destination"))) & ~server.same_as(client)
+        to_internal = internal & (lateral | (_dynamic(port, self.chain) & rpc))
+        to_internet = server.scope == _INTERNET
+        hop = mine & (to_internal | to_internet)
+        if not hop.any():
+            return
+        contact_port = np.where(to_internet, ANY_PORT, np.where(lateral, port, DYNAMIC_RPC_PORT))
+        sent = _role(data, info, "source.bytes")
+        sent = np.full(size, np.nan) if sent is None else \
+            _integers_array(sent).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        self.contacts.add_contacts(victim[hop], server.number[hop], contact_port[hop], micros[hop], sent[hop])
+        number = np.maximum(victim, 0)
+        self._candidates(info, data, path, hop & (micros >= self._starts[number]) & (micros <= self._until[number]),
+                         victim)
+
+    def _candidates(self, info: TableInfo, data: pa.Table, path: str | None, keep: np.ndarray,
+                    victim: np.ndarray) -> None:
+        if not keep.any():
+            return
+        rows = np.flatnonzero(keep)
+        limit = self.chain.limits.candidates_per_victim
+        allowed = []
+        for row in rows:
+            number = victim[row]
+            if self._kept[number] < limit:
+                self._kept[number] += 1
+                allowed.append(row)
+            else:
+                self._full.add(self.victims[number])
+        if not allowed:
+            return
+        for record in evidence_from_rows(VICTIM_CONNECTIONS, info.name, data.take(pa.array(allowed)), path):
+            self.found.candidates[_canonical(record.source_ip)].append(record)
+
+    def _host_names(self, victim: np.ndarray, hosts: pa.Array | None, rows: np.ndarray) -> None:
+        """The computer that logged a victim's own connection is the victim."""
+        if hosts is None:
+            return
+        pairs = pa.table({"victim": victim, "host": hosts.filter(pa.array(rows)).cast(pa.string())})
+        pairs = pairs.group_by(["victim", "host"]).aggregate([])
+        for number, host in zip(pairs.column("victim").to_pylist(), pairs.column("host").to_pylist()):
+            if host:
+                self.found.hosts[self.victims[number]].add(host)
+
+    def _classify(self, text: str) -> tuple[str | None, int, bool, int]:
+        """(canonical address, victim number or -1, is a source, scope) of one spelling."""
+        parsed = parse_address(text)
+        if parsed is None:
+            return None, -1, False, 0
+        address, scope = str(parsed), self.scope.of_address(parsed)
+        return (address, self._index.get(address, -1), address in self.targets.sources,
+                _INTERNAL if scope == "internal" else _INTERNET if scope == "internet" else 0)
+
+    # ---- processes and services on the hosts -------------------------------------------------
+    def _host_events(self, info: TableInfo, data: pa.Table, path: str | None) -> None:
+        micros = _micros(_column(data, info.time), data.num_rows)
+        keep = (micros >= self._span[0]) & (micros <= self._span[1] + self.chain.execution_micros)
+        started = np.zeros(data.num_rows, dtype=bool)
+        parent = _role(data, info, "process.parent.executable")
+        if parent is not None:
+            lowered = pc.utf8_lower(parent.cast(pa.string()))
+            for image in self.chain.execution_parent_images:
+                started |= _filled(pc.ends_with(lowered, image.lower()))
+        command = _role(data, info, "process.parent.command_line")
+        if command is not None:
+            for word in self.chain.execution_parent_command_lines:
+                started |= _filled(pc.match_substring(command.cast(pa.string()), word, ignore_case=True))
+        code = _role(data, info, "event.code")
+        installed = np.zeros(data.num_rows, dtype=bool)
+        if code is not None and info.has_role("host.name"):
+            codes = pa.array(sorted(str(c) for c in self.chain.service_install_codes))
+            installed = _filled(pc.is_in(code.cast(pa.string()), value_set=codes))
+        for mask, search in ((started & keep, EXECUTION_PROCESSES), (installed & keep & ~started, SERVICE_INSTALLS)):
+            if mask.any():
+                self.found.processes.extend(evidence_from_rows(search, info.name, data.filter(pa.array(mask)), path))
+
+_NO_TIME = np.iinfo(np.int64).min
+_NO_PORT = -3
 
 
-def addresses_in(fields: Sequence[str], addresses: Iterable[str]) -> Expr:
-    """Any of ``fields`` holds one of ``addresses``, however the log spells it."""
-    networks = tuple(ipaddress.ip_network(a) for a in _parsed(addresses))
-    return any_of(Match(name, CidrTest(networks)) for name in fields) if networks else FALSE
+class _AddressBook:
+    """Every distinct address spelling of the run, classified once: a batch's spellings are
+    looked up in Arrow (a hash table of the known ones); only new ones reach Python. Each
+    canonical address gets a number (``numbers``), the same for all its spellings."""
+
+    def __init__(self, classify: Callable[[str], tuple[str | None, int, bool, int]]):
+        self._classify = classify
+        self._known = pa.array([], pa.string())
+        self._canonical: list[str | None] = []
+        self.numbers: dict[str, int] = {}
+        # per known spelling: canonical number (-1: not an address), victim number, is a source, scope
+        self._codes = np.empty((0, 4), dtype=np.int64)
+
+    def column(self, values: pa.Array | None, size: int) -> "_Addresses":
+        values = pa.nulls(size, pa.string()) if values is None else values.cast(pa.string())
+        encoded = pc.dictionary_encode(values)
+        spellings = encoded.dictionary
+        positions = pc.index_in(spellings, value_set=self._known)
+        new = spellings.filter(pc.is_null(positions))
+        if len(new):
+            self._learn(new)
+            positions = pc.index_in(spellings, value_set=self._known)
+        unset = len(self._canonical)  # the code of an unset value, after the known ones
+        at = np.full(size, unset, dtype=np.int64)
+        if len(spellings):
+            rows = _filled_int(encoded.indices.cast(pa.int64()), -1)
+            known = _filled_int(positions, unset)[np.maximum(rows, 0)]
+            at = np.where(rows < 0, unset, known)
+        codes = np.vstack([self._codes, [[-1, -1, 0, 0]]])[at]
+        canonical = pa.array(self._canonical + [None], pa.string()).take(pa.array(at))
+        return _Addresses(canonical, codes[:, 0], codes[:, 1], codes[:, 2].astype(bool), codes[:, 3])
+
+    def _learn(self, spellings: pa.Array) -> None:
+        classified = [self._classify(text) for text in spellings.to_pylist()]
+        numbers = [-1 if address is None else self.numbers.setdefault(address, len(self.numbers))
+                   for address, *_ in classified]
+        self._known = pa.concat_arrays([self._known, spellings])
+        self._canonical += [c[0] for c in classified]
+        self._codes = np.vstack([self._codes, np.array([(n, *c[1:]) for n, c in zip(numbers, classified)],
+                                                       dtype=np.int64)])
+
+
+@dataclass
+class _Addresses:
+    """One address column of a batch, per row: canonical spelling, victim number (-1 if
+    none), whether a source, scope."""
+
+    canonical: pa.Array
+    number: np.ndarray
+    victim: np.ndarray
+    is_source: np.ndarray
+    scope: np.ndarray
+
+    def internal(self, sensor_local: pa.Array | None) -> np.ndarray:
+        """Internal by the configured networks or by the sensor's own verdict."""
+        internal = self.scope == _INTERNAL
+        if sensor_local is not None and pa.types.is_boolean(sensor_local.type):
+            internal |= _filled(sensor_local)
+        return internal
+
+    def same_as(self, other: "_Addresses") -> np.ndarray:
+        return (self.number == other.number) & (self.number >= 0)
+
+
+def _column(data: pa.Table, name: str | None) -> pa.Array | None:
+    return _role_of(data, (name,) if name else ())
+
+
+def _role(data: pa.Table, info: TableInfo, role: str) -> pa.Array | None:
+    """The values of a role (the first present column wins; empty text is unset)."""
+    return _role_of(data, info.columns_of(role))
+
+
+def _role_of(data: pa.Table, names: Sequence[str]) -> pa.Array | None:
+    present = [_unset_empty(data.column(name).combine_chunks()) for name in names if name in data.column_names]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+    if len({array.type for array in present}) > 1:
+        present = [array.cast(pa.string()) for array in present]
+    return pc.coalesce(*present)
+
+
+def _unset_empty(values: pa.Array) -> pa.Array:
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return pc.if_else(pc.equal(values, ""), pa.scalar(None, values.type), values)
+    return values
+
+
+def _initiated_column(info: TableInfo, data: pa.Table) -> np.ndarray:
+    """1 when the logging host opened the connection, 0 when inbound, -1 when the log does not say."""
+    verdict = np.full(data.num_rows, -1, dtype=np.int8)
+    for name, inbound in info.inbound.items():
+        if name not in data.column_names:
+            continue
+        text = pc.utf8_lower(pc.utf8_trim_whitespace(data.column(name).combine_chunks().cast(pa.string())))
+        known = ~np.asarray(pc.is_null(text).to_numpy(zero_copy_only=False), dtype=bool)
+        inbound_rows = _filled(pc.is_in(text, value_set=pa.array(sorted(inbound))))
+        verdict = np.where((verdict == -1) & known, np.where(inbound_rows, 0, 1), verdict)
+    return verdict
+
+
+def _micros(values: pa.Array | None, size: int) -> np.ndarray:
+    """Epoch microseconds of a time column (epoch seconds, timestamps or ISO-8601 text)."""
+    if values is None:
+        return np.full(size, _NO_TIME, dtype=np.int64)
+    if pa.types.is_floating(values.type) or pa.types.is_integer(values.type):
+        seconds = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        valid = np.isfinite(seconds) & (np.abs(seconds) < 1e11)
+        return np.where(valid, np.round(np.where(valid, seconds, 0) * 1e6), _NO_TIME).astype(np.int64)
+    if pa.types.is_timestamp(values.type):
+        micros = values.cast(pa.timestamp("us")).cast(pa.int64())
+        return _filled_int(micros, _NO_TIME)
+    encoded = pc.dictionary_encode(values.cast(pa.string()))
+    table = [epoch_micros(iso_timestamp(text)) for text in encoded.dictionary.to_pylist()]
+    table = np.array([_NO_TIME if t is None else t for t in table] + [_NO_TIME], dtype=np.int64)
+    indices = _filled_int(encoded.indices.cast(pa.int64()), len(table) - 1)
+    return table[indices]
+
+
+def _integers(values: pa.Array | None, size: int) -> np.ndarray:
+    """Whole numbers of a column written as numbers or text; unset and unreadable as -3."""
+    if values is None:
+        return np.full(size, _NO_PORT, dtype=np.int64)
+    return _filled_int(_integers_array(values), _NO_PORT)
+
+
+def _integers_array(values: pa.Array) -> pa.Array:
+    if pa.types.is_integer(values.type):
+        return values.cast(pa.int64())
+    if pa.types.is_floating(values.type):
+        return values.cast(pa.int64(), safe=False)
+    encoded = pc.dictionary_encode(values.cast(pa.string()))
+    table = pa.array([_int(text) for text in encoded.dictionary.to_pylist()], pa.int64())
+    return table.take(encoded.indices)
+
+
+def _filled_int(values: pa.Array, fill: int) -> np.ndarray:
+    return pc.fill_null(values, fill).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _filled(values: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _contains(values: pa.Array | None, word: str) -> np.ndarray | bool:
+    if values is None:
+        return False
+    if pa.types.is_list(values.type):
+        values = pc.binary_join(values.cast(pa.list_(pa.string())), ",")
+    return _filled(pc.match_substring(values.cast(pa.string()), word))
+
+
+def _dynamic(ports: np.ndarray, chain: Chain) -> np.ndarray:
+    dynamic = np.zeros(len(ports), dtype=bool)
+    for lo, hi in chain.dynamic_ports:
+        dynamic |= (ports >= lo) & (ports <= hi)
+    return dynamic
+
+
+def _has_host_events(info: TableInfo) -> bool:
+    return info.has_role("process.parent.executable") or (info.has_role("event.code") and info.has_role("host.name"))
+
+
+@lru_cache(maxsize=1 << 16)
+def _canonical(address: str | None) -> str | None:
+    """One spelling per address (IPv6 case and compression, IPv4-mapped IPv6); None if not one."""
+    parsed = parse_address(address) if address is not None else None
+    return None if parsed is None else str(parsed)
 
 
 def address_literals(addresses: Iterable[str]) -> LiteralSet:
     """Text that every line holding one of the addresses contains."""
-    return frozenset(Literal(text.lower()) for address in _parsed(addresses) for text in address_spellings(address))
-
-
-def _parsed(addresses: Iterable[str]) -> list:
-    return sorted({a for a in map(parse_address, addresses) if a is not None}, key=lambda a: (a.version, int(a)))
-
-
-def _bounded(literals: LiteralSet | None) -> LiteralSet | None:
-    """No prefilter past :data:`MAX_PREFILTER_LITERALS`: parsing every line is then cheaper."""
-    return literals if literals is not None and len(literals) <= MAX_PREFILTER_LITERALS else None
-
-
-def _union(sets: list[LiteralSet | None]) -> LiteralSet | None:
-    if any(s is None for s in sets):
-        return None
-    return frozenset().union(*sets)
-
-
-def _one_of_numbers(field_name: str, numbers: Iterable[int]) -> Expr:
-    return any_of(Match(field_name, NumberTest("==", n)) for n in numbers)
-
-
-def _query(name: str, expr: Expr) -> CompiledRule:
-    return CompiledRule(id=f"triage:{name}", title=name, level="informational", tags=(),
-                        logsource={}, expr=expr)
+    parsed = {a for a in map(parse_address, addresses) if a is not None}
+    return frozenset(Literal(text.lower()) for address in parsed for text in address_spellings(address))
 
 
 def _carried_data(operation: str | None, sent: Any, received: Any) -> bool | None:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 from rpcwatch.alerts import iso_from_micros
 from rpcwatch.triage.chain import Chain, attack_chain
 from rpcwatch.triage.evidence import Evidence
-from rpcwatch.triage.flows import Flow
+from rpcwatch.triage.flows import Flow, connections
 
 MAX_LISTED = 50
 
@@ -57,34 +57,6 @@ def exposure_inventory(flows: Iterable[Flow], hosts: Mapping[str, set[str]],
     return inventory
 
 
-#: records of the same ports this close in time are one connection seen by several logs
-SAME_SESSION_MICROS = 300 * 1_000_000
-
-
 def _sessions_per_source(flows: list[Flow]) -> Counter:
-    """Connections per source, however many records show each: Zeek's conn and dce_rpc
-    records of a connection share its uid, and the victim's own log of it (Sysmon 3,
-    Security 5156) has the same client port, within minutes. Records without ports or
-    time count by record id."""
-    sessions: Counter = Counter()
-    by_ports: dict[tuple, list[Flow]] = defaultdict(list)
-    counted: set[tuple] = set()
-    for flow in flows:
-        if flow.client_port is None or flow.micros is None:
-            key = (flow.client, flow.evidence.record_id or id(flow))
-            if key not in counted:
-                counted.add(key)
-                sessions[flow.client] += 1
-        else:
-            by_ports[(flow.client, flow.client_port, flow.server_port)].append(flow)
-    for (client, _, _), same_ports in by_ports.items():
-        same_ports.sort(key=lambda f: f.micros)
-        ids: set = set()
-        last = None
-        for flow in same_ports:
-            if last is None or (flow.micros - last > SAME_SESSION_MICROS and flow.evidence.record_id not in ids):
-                sessions[client] += 1
-                ids = set()
-            ids.add(flow.evidence.record_id)
-            last = flow.micros
-    return sessions
+    """Connections per source, however many records show each (:func:`connections`)."""
+    return Counter(group[0].client for group in connections(flows))

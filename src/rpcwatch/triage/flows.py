@@ -17,6 +17,9 @@ from rpcwatch.networks import parse_address
 from rpcwatch.triage.evidence import Evidence
 from rpcwatch.triage.scope import AddressScope
 
+#: records of the same ports this close in time are one connection seen by several logs
+SAME_CONNECTION_MICROS = 300 * 1_000_000
+
 
 @lru_cache(maxsize=1 << 16)
 def canonical(address: str | None) -> str | None:
@@ -72,3 +75,34 @@ def hosts_by_address(flows: Iterable[Flow]) -> dict[str, set[str]]:
         if record.host and record.initiated is not None:
             hosts[flow.client if record.initiated else flow.server].add(record.host)
     return hosts
+
+
+def connections(flows: Iterable[Flow]) -> list[list[Flow]]:
+    """The flows grouped into connections, however many records show each: Zeek's conn
+    and dce_rpc records of a connection share its uid and ports, and the victim's own log
+    of it (Sysmon 3, Security 5156) has the same client port, within minutes. Records
+    without ports or time are a connection each, by record id."""
+    grouped: list[list[Flow]] = []
+    alone: dict[tuple, list[Flow]] = {}
+    by_ports: dict[tuple, list[Flow]] = defaultdict(list)
+    for flow in flows:
+        if flow.client_port is None or flow.micros is None:
+            key = (flow.client, flow.server, flow.evidence.record_id or id(flow))
+            if key not in alone:
+                alone[key] = []
+                grouped.append(alone[key])
+            alone[key].append(flow)
+        else:
+            by_ports[(flow.client, flow.server, flow.client_port, flow.server_port)].append(flow)
+    for same_ports in by_ports.values():
+        same_ports.sort(key=lambda f: f.micros)
+        ids: set = set()
+        last = None
+        for flow in same_ports:
+            if last is None or (flow.micros - last > SAME_CONNECTION_MICROS and flow.evidence.record_id not in ids):
+                grouped.append([])
+                ids = set()
+            grouped[-1].append(flow)
+            ids.add(flow.evidence.record_id)
+            last = flow.micros
+    return grouped

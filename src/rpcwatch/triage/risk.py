@@ -1,9 +1,11 @@
-"""Risk scores (0-100): one formula for alerts and one for incidents (docs/triage.md).
+"""Risk scores (0-100) and severities: one formula for alerts, one for incidents (docs/triage.md).
 
 An alert starts from its rule's level and moves with what happened: a refused or
 unanswered attempt shows exposure was tried and failed; an established session, and more
 so one that carried data both ways or an answered RPC call, shows the service answered
-the internet. An incident scores at least what its stage on the attack chain is worth.
+the internet. An incident's severity and risk follow the stage its *direct* evidence
+reaches; stages reached only by circumstantial evidence (what the victim did afterwards)
+raise them to at most "medium".
 """
 from __future__ import annotations
 
@@ -13,8 +15,13 @@ DEFAULT_BASE = 45
 OUTCOME_ADJUSTMENT = {"rejected": -30, "no-reply": -30, "blocked": -30, "established": 10}
 #: an established session with payload both ways, or an RPC call that was answered
 DATA_BONUS = 10
-#: the least an incident scores at each stage of the attack chain
-STAGE_FLOOR = {1: 30, 2: 50, 3: 65, 4: 85, 5: 90, 6: 95, 7: 100}
+#: an incident's score at each stage of the attack chain its direct evidence reaches
+STAGE_RISK = {1: 30, 2: 50, 3: 70, 4: 85, 5: 90, 6: 95, 7: 100}
+SEVERITIES = ("low", "medium", "high", "critical")
+#: the most that circumstantial evidence raises an incident to
+CIRCUMSTANTIAL_CEILING = ("medium", 65)
+#: points per stage that circumstantial evidence adds (up to the ceiling)
+CIRCUMSTANTIAL_STEP = 3
 
 
 def clamp(score: int) -> int:
@@ -29,16 +36,22 @@ def alert_risk(level: str | None, outcome: str | None, carried_data: bool) -> in
     return clamp(score)
 
 
-def incident_risk(stage: int, alert_scores: list[int]) -> int:
-    return clamp(max([STAGE_FLOOR.get(stage, 0), *alert_scores]))
-
-
 def severity_of_stage(stage: int) -> str:
-    """Incident severity rises with the stage reached."""
-    if stage >= 4:
-        return "critical"
-    if stage == 3:
-        return "high"
-    if stage == 2:
-        return "medium"
-    return "low"
+    """Severity rises with the stage: 1 low, 2 medium, 3 high, 4 and beyond critical."""
+    return SEVERITIES[min(max(stage, 1), 4) - 1]
+
+
+def incident_severity(direct_stage: int, stage: int) -> str:
+    """The severity of the direct stage; circumstantial stages beyond it lift a lower one
+    to at most "medium"."""
+    severity = severity_of_stage(direct_stage)
+    if stage > direct_stage and SEVERITIES.index(severity) < SEVERITIES.index(CIRCUMSTANTIAL_CEILING[0]):
+        return CIRCUMSTANTIAL_CEILING[0]
+    return severity
+
+
+def incident_risk(direct_stage: int, stage: int) -> int:
+    direct = STAGE_RISK.get(direct_stage, 0)
+    if stage <= direct_stage:
+        return direct
+    return max(direct, min(direct + CIRCUMSTANTIAL_STEP * (stage - direct_stage), CIRCUMSTANTIAL_CEILING[1]))

@@ -1,0 +1,72 @@
+"""The report's "what to do now": the hosts to isolate, investigate and harden, in that order.
+
+* **Isolate**: a victim on which the source's own records show remote execution (stage 4
+  direct): the intruder ran code there; take it off the network, then investigate.
+* **Investigate**: a victim with RPC negotiated directly (stage 3), or whose later
+  behaviour was unusual enough to count (circumstantial stages 5-7).
+* **Harden**: every other host that accepted TCP/135 from the internet: close the port at
+  the perimeter and review the RPC services it runs (the advisory's remedy).
+Internet scanning that was refused or unanswered needs no action per scanner; the report
+says so in one line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rpcwatch.triage.run import TriageResult
+
+
+@dataclass
+class Action:
+    verb: str
+    host: str
+    names: list[str]
+    why: str
+    finding: str | None = None
+    sources: list[str] = field(default_factory=list)
+
+
+def actions(result: TriageResult) -> dict:
+    """``steps``: the actions in order; ``scanning``: the one line about scanning (or None)."""
+    steps: list[Action] = []
+    listed: set[str] = set()
+    for verb, wanted in (("Isolate", _isolate), ("Investigate", _investigate)):
+        for incident in result.incidents:
+            for victim in incident.victims:
+                why = wanted(incident, victim)
+                if why and victim.address not in listed:
+                    listed.add(victim.address)
+                    steps.append(Action(verb, victim.address, victim.hosts, why, incident.id, [incident.source]))
+    for host in result.exposure:
+        if host.address not in listed:
+            listed.add(host.address)
+            sessions = sum(host.sources.values())
+            steps.append(Action("Harden", host.address, host.hosts,
+                                f"accepted {sessions} TCP/135 session(s) from {len(host.sources)} internet "
+                                f"source(s) since {host.first_seen}: close TCP/135 at the perimeter and review "
+                                "the RPC services it runs", sources=[a for a, _ in host.sources.most_common(3)]))
+    scanning = None
+    if result.scanning:
+        probes = sum(s.probes for s in result.scanning)
+        sources = len({a for s in result.scanning for a in s.sources})
+        scanning = (f"{probes:,} probe(s) of TCP/135 from {sources:,} internet source(s) on "
+                    f"{len(result.scanning):,} target(s) were refused or unanswered: nothing to do per scanner; "
+                    "keep TCP/135 closed at the perimeter")
+    return {"steps": [step.__dict__ for step in steps], "scanning": scanning}
+
+
+def _isolate(incident, victim) -> str | None:
+    if victim.direct_stage < 4:
+        return None
+    return (f"{incident.id}: {incident.source} executed code remotely (stage {victim.direct_stage}, direct)"
+            + (f"; its later behaviour reaches stage {victim.stage}" if victim.stage > victim.direct_stage else "")
+            + f"; block {incident.source}")
+
+
+def _investigate(incident, victim) -> str | None:
+    if victim.direct_stage == 3:
+        return f"{incident.id}: {incident.source} negotiated RPC on it (stage 3, direct)"
+    if victim.stage > victim.direct_stage:
+        return (f"{incident.id}: after a session from {incident.source}, its own behaviour was unusual "
+                f"(stage {victim.stage}, circumstantial; see the incident's judgement)")
+    return None
