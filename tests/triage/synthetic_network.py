@@ -89,7 +89,7 @@ class _Host:
     admin: bool = False
 
 
-class _Writer:
+class ZeekLogWriter:
     """Zeek conn and dce_rpc records, uids and ephemeral ports."""
 
     def __init__(self, rng: random.Random, internal: ipaddress.IPv4Network):
@@ -186,7 +186,7 @@ class _Day:
     def __init__(self, seed: int, hosts: int):
         self.rng = random.Random(seed)
         self.internet = _Internet(self.rng)
-        self.w = _Writer(self.rng, ipaddress.ip_network("10.0.0.0/8"))
+        self.w = ZeekLogWriter(self.rng, ipaddress.ip_network("10.0.0.0/8"))
         self.dcs = ["10.1.0.10", "10.1.0.11"]
         self.files = [f"10.1.0.{20 + n}" for n in range(4)]
         self.jump = "10.1.0.30"

@@ -69,7 +69,7 @@ def victim_day(start_hour: float = 10) -> tuple[EvidencePass, int]:
     """A victim with a day of traffic: its DC on 389 and 445 all day, the internet on 443;
     a first internet session at ``start_hour``."""
     start = int(start_hour * HOUR)
-    found = evidence_pass(["45.83.64.17"], {VICTIM: VictimWatch(start, start + 2 * HOUR)})
+    found = evidence_pass(["45.83.64.17"], {VICTIM: VictimWatch(start, (start,))})
     rows = []
     for hour in range(24):
         rows += [(hour * 3600 + 10, VICTIM, "10.0.0.10", 445, "SF"), (hour * 3600 + 20, VICTIM, "10.0.0.10", 389, "SF"),
@@ -94,50 +94,60 @@ def test_the_baseline_is_what_the_victim_did_before_its_first_internet_session()
 
 def test_contacts_are_hosts_by_port_internally_and_addresses_on_the_internet():
     found, start = victim_day(10)
-    baseline = found.finish().baselines[VICTIM]
-    stats = baseline.stats([("10.0.0.10", 445), ("151.101.1.69", ANY_PORT), ("10.0.0.20", 135),
-                            ("185.1.2.3", ANY_PORT), ("10.0.0.20", DYNAMIC_RPC_PORT), ("10.0.0.10", 389)])
-    assert stats[("10.0.0.10", 445)].count == 24 and stats[("10.0.0.10", 445)].first == 10 * MICROS
-    assert stats[("151.101.1.69", ANY_PORT)].first < start and stats[("185.1.2.3", ANY_PORT)].first > start
-    assert stats[("10.0.0.20", 135)].count == 1
-    assert ("10.0.0.20", DYNAMIC_RPC_PORT) not in stats and ("10.0.0.10", 389) not in stats
-    times, sent = baseline.connection_times("185.1.2.3")
+    evidence = found.finish()
+    baseline, number = evidence.baselines[VICTIM], evidence.peers
+    dc, web, new_host, c2 = (number[a] for a in ("10.0.0.10", "151.101.1.69", "10.0.0.20", "185.1.2.3"))
+    stats = baseline.stats([(dc, 445), (web, ANY_PORT), (new_host, 135), (c2, ANY_PORT), (new_host, DYNAMIC_RPC_PORT),
+                            (dc, 389)])
+    assert stats[(dc, 445)].count == 24 and stats[(dc, 445)].first == 10 * MICROS
+    assert stats[(web, ANY_PORT)].first < start and stats[(c2, ANY_PORT)].first > start
+    assert stats[(new_host, 135)].count == 1
+    assert (new_host, DYNAMIC_RPC_PORT) not in stats and (dc, 389) not in stats
+    times, sent = baseline.connection_times(c2)
     assert list(times) == [(start + 80 * MICROS) / MICROS, (start + 140 * MICROS) / MICROS]
     assert list(sent) == [1100.0, 1100.0]
     # contacts known before the session leave no connection times behind
-    assert len(baseline.connection_times("151.101.1.69")[0]) == 0
+    assert len(baseline.connection_times(web)[0]) == 0
 
 
-def test_candidates_are_the_victims_connections_in_its_watch_range():
+def test_the_victims_connections_after_an_alert_are_kept_as_columns():
     found, start = victim_day(10)
     evidence = found.finish()
-    times = sorted(e.micros for e in evidence.candidates[VICTIM])
-    assert times[0] >= start and times[-1] <= start + 2 * HOUR
-    assert {(e.destination_ip, e.destination_port) for e in evidence.candidates[VICTIM]} == {
-        ("10.0.0.10", 445), ("151.101.1.69", 443), ("10.0.0.20", 135), ("185.1.2.3", 443)}
+    later = evidence.later.of(0)
+    slack = attack_chain().window_micros + attack_chain().execution_micros
+    assert later["micros"].min() >= start and later["micros"].max() <= start + slack
+    records = evidence.later_records(later.ids)
+    # within the window and the execution window (70 minutes) after the alert at 10:00
+    assert sorted((e.destination_ip, e.destination_port, (e.micros - start) // MICROS) for e in records) == [
+        ("10.0.0.10", 445, 10), ("10.0.0.10", 445, 3610), ("10.0.0.20", 135, 60), ("151.101.1.69", 443, 30),
+        ("151.101.1.69", 443, 3630), ("185.1.2.3", 443, 80), ("185.1.2.3", 443, 140)]
+    names = {number: address for address, number in evidence.peers.items()}
+    internet = {names[p] for p in later["peer"][later["internet"]]}
+    recon = {names[p] for p in later["peer"][later["recon"]]}
+    assert internet == {"151.101.1.69", "185.1.2.3"} and recon == {"10.0.0.10", "10.0.0.20"}
 
 
 def test_a_victim_past_the_contact_limit_is_named_and_its_baseline_capped(monkeypatch):
     chain = attack_chain()
     limits = type(chain.limits)(contacts_per_victim=5, candidates_per_victim=2, beacon_times=10)
     monkeypatch.setattr("rpcwatch.triage.baseline.MERGE_ROWS", 1)
-    found = EvidencePass(Targets(frozenset({"45.83.64.17"}), {VICTIM: VictimWatch(0, 100 * MICROS)}), Config(),
+    found = EvidencePass(Targets(frozenset({"45.83.64.17"}), {VICTIM: VictimWatch(0, (0,))}), Config(),
                          chain=type(chain)(**{**chain.__dict__, "limits": limits}))
     found.add(CONN_TABLE, conn([(n, VICTIM, f"151.101.1.{n}", 443, "SF") for n in range(1, 10)]))
     evidence = found.finish()
     assert evidence.baselines[VICTIM].capped
-    assert len(evidence.candidates[VICTIM]) == 2
+    assert len(evidence.later.of(0)) == 2
     assert any(message.startswith(f"{VICTIM}: more than 5 distinct peers") for message in evidence.limits)
     assert any(message.startswith(f"{VICTIM}: more than 2 connections") for message in evidence.limits)
 
 
 @pytest.mark.parametrize("initiated,kept", [("true", True), ("false", False)])
 def test_a_hosts_own_log_counts_only_connections_it_opened(initiated, kept):
-    found = evidence_pass(["45.83.64.17"], {VICTIM: VictimWatch(0, HOUR)})
+    found = evidence_pass(["45.83.64.17"], {VICTIM: VictimWatch(0, (0,))})
     found.add("windows", pa.Table.from_pylist([{
         "EventID": 3, "EventRecordID": 9, "Computer": "WS7", "Initiated": initiated, "SourceIp": VICTIM,
         "SourcePort": "50000", "DestinationIp": "151.101.1.69", "DestinationPort": "443",
         "TimeCreated_SystemTime": "1970-01-01T00:10:00Z"}]))
     evidence = found.finish()
-    assert bool(evidence.candidates.get(VICTIM)) is kept
+    assert (evidence.later.of(0) is not None) is kept
     assert (evidence.hosts.get(VICTIM) == {"WS7"}) is kept

@@ -16,8 +16,8 @@ make the log hold; a host past them is named, and its baseline is marked as capp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -59,8 +59,6 @@ class VictimBaseline:
     _contacts: pa.Table | None = None
     #: peer, ts, sent of connections to internet peers after ``start``
     _times: pa.Table | None = None
-    #: canonical address -> peer number, shared by all victims of a run
-    peers: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def span(self) -> int:
@@ -69,19 +67,16 @@ class VictimBaseline:
             return 0
         return self.start - self.first_record
 
-    def stats(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], ContactStats]:
-        """The statistics of the given contacts (those the log has)."""
-        wanted = {(self.peers[peer], port): (peer, port) for peer, port in keys if peer in self.peers}
+    def stats(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], ContactStats]:
+        """The statistics of the given contacts, (peer number, contact port), that the log has."""
+        wanted = set(keys)
         if self._contacts is None or not wanted:
             return {}
-        numbers = pa.array(sorted({number for number, _ in wanted}), pa.int32())
+        numbers = pa.array(sorted({peer for peer, _ in wanted}), pa.int32())
         rows = self._contacts.filter(pc.is_in(self._contacts.column("peer"), value_set=numbers))
-        found = {}
-        for peer, port, first, last, count in zip(*(rows.column(n).to_pylist() for n in _CONTACT_COLUMNS)):
-            key = wanted.get((peer, port))
-            if key is not None:
-                found[key] = ContactStats(first, last, count)
-        return found
+        return {(peer, port): ContactStats(first, last, count)
+                for peer, port, first, last, count in zip(*(rows.column(n).to_pylist() for n in _CONTACT_COLUMNS))
+                if (peer, port) in wanted}
 
     def first_contacts(self, internet: bool, since: int, until: int) -> int:
         """Contacts of the kind (internet or internal) first made in ``[since, until)``."""
@@ -97,12 +92,12 @@ class VictimBaseline:
             return 0
         return int(np.count_nonzero(self._contacts.column("first").to_numpy() < self.start))
 
-    def connection_times(self, peer: str) -> tuple[np.ndarray, np.ndarray]:
+    def connection_times(self, peer: int) -> tuple[np.ndarray, np.ndarray]:
         """Times (epoch seconds) and bytes sent of the victim's connections to an internet
-        peer after its first internet session."""
-        if self._times is None or peer not in self.peers:
+        peer (its number) after its first internet session."""
+        if self._times is None:
             return np.empty(0), np.empty(0)
-        rows = self._times.filter(pc.equal(self._times.column("peer"), pa.scalar(self.peers[peer], pa.int32())))
+        rows = self._times.filter(pc.equal(self._times.column("peer"), pa.scalar(peer, pa.int32())))
         return rows.column("ts").to_numpy() / MICROS, rows.column("sent").to_numpy()
 
     def to_dict(self, too_short: bool) -> dict:
@@ -136,6 +131,9 @@ class ContactLog:
         self._contact_rows = 0
         self._times: list[pa.Table] = []
         self._time_rows = 0
+        #: rows after the last merge: the next merge waits until as many have been added
+        #: (a merge reads everything merged so far, so merges stay linear overall)
+        self._merged_rows = 0
         self.beacon_times_full = False
 
     # ---- streaming -------------------------------------------------------------------------
@@ -166,7 +164,8 @@ class ContactLog:
                               "ts": micros[later], "sent": sent[later].astype(np.float32)})
             self._times.append(times)
             self._time_rows += times.num_rows
-        if self._contact_rows + self._time_rows >= MERGE_ROWS:
+        added = self._contact_rows + self._time_rows - self._merged_rows
+        if added >= max(MERGE_ROWS, self._merged_rows):
             self._merge()
 
     def _merge(self) -> None:
@@ -186,6 +185,7 @@ class ContactLog:
             self._times, self._time_rows = [times], times.num_rows
             if self._time_rows > self.limits.beacon_times:
                 self.beacon_times_full = True
+        self._merged_rows = self._contact_rows + self._time_rows
 
     def _known_internet_peers(self) -> pa.Table:
         contacts = self._contacts[0]
@@ -214,9 +214,8 @@ class ContactLog:
     def capped(self) -> list[str]:
         return [self.victims[i] for i in np.flatnonzero(self._capped)]
 
-    def baselines(self, peers: Mapping[str, int]) -> dict[str, VictimBaseline]:
-        """One baseline per victim; ``peers`` numbers the canonical addresses as the
-        contacts were added."""
+    def baselines(self) -> dict[str, VictimBaseline]:
+        """One baseline per victim."""
         self._merge()
         contacts = _by_victim(self._contacts[0] if self._contacts else None, ["peer", "port"])
         times = _by_victim(self._times[0] if self._times else None, ["peer", "ts"])
@@ -226,7 +225,7 @@ class ContactLog:
             baselines[address] = VictimBaseline(
                 address, int(self._starts[index]), int(self._first[index]) if seen else None,
                 int(self._last[index]) if seen else None, int(self._before[index]), bool(self._capped[index]),
-                contacts.get(index), times.get(index), peers)
+                contacts.get(index), times.get(index))
         return baselines
 
 

@@ -19,35 +19,42 @@ When the baseline is too short to show the host's usual rate it is measured afte
 window instead, and contacts the host keeps making after the window are taken as part
 of its day. When neither is possible, first contacts count only after direct evidence of
 RPC use (stage 3 or more). Every decision says why, in the stage's ``judgement``.
+
+The victim's connections arrive as columns (``later.py``); the judgement returns the
+ids of those that count.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
-from rpcwatch.triage.baseline import ANY_PORT, DYNAMIC_RPC_PORT, ContactStats, VictimBaseline
+import numpy as np
+
+from rpcwatch.triage.baseline import ContactStats, VictimBaseline
 from rpcwatch.triage.beacon import beacon_score
 from rpcwatch.triage.chain import MICROS, Chain
-from rpcwatch.triage.flows import Flow
+from rpcwatch.triage.later import LaterView
 
 HOUR = 3600 * MICROS
+_NONE = np.empty(0, dtype=np.int64)
 
 
 @dataclass
 class Judgement:
     """The victim's later behaviour for one incident: what counts, for which stage, and why."""
 
-    counted: dict[int, list[Flow]] = field(default_factory=lambda: {5: [], 6: [], 7: []})
+    #: stage -> ids of the victim's connections (``later.py``) that count
+    counted: dict[int, np.ndarray] = field(default_factory=lambda: {5: _NONE, 6: _NONE, 7: _NONE})
     #: stage -> sentences saying why the victim's later records count or not
     reasons: dict[int, list[str]] = field(default_factory=lambda: {5: [], 6: [], 7: []})
-    #: stage -> records in the window judged part of the host's ordinary day
+    #: stage -> connections in the window judged part of the host's ordinary day
     ordinary: dict[int, int] = field(default_factory=lambda: {5: 0, 6: 0, 7: 0})
-    baseline_too_short: bool = False
 
 
 @dataclass(frozen=True)
 class _Reference:
-    """Where a host's usual rate of first contacts is measured, and what it says."""
+    """Where a host's usual rate of first contacts is measured."""
 
     since: int
     until: int
@@ -63,124 +70,145 @@ class _Reference:
         return (usual + 1) / max(self.hours, 1e-9), usual
 
 
+@dataclass(frozen=True)
+class _Case:
+    """One victim of one incident."""
+
+    source: int | None
+    baseline: VictimBaseline
+    stats: dict[tuple[int, int], ContactStats]
+    references: list[_Reference]
+    windows: list[tuple[int, int]]
+    hours: float
+    end: int
+    short: bool
+    direct_stage: int
+
+
 class BehaviourJudge:
-    def __init__(self, chain: Chain):
+    def __init__(self, chain: Chain, names: Sequence[str]):
+        """``names``: canonical address of each peer number."""
         self.chain = chain
         self.settings = chain.circumstantial
-
-    def judge(self, source: str, victim: str, baseline: VictimBaseline | None, windows: list[tuple[int, int]],
-              later: list[Flow], direct_stage: int) -> Judgement:
-        """``later``: the victim's connections from its first internet session on;
-        ``windows``: the times after the source's direct evidence on the victim."""
-        judgement = Judgement()
-        in_window = [f for f in later if f.micros is not None and any(lo <= f.micros <= hi for lo, hi in windows)]
-        internal = [f for f in in_window if f.server_scope == "internal" and f.server != victim
-                    and (f.server_port in self.chain.lateral_ports or f.is_rpc_call)]
-        internet = [f for f in in_window if f.server_scope == "internet"]
-        if not internal and not internet:
-            return judgement
-        if baseline is None:
-            baseline = VictimBaseline(victim, min(lo for lo, _ in windows), None, None, 0)
-        end = max(hi for _, hi in windows)
-        hours = sum(hi - lo for lo, hi in merged_windows(windows)) / HOUR
-        short = self.too_short(baseline)
-        judgement.baseline_too_short = short
-        references = self._references(baseline, end, short)
-        stats = baseline.stats({self._key(f) for f in internal + internet})
-        context = _Context(baseline, stats, references, windows, hours, end, short, direct_stage, source)
-
-        recon = self._judge_first_contacts(context, internal, internet=False, judgement=judgement)
-        judgement.counted[5] = recon
-        judgement.counted[6] = [f for f in recon if self._moves_laterally(f)]
-        if recon and not judgement.counted[6]:
-            judgement.reasons[6].append("none of them carried a session with data or a remote-execution call")
-        judgement.counted[7] = self._judge_internet(context, internet, judgement)
-        return judgement
+        self.names = names
 
     def too_short(self, baseline: VictimBaseline) -> bool:
         """Whether the baseline is too short to show the host's usual rate of first contacts."""
         return baseline.span < self.settings.baseline_minimum * MICROS
 
+    def judge(self, source: int | None, baseline: VictimBaseline | None, windows: list[tuple[int, int]],
+              later: LaterView | None, direct_stage: int) -> Judgement:
+        """``source``: the source's peer number (None if the victim never contacted it);
+        ``windows``: the times after the source's direct evidence on the victim;
+        ``later``: the victim's kept connections."""
+        judgement = Judgement()
+        if baseline is None or later is None or not len(later):
+            return judgement
+        merged = merged_windows(windows)
+        micros = later["micros"]
+        inside = np.zeros(len(later), dtype=bool)
+        for lo, hi in merged:
+            inside |= (micros >= lo) & (micros <= hi)
+        recon, internet = inside & later["recon"], inside & later["internet"]
+        if not recon.any() and not internet.any():
+            return judgement
+        keys = set(zip(later["peer"][recon | internet].tolist(), later["contact"][recon | internet].tolist()))
+        end = merged[-1][1]
+        short = self.too_short(baseline)
+        case = _Case(source, baseline, baseline.stats(keys), self._references(baseline, end, short), merged,
+                     sum(hi - lo for lo, hi in merged) / HOUR, end, short, direct_stage)
+
+        counted = self._first_contacts(case, later, recon, internet=False, judgement=judgement)
+        judgement.counted[5] = later.ids[counted]
+        judgement.counted[6] = later.ids[counted & later["moves"]]
+        if counted.any() and not judgement.counted[6].size:
+            judgement.reasons[6].append("none of them carried a session with data or a remote-execution call")
+        judgement.counted[7] = later.ids[self._internet(case, later, internet, judgement)]
+        return judgement
+
     # ---- first contacts ------------------------------------------------------------------
-    def _judge_first_contacts(self, context: "_Context", flows: list[Flow], internet: bool,
-                              judgement: Judgement) -> list[Flow]:
+    def _first_contacts(self, case: _Case, later: LaterView, rows: np.ndarray, internet: bool,
+                        judgement: Judgement) -> np.ndarray:
+        """The rows that count, as a mask over ``later``."""
         stage, what = (7, "internet hosts") if internet else (5, "other internal hosts (lateral ports, RPC)")
-        new = [f for f in flows if self._is_new(context, self._key(f))]
-        judgement.ordinary[stage] += len(flows) - len(new)
-        if not new:
-            if flows:
-                judgement.reasons[stage].append(
-                    f"{len(flows)} connection(s) to {what} in the window went to peers the host had contacted "
-                    "before its first internet session: its ordinary day")
-            return []
-        contacts = len({self._key(f) for f in new})
-        seen = f"{contacts} first contact(s) with {what} within {_hours(context.hours)} after the direct evidence"
-        if not context.references:
-            if context.direct_stage >= 3:
+        none = np.zeros(len(later), dtype=bool)
+        if not rows.any():
+            return none
+        new = rows & self._new(case, later)
+        judgement.ordinary[stage] += int(rows.sum() - new.sum())
+        if not new.any():
+            judgement.reasons[stage].append(
+                f"{int(rows.sum())} connection(s) to {what} in the window went to peers the host had contacted "
+                "before its first internet session: its ordinary day")
+            return none
+        contacts = len(set(zip(later["peer"][new].tolist(), later["contact"][new].tolist())))
+        seen = f"{contacts} first contact(s) with {what} within {_hours(case.hours)} after the direct evidence"
+        if not case.references:
+            if case.direct_stage >= 3:
                 judgement.reasons[stage].append(
                     f"{seen}; no baseline or later traffic shows this host's usual rate, and the source used RPC "
-                    f"on it directly (stage {context.direct_stage}): counted")
+                    f"on it directly (stage {case.direct_stage}): counted")
                 return new
-            judgement.ordinary[stage] += len(new)
+            judgement.ordinary[stage] += int(new.sum())
             judgement.reasons[stage].append(
                 f"{seen}; no baseline or later traffic shows this host's usual rate, and nothing but a session "
                 "is direct: not counted")
-            return []
-        (rate, usual), reference = max(((reference.rate(context.baseline, internet), reference)
-                                        for reference in context.references), key=lambda item: item[0][0])
-        chance = poisson_tail(contacts, rate * context.hours)
+            return none
+        (rate, usual), reference = max(((reference.rate(case.baseline, internet), reference)
+                                        for reference in case.references), key=lambda item: item[0][0])
+        chance = poisson_tail(contacts, rate * case.hours)
         rate_text = (f"the host's usual rate is {rate:.2g} per hour ({usual} first contact(s) in "
                      f"{_hours(reference.hours)} {reference.where})")
         if chance < self.settings.significance:
             judgement.reasons[stage].append(f"{seen}; {rate_text}: unusual (p = {chance:.1g}), counted")
             return new
-        judgement.ordinary[stage] += len(new)
+        judgement.ordinary[stage] += int(new.sum())
         judgement.reasons[stage].append(f"{seen}; {rate_text}: ordinary for this host (p = {chance:.2g}), "
                                         "not counted")
-        return []
+        return none
 
-    def _judge_internet(self, context: "_Context", flows: list[Flow], judgement: Judgement) -> list[Flow]:
-        counted = self._judge_first_contacts(context, flows, internet=True, judgement=judgement)
-        if counted:
+    def _internet(self, case: _Case, later: LaterView, rows: np.ndarray, judgement: Judgement) -> np.ndarray:
+        """Internet contacts that count: many first contacts, a connection back to the
+        source, or periodic connections to a host first contacted in the window."""
+        counted = self._first_contacts(case, later, rows, internet=True, judgement=judgement)
+        if counted.any():
             return counted
-        by_peer: dict[str, list[Flow]] = {}
-        for flow in flows:
-            stats = context.stats.get(self._key(flow))
-            first = stats.first if stats is not None else flow.micros
-            if flow.server and first is not None and first >= context.baseline.start and \
-                    any(lo <= first <= hi for lo, hi in context.windows):
-                by_peer.setdefault(flow.server, []).append(flow)
-        for peer, to_peer in sorted(by_peer.items()):
-            if peer == context.source:
-                counted += to_peer
-                judgement.reasons[7].append(f"{len(to_peer)} connection(s) back to the source {peer}, "
+        for peer in sorted(set(later["peer"][rows].tolist())):
+            to_peer = rows & (later["peer"] == peer)
+            stats = case.stats.get((peer, int(later["contact"][to_peer][0])))
+            first = stats.first if stats is not None else int(later["micros"][to_peer][0])
+            if first < case.baseline.start or not any(lo <= first <= hi for lo, hi in case.windows):
+                continue
+            name = self.names[peer]
+            if peer == case.source:
+                counted |= to_peer
+                judgement.reasons[7].append(f"{int(to_peer.sum())} connection(s) back to the source {name}, "
                                             "which the host had not contacted before: counted")
                 continue
-            stats = context.stats.get((peer, ANY_PORT))
             if stats is None or stats.count < self.settings.beacon_connections:
                 continue
-            score = beacon_score(*context.baseline.connection_times(peer))
+            score = beacon_score(*case.baseline.connection_times(peer))
             if score is not None and score.score >= self.settings.beacon_score:
-                counted += to_peer
-                judgement.reasons[7].append(f"periodic connections to {peer}, first made in the window: "
+                counted |= to_peer
+                judgement.reasons[7].append(f"periodic connections to {name}, first made in the window: "
                                             f"{score.describe()}: a beacon, counted")
-        judgement.ordinary[7] -= len(counted)
+        judgement.ordinary[7] -= int(counted.sum())
         return counted
 
-    def _is_new(self, context: "_Context", key: tuple[str, int]) -> bool:
-        stats = context.stats.get(key)
-        if stats is None:
-            return True
-        if stats.first < context.baseline.start:
-            return False
-        return not (context.short and self._recurs(stats, context.end))
+    def _new(self, case: _Case, later: LaterView) -> np.ndarray:
+        """Connections to contacts the baseline does not have (with a short baseline, not
+        those the host keeps making long after the window either)."""
+        new = np.ones(len(later), dtype=bool)
+        recurring_after = case.end + self.settings.recurring_after * MICROS
+        for (peer, port), stats in case.stats.items():
+            known = stats.first < case.baseline.start
+            if case.short and not known:
+                known = stats.count >= self.settings.recurring_connections and stats.last >= recurring_after
+            if known:
+                new &= ~((later["peer"] == peer) & (later["contact"] == port))
+        return new
 
-    def _recurs(self, stats: ContactStats, end: int) -> bool:
-        """A contact the host keeps making long after the window: one of its usual peers."""
-        return stats.count >= self.settings.recurring_connections and \
-            stats.last >= end + self.settings.recurring_after * MICROS
-
-    def _references(self, baseline: VictimBaseline, end: int, short: bool) -> list["_Reference"]:
+    def _references(self, baseline: VictimBaseline, end: int, short: bool) -> list[_Reference]:
         """Where the host's usual rate of first contacts is measured: the later half of its
         baseline (the first half is the log warming up: everything is a first contact), and
         the time after the window (a day has busy hours and quiet ones); the higher rate
@@ -194,35 +222,6 @@ class BehaviourJudge:
             where = "after the window" + (" (the baseline is too short)" if short else "")
             references.append(_Reference(end, last, where))
         return references
-
-    def _key(self, flow: Flow) -> tuple[str, int]:
-        if flow.server_scope == "internet":
-            return (flow.server or "", ANY_PORT)
-        port = flow.server_port
-        if port in self.chain.lateral_ports or port is None:
-            return (flow.server or "", -3 if port is None else port)
-        return (flow.server or "", DYNAMIC_RPC_PORT if self.chain.is_dynamic_port(port) else port)
-
-    def _moves_laterally(self, flow: Flow) -> bool:
-        """A session with data to another internal host, or remote execution called on it
-        (other RPC calls from the victim, such as ept_lookup, are reconnaissance)."""
-        record = flow.evidence
-        if flow.is_rpc_call:
-            return self.chain.is_execution(record.rpc_interface, record.rpc_operation)
-        return flow.established and record.carried_data is not False
-
-
-@dataclass(frozen=True)
-class _Context:
-    baseline: VictimBaseline
-    stats: dict[tuple[str, int], ContactStats]
-    references: list[_Reference]
-    windows: list[tuple[int, int]]
-    hours: float
-    end: int
-    short: bool
-    direct_stage: int
-    source: str
 
 
 def poisson_tail(count: int, expected: float) -> float:
@@ -239,7 +238,7 @@ def poisson_tail(count: int, expected: float) -> float:
 
 
 def merged_windows(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Overlapping time ranges joined."""
+    """Overlapping time ranges joined, in order."""
     merged: list[tuple[int, int]] = []
     for lo, hi in sorted(windows):
         if merged and lo <= merged[-1][1]:

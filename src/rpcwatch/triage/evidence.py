@@ -43,6 +43,7 @@ from rpcwatch.sources import InputFile, LogReading
 from rpcwatch.sources.prefilter import PrefilterPlan
 from rpcwatch.triage.baseline import ANY_PORT, DYNAMIC_RPC_PORT, ContactLog, VictimBaseline
 from rpcwatch.triage.chain import Chain, attack_chain
+from rpcwatch.triage.later import COLUMNS as LATER_COLUMNS, LaterConnections
 from rpcwatch.triage.scope import AddressScope
 
 SOURCE_RECORDS = "records of the sources"
@@ -217,11 +218,12 @@ def _initiated(info: TableInfo, column: Callable[[str], list | None], size: int)
 
 @dataclass(frozen=True)
 class VictimWatch:
-    """A victim: when its first internet session began, and until when its connections
-    are kept as candidates for stages 5-7 (µs)."""
+    """A victim: when its first internet session began, and the times of the sources'
+    alerts on it (µs); its own connections within the window after one of them are
+    kept for stages 5-7."""
 
     start: int
-    until: int
+    anchors: tuple[int, ...]
 
 
 @dataclass
@@ -236,8 +238,11 @@ class EvidenceSet:
 
     #: records of the sources (their connections and calls; host logs: either end)
     sources: list[Evidence] = field(default_factory=list)
-    #: per victim, its connections to other hosts from its first internet session on
-    candidates: dict[str, list[Evidence]] = field(default_factory=lambda: defaultdict(list))
+    #: the victims' connections around the sources' alerts (victims numbered as ``victims``)
+    later: LaterConnections = field(default_factory=lambda: LaterConnections(0, 0))
+    victims: list[str] = field(default_factory=list)
+    #: canonical address -> number, as ``later`` and the baselines number peers
+    peers: dict[str, int] = field(default_factory=dict)
     #: processes started by execution hosts, services installed
     processes: list[Evidence] = field(default_factory=list)
     baselines: dict[str, VictimBaseline] = field(default_factory=dict)
@@ -249,14 +254,18 @@ class EvidenceSet:
     limits: list[str] = field(default_factory=list)
 
     def records(self) -> Iterator[Evidence]:
+        """The records kept as objects: the sources' and the processes (not the victims' connections)."""
         yield from self.sources
-        for found in self.candidates.values():
-            yield from found
         yield from self.processes
 
     @property
     def count(self) -> int:
-        return len(self.sources) + sum(map(len, self.candidates.values())) + len(self.processes)
+        return len(self.sources) + len(self.later) + len(self.processes)
+
+    def later_records(self, ids: np.ndarray) -> list[Evidence]:
+        """Records of the victims' connections with the given ids (``later``)."""
+        return [record for table, path, rows in self.later.rows(ids)
+                for record in evidence_from_rows(VICTIM_CONNECTIONS, table, rows, path)]
 
 
 class EvidencePass:
@@ -270,12 +279,10 @@ class EvidencePass:
         self._index = {address: number for number, address in enumerate(self.victims)}
         watches = [targets.victims[v] for v in self.victims]
         self._starts = np.array([w.start for w in watches], dtype=np.int64)
-        self._until = np.array([w.until for w in watches], dtype=np.int64)
-        self._kept = np.zeros(len(self.victims), dtype=np.int64)
-        self._span = (int(self._starts.min()), int(self._until.max())) if watches else (0, -1)
+        self._anchors = _Anchors([w.anchors for w in watches], self.chain.window_micros + self.chain.execution_micros)
         self.contacts = ContactLog(self.victims, self._starts, self.chain.limits)
-        self.found = EvidenceSet()
-        self._full: set[str] = set()
+        self.found = EvidenceSet(later=LaterConnections(len(self.victims), self.chain.limits.candidates_per_victim),
+                                 victims=self.victims)
         self._lateral = np.array(sorted(self.chain.lateral_ports), dtype=np.int64)
         self._addresses = _AddressBook(self._classify)
 
@@ -324,11 +331,14 @@ class EvidencePass:
     def finish(self, report: HuntReport | None = None) -> EvidenceSet:
         found = self.found
         found.report = report
-        found.baselines = self.contacts.baselines(self._addresses.numbers)
+        found.baselines = self.contacts.baselines()
         found.limits += [f"{victim}: more than {self.chain.limits.contacts_per_victim:,} distinct peers; its "
                          "baseline is capped and its first contacts are not judged" for victim in self.contacts.capped]
-        found.limits += [f"{victim}: more than {self.chain.limits.candidates_per_victim:,} connections after its "
-                         "first internet session; the later ones were not kept" for victim in sorted(self._full)]
+        found.later.finish()
+        found.peers = self._addresses.numbers
+        found.limits += [f"{self.victims[number]}: more than {self.chain.limits.candidates_per_victim:,} connections "
+                         "in the windows after the sources' alerts; the later ones were not kept"
+                         for number in sorted(found.later.full)]
         if self.contacts.beacon_times_full:
             found.limits.append(f"more than {self.chain.limits.beacon_times:,} connection times of victims to "
                                 "new internet hosts; later ones were not kept for the beacon test")
@@ -352,12 +362,12 @@ class EvidencePass:
         if info.inbound:
             self._host_names(victim[mine], _role(data, info, "host.name"), mine)
         port = _integers(_role(data, info, "destination.port"), size)
-        rpc = info.has_role("rpc.operation") or _contains(_role(data, info, "network.protocol"), "dce_rpc")
+        calls = _calls(info, data)
         lateral = np.isin(port, self._lateral)
         internal = server.internal(_column(data, info.locality.get("destination"))) & ~server.same_as(client)
-        to_internal = internal & (lateral | (_dynamic(port, self.chain) & rpc))
+        rpc = calls | _contains(_role(data, info, "network.protocol"), "dce_rpc")
         to_internet = server.scope == _INTERNET
-        hop = mine & (to_internal | to_internet)
+        hop = mine & ((internal & (lateral | (_dynamic(port, self.chain) & rpc))) | to_internet)
         if not hop.any():
             return
         contact_port = np.where(to_internet, ANY_PORT, np.where(lateral, port, DYNAMIC_RPC_PORT))
@@ -365,28 +375,25 @@ class EvidencePass:
         sent = np.full(size, np.nan) if sent is None else \
             _integers_array(sent).cast(pa.float64()).to_numpy(zero_copy_only=False)
         self.contacts.add_contacts(victim[hop], server.number[hop], contact_port[hop], micros[hop], sent[hop])
-        number = np.maximum(victim, 0)
-        self._candidates(info, data, path, hop & (micros >= self._starts[number]) & (micros <= self._until[number]),
-                         victim)
+        near = hop & self._anchors.near(victim, micros)
+        if near.any():
+            established = _established(info, data)
+            moves = np.where(calls, self._executions(info, data), established & _carried_data_not_none_false(
+                info, data, calls))
+            columns = {"victim": victim, "peer": server.number, "port": port, "contact": contact_port,
+                       "micros": micros, "internet": to_internet, "recon": internal & (lateral | calls),
+                       "moves": moves, "established": established}
+            self.found.later.add(info.name, path, data.filter(pa.array(near)),
+                                 {name: columns[name][near] for name in LATER_COLUMNS})
 
-    def _candidates(self, info: TableInfo, data: pa.Table, path: str | None, keep: np.ndarray,
-                    victim: np.ndarray) -> None:
-        if not keep.any():
-            return
-        rows = np.flatnonzero(keep)
-        limit = self.chain.limits.candidates_per_victim
-        allowed = []
-        for row in rows:
-            number = victim[row]
-            if self._kept[number] < limit:
-                self._kept[number] += 1
-                allowed.append(row)
-            else:
-                self._full.add(self.victims[number])
-        if not allowed:
-            return
-        for record in evidence_from_rows(VICTIM_CONNECTIONS, info.name, data.take(pa.array(allowed)), path):
-            self.found.candidates[_canonical(record.source_ip)].append(record)
+    def _executions(self, info: TableInfo, data: pa.Table) -> np.ndarray:
+        """Calls of a remote-execution operation (``chain.yml``)."""
+        interface, operation = _role(data, info, "rpc.interface"), _role(data, info, "rpc.operation")
+        if interface is None or operation is None:
+            return np.zeros(data.num_rows, dtype=bool)
+        pairs = pc.binary_join_element_wise(interface.cast(pa.string()), operation.cast(pa.string()), "\x00")
+        wanted = pa.array(sorted(f"{i}\x00{o}" for i, ops in self.chain.execution_operations.items() for o in ops))
+        return _filled(pc.is_in(pairs, value_set=wanted))
 
     def _host_names(self, victim: np.ndarray, hosts: pa.Array | None, rows: np.ndarray) -> None:
         """The computer that logged a victim's own connection is the victim."""
@@ -410,7 +417,7 @@ class EvidencePass:
     # ---- processes and services on the hosts -------------------------------------------------
     def _host_events(self, info: TableInfo, data: pa.Table, path: str | None) -> None:
         micros = _micros(_column(data, info.time), data.num_rows)
-        keep = (micros >= self._span[0]) & (micros <= self._span[1] + self.chain.execution_micros)
+        keep = self._anchors.during(micros)
         started = np.zeros(data.num_rows, dtype=bool)
         parent = _role(data, info, "process.parent.executable")
         if parent is not None:
@@ -432,6 +439,64 @@ class EvidencePass:
 
 _NO_TIME = np.iinfo(np.int64).min
 _NO_PORT = -3
+
+
+class _Anchors:
+    """Whether a victim's connection falls within ``slack`` after one of its anchors: one
+    sorted array of keys (victim, time) searched for all rows of a batch at once."""
+
+    def __init__(self, anchors: Sequence[Sequence[int]], slack: int):
+        self.slack = slack
+        times = [t for each in anchors for t in each]
+        self.first, self.last = (min(times), max(times)) if times else (0, -1)
+        self._span = self.last + slack - self.first + 2
+        self._keys = np.sort(np.array([number * self._span + (t - self.first + 1) for number, each in
+                                       enumerate(anchors) for t in each], dtype=np.int64))
+
+    def during(self, micros: np.ndarray) -> np.ndarray:
+        """Within ``slack`` after any anchor of any victim."""
+        return (micros >= self.first) & (micros <= self.last + self.slack)
+
+    def near(self, victim: np.ndarray, micros: np.ndarray) -> np.ndarray:
+        inside = (victim >= 0) & self.during(micros)
+        keys = np.where(inside, victim * self._span + (micros - self.first + 1), 0)
+        at = np.searchsorted(self._keys, keys, side="right") - 1
+        anchor = self._keys[np.maximum(at, 0)] if len(self._keys) else keys
+        return inside & (at >= 0) & (anchor // self._span == victim) & (keys - anchor <= self.slack)
+
+
+def _calls(info: TableInfo, data: pa.Table) -> np.ndarray:
+    """Records of an RPC call (they name an operation or an interface)."""
+    called = np.zeros(data.num_rows, dtype=bool)
+    for role in ("rpc.operation", "rpc.interface"):
+        values = _role(data, info, role)
+        if values is not None:
+            called |= ~np.asarray(pc.is_null(values).to_numpy(zero_copy_only=False), dtype=bool)
+    return called
+
+
+def _established(info: TableInfo, data: pa.Table) -> np.ndarray:
+    """``event.outcome`` is ``established``, by the table's outcome mapping."""
+    column = info.outcome.get("column")
+    if column is None:
+        return np.full(data.num_rows, outcome({}, info) == "established")
+    values = _column(data, column)
+    if values is None:
+        return np.full(data.num_rows, outcome({}, info) == "established")
+    encoded = pc.dictionary_encode(values.cast(pa.string()))
+    verdicts = [outcome({column: value}, info) == "established" for value in encoded.dictionary.to_pylist()]
+    return np.array(verdicts + [outcome({}, info) == "established"], dtype=bool)[
+        _filled_int(encoded.indices.cast(pa.int64()), len(verdicts))]
+
+
+def _carried_data_not_none_false(info: TableInfo, data: pa.Table, calls: np.ndarray) -> np.ndarray:
+    """Payload both ways, or the log cannot tell (the record's ``carried_data`` is not False)."""
+    sent, received = _role(data, info, "source.bytes"), _role(data, info, "destination.bytes")
+    if sent is None or received is None:
+        return np.ones(data.num_rows, dtype=bool)
+    sent_n = _integers_array(sent).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    received_n = _integers_array(received).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return calls | np.isnan(sent_n) | np.isnan(received_n) | ((sent_n > 0) & (received_n > 0))
 
 
 class _AddressBook:

@@ -140,20 +140,18 @@ def inbound_parties(alert: Alert, scope: AddressScope, chain: Chain) -> tuple[st
 def targets_of(alerts: Iterable[Alert], scope: AddressScope, chain: Chain | None = None) -> Targets:
     """The internet sources of inbound alerts, and the victims they reached (an established
     session or an answered call): when each victim's first internet session began, and
-    until when its connections can matter (the window after its last alert, plus the time
-    a process may take to start after a call)."""
+    the times of those alerts, after which its own connections can matter."""
     chain = chain or attack_chain()
     sources: set[str] = set()
-    sessions: dict[str, list[int]] = defaultdict(list)
+    sessions: dict[str, set[int]] = defaultdict(set)
     for alert in alerts:
         parties = inbound_parties(alert, scope, chain)
         if parties is None:
             continue
         sources.add(parties[0])
         if alert.outcome == "established" and alert.micros is not None:
-            sessions[parties[1]].append(alert.micros)
-    slack = chain.window_micros + chain.execution_micros
-    return Targets(frozenset(sources), {victim: VictimWatch(min(times), max(times) + slack)
+            sessions[parties[1]].add(alert.micros)
+    return Targets(frozenset(sources), {victim: VictimWatch(min(times), tuple(sorted(times)))
                                         for victim, times in sessions.items()})
 
 
@@ -163,8 +161,13 @@ class IncidentBuilder:
         self.config = config
         self.scope = AddressScope(config)
         self.tables = evidence.tables_seen
+        self.evidence = evidence
         self.baselines = evidence.baselines
-        self.judge = BehaviourJudge(self.chain)
+        self.victim_numbers = {victim: number for number, victim in enumerate(evidence.victims)}
+        names = [""] * len(evidence.peers)
+        for address, number in evidence.peers.items():
+            names[number] = address
+        self.judge = BehaviourJudge(self.chain, names)
         self.alerts_by_source: dict[str, list[Alert]] = defaultdict(list)
         inbound: set[str] = set()
         for alert in alerts:
@@ -182,8 +185,6 @@ class IncidentBuilder:
         self.by_client: dict[str, list[Flow]] = defaultdict(list)
         for flow in self.flows:
             self.by_client[flow.client].append(flow)
-        self.later = {victim: list(flows_of(_unique(found), inbound, self.scope))
-                      for victim, found in evidence.candidates.items()}
         self.processes = sorted((e for e in records if e.is_process or self._is_service_install(e)),
                                 key=_time_order)
         self.hosts = hosts_by_address(self.flows)
@@ -279,12 +280,13 @@ class IncidentBuilder:
 
     def _judge(self, source: str, victim: str, found: "_Direct") -> Judgement:
         """The victim's later behaviour, judged against its baseline (``circumstantial.py``)."""
-        if found.stage < 2 or not found.times:
+        number = self.victim_numbers.get(victim)
+        if found.stage < 2 or not found.times or number is None:
             return Judgement()
         window = self.chain.window_micros
         anchors = found.times + [e.micros for e in found.stages[4] if e.micros is not None]
-        return self.judge.judge(source, victim, self.baselines.get(victim), [(t, t + window) for t in anchors],
-                                self.later.get(victim, []), found.stage)
+        return self.judge.judge(self.evidence.peers.get(source), self.baselines.get(victim),
+                                [(t, t + window) for t in anchors], self.evidence.later.of(number), found.stage)
 
     def _progress(self, victim: str, found: "_Direct", judgement: Judgement,
                   findings: list[StageFinding]) -> VictimProgress:
@@ -292,14 +294,14 @@ class IncidentBuilder:
         for number, records in found.stages.items():
             findings[number - 1].direct.extend(records)
         for number in (5, 6, 7):
-            findings[number - 1].circumstantial.extend(f.evidence for f in judgement.counted[number])
+            findings[number - 1].circumstantial.extend(self.evidence.later_records(judgement.counted[number]))
             findings[number - 1].judgement += [f"{victim}: {reason}" for reason in judgement.reasons[number]]
             findings[number - 1].ordinary += judgement.ordinary[number]
-        stage = max([found.stage] + [n for n in (5, 6, 7) if judgement.counted[n]])
+        stage = max([found.stage] + [n for n in (5, 6, 7) if judgement.counted[n].size])
         self._victim_missing(victim, found, findings)
         baseline = self.baselines.get(victim)
         times = [e.micros for records in found.stages.values() for e in records if e.micros is not None]
-        times += [f.micros for flows in judgement.counted.values() for f in flows if f.micros is not None]
+        times += [int(t) for ids in judgement.counted.values() for t in self.evidence.later.micros(ids)]
         return VictimProgress(victim, stage, found.stage, sorted(self.hosts.get(victim, ())),
                               _iso(min(times, default=None)), _iso(max(times, default=None)),
                               baseline.to_dict(self.judge.too_short(baseline)) if baseline is not None else None)
@@ -321,7 +323,7 @@ class IncidentBuilder:
             _note(findings[3], f"no Windows event names the host of {victim}: processes started there "
                                "cannot be tied to it")
         baseline = self.baselines.get(victim)
-        if (baseline is None or baseline.first_record is None) and not self.later.get(victim):
+        if baseline is None or baseline.first_record is None:
             for finding in findings[4:]:
                 _note(finding, f"no connection records from {victim} among the inputs: the sensor may not see "
                                "its own traffic (internal traffic is often not captured at the perimeter)")
