@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rpcwatch.triage.baseline import ContactStats, VictimBaseline
+from rpcwatch.triage.baseline import ANY_PORT, ContactStats, VictimBaseline
 from rpcwatch.triage.beacon import beacon_score
 from rpcwatch.triage.chain import MICROS, Chain
 from rpcwatch.triage.later import LaterView
@@ -174,18 +174,19 @@ class BehaviourJudge:
         if counted.any():
             return counted
         for peer in sorted(set(later["peer"][rows].tolist())):
+            stats = case.stats.get((peer, ANY_PORT))
+            back = peer == case.source
+            if not back and (stats is None or stats.count < self.settings.beacon_connections):
+                continue  # neither the source nor enough connections for a beacon
             to_peer = rows & (later["peer"] == peer)
-            stats = case.stats.get((peer, int(later["contact"][to_peer][0])))
             first = stats.first if stats is not None else int(later["micros"][to_peer][0])
             if first < case.baseline.start or not any(lo <= first <= hi for lo, hi in case.windows):
                 continue
             name = self.names[peer]
-            if peer == case.source:
+            if back:
                 counted |= to_peer
                 judgement.reasons[7].append(f"{int(to_peer.sum())} connection(s) back to the source {name}, "
                                             "which the host had not contacted before: counted")
-                continue
-            if stats is None or stats.count < self.settings.beacon_connections:
                 continue
             score = beacon_score(*case.baseline.connection_times(peer))
             if score is not None and score.score >= self.settings.beacon_score:

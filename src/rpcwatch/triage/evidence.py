@@ -504,10 +504,12 @@ class _AddressBook:
     looked up in Arrow (a hash table of the known ones); only new ones reach Python. Each
     canonical address gets a number (``numbers``), the same for all its spellings."""
 
+    #: the codes of an unset or unreadable value: no number, no victim, not a source, no scope
+    UNSET = (-1, -1, 0, 0)
+
     def __init__(self, classify: Callable[[str], tuple[str | None, int, bool, int]]):
         self._classify = classify
         self._known = pa.array([], pa.string())
-        self._canonical: list[str | None] = []
         self.numbers: dict[str, int] = {}
         # per known spelling: canonical number (-1: not an address), victim number, is a source, scope
         self._codes = np.empty((0, 4), dtype=np.int64)
@@ -521,32 +523,29 @@ class _AddressBook:
         if len(new):
             self._learn(new)
             positions = pc.index_in(spellings, value_set=self._known)
-        unset = len(self._canonical)  # the code of an unset value, after the known ones
+        unset = len(self._codes)  # the row of the unset codes, after the known ones
         at = np.full(size, unset, dtype=np.int64)
         if len(spellings):
             rows = _filled_int(encoded.indices.cast(pa.int64()), -1)
             known = _filled_int(positions, unset)[np.maximum(rows, 0)]
             at = np.where(rows < 0, unset, known)
-        codes = np.vstack([self._codes, [[-1, -1, 0, 0]]])[at]
-        canonical = pa.array(self._canonical + [None], pa.string()).take(pa.array(at))
-        return _Addresses(canonical, codes[:, 0], codes[:, 1], codes[:, 2].astype(bool), codes[:, 3])
+        codes = np.vstack([self._codes, [self.UNSET]])[at]
+        return _Addresses(codes[:, 0], codes[:, 1], codes[:, 2].astype(bool), codes[:, 3])
 
     def _learn(self, spellings: pa.Array) -> None:
         classified = [self._classify(text) for text in spellings.to_pylist()]
         numbers = [-1 if address is None else self.numbers.setdefault(address, len(self.numbers))
                    for address, *_ in classified]
         self._known = pa.concat_arrays([self._known, spellings])
-        self._canonical += [c[0] for c in classified]
         self._codes = np.vstack([self._codes, np.array([(n, *c[1:]) for n, c in zip(numbers, classified)],
                                                        dtype=np.int64)])
 
 
 @dataclass
 class _Addresses:
-    """One address column of a batch, per row: canonical spelling, victim number (-1 if
-    none), whether a source, scope."""
+    """One address column of a batch, per row: the canonical address's number (-1 if not
+    an address), victim number (-1 if none), whether a source, scope."""
 
-    canonical: pa.Array
     number: np.ndarray
     victim: np.ndarray
     is_source: np.ndarray
