@@ -314,6 +314,8 @@ class EvidencePass:
         report.stats = reading.stats
         for batch in reading.batches():
             self.add(batch.table, batch.data, batch.path)
+        # the parsed batches are gone: give their memory back before the baselines are built
+        pa.default_memory_pool().release_unused()
         report.finished = report.elapsed + report.started
         self.found.tables_seen = {table for stats in report.stats for table in stats.tables}
         return self.finish(report)
@@ -518,17 +520,15 @@ class _AddressBook:
         values = pa.nulls(size, pa.string()) if values is None else values.cast(pa.string())
         encoded = pc.dictionary_encode(values)
         spellings = encoded.dictionary
-        positions = pc.index_in(spellings, value_set=self._known)
-        new = spellings.filter(pc.is_null(positions))
-        if len(new):
-            self._learn(new)
-            positions = pc.index_in(spellings, value_set=self._known)
+        positions = _filled_int(pc.index_in(spellings, value_set=self._known), -1)
+        new = positions < 0
+        if new.any():  # the new spellings take the next positions, in order
+            positions[new] = len(self._codes) + np.arange(np.count_nonzero(new))
+            self._learn(spellings.filter(pa.array(new)))
         unset = len(self._codes)  # the row of the unset codes, after the known ones
-        at = np.full(size, unset, dtype=np.int64)
-        if len(spellings):
-            rows = _filled_int(encoded.indices.cast(pa.int64()), -1)
-            known = _filled_int(positions, unset)[np.maximum(rows, 0)]
-            at = np.where(rows < 0, unset, known)
+        rows = _filled_int(encoded.indices.cast(pa.int64()), -1)
+        at = np.where(rows < 0, unset, positions[np.maximum(rows, 0)]) if len(spellings) else \
+            np.full(size, unset, dtype=np.int64)
         codes = np.vstack([self._codes, [self.UNSET]])[at]
         return _Addresses(codes[:, 0], codes[:, 1], codes[:, 2].astype(bool), codes[:, 3])
 

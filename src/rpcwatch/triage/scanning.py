@@ -53,6 +53,7 @@ class ScanningFinding:
                 "probed_hosts": [{"address": a, "probes": n} for a, n in _ranked(self.hosts)[:TOP_SOURCES]],
                 "sources": len(self.sources),
                 "top_sources": [{"address": a, "probes": n} for a, n in _ranked(self.sources)[:TOP_SOURCES]],
+                "source_addresses": [a for a, _ in _ranked(self.sources)],
                 "first_seen": self.first_seen, "last_seen": self.last_seen, "rules": self.rules,
                 "alerts": self.alerts, "evidence_total": len(self.evidence),
                 "evidence": [e.ref("direct") for e in listed]}
