@@ -145,28 +145,57 @@ def test_examples_from_the_readme():
 def test_triage_json_on_the_examples():
     result = run("triage", "examples/", "--format", "json", "-q", cwd=REPO)
     assert result.returncode == 0, result.stderr
-    incidents = json.loads(result.stdout)
-    assert [(i["id"], i["source"], i["stage"]) for i in incidents] == [
-        ("INC-0001", "167.94.138.44", 7), ("INC-0002", "45.83.64.17", 1), ("INC-0003", "2a03:b0c0:3:d0::1f:7001", 1)]
-    stage4 = incidents[0]["stages"][3]
+    found = json.loads(result.stdout)
+    incidents, scanning = found["incidents"], found["scanning"]
+    assert [(i["kind"], i["id"], i["source"], i["stage"], i["direct_stage"], i["severity"]) for i in incidents] == [
+        ("incident", "INC-0001", "167.94.138.44", 7, 4, "critical")]
+    assert [(s["kind"], s["id"], s["target"], s["probes"], s["source_addresses"]) for s in scanning] == [
+        ("scanning", "SCAN-0001", "10.20.0.0/24", 5, ["45.83.64.17"]),
+        ("scanning", "SCAN-0002", "fd12:3456:789a:1::20", 1, ["2a03:b0c0:3:d0::1f:7001"])]
+    stages = incidents[0]["stages"]
+    assert [s["strength"] for s in stages] == ["direct"] * 4 + ["circumstantial"] * 3
     # the svcctl calls from Zeek and, from the victim's Sysmon log, cmd.exe started by services.exe
-    assert stage4["reached"] and {e["record_id"] for e in stage4["evidence"]} == {"CzA7bN1cQ4vL9eR2tY", "48213"}
-    assert all({"time", "file", "record_id"} <= set(e) for s in incidents[0]["stages"] for e in s["evidence"])
+    assert stages[3]["reached"] and {e["record_id"] for e in stages[3]["evidence"]} == {"CzA7bN1cQ4vL9eR2tY", "48213"}
+    assert {e["strength"] for e in stages[3]["evidence"]} == {"direct"}
+    assert {e["strength"] for e in stages[6]["evidence"]} == {"circumstantial"}
+    assert all({"time", "file", "record_id"} <= set(e) for s in stages for e in s["evidence"])
+
+
+def test_triage_on_rita_is_one_scanning_finding_and_no_incident(corpus):
+    result = run("triage", "rita", "--format", "json", "-q", cwd=corpus)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["incidents"] == []
+    [finding] = found["scanning"]
+    assert (finding["target"], finding["sources"], finding["probes"], finding["outcomes"]) == (
+        "64.225.56.201", 29, 31, {"rejected": 31})
+    assert len(finding["source_addresses"]) == 29 and finding["top_sources"][:2] == [
+        {"address": "172.104.242.173", "probes": 2}, {"address": "83.97.73.157", "probes": 2}]
 
 
 def test_hunt_incidents_is_triage():
     triage = run("triage", "examples/", "--format", "jsonl", "-q", cwd=REPO)
     hunt = run("hunt", "examples/", "--incidents", "--format", "jsonl", "-q", cwd=REPO)
     assert hunt.returncode == 0 and hunt.stdout == triage.stdout
-    assert len(hunt.stdout.splitlines()) == 3
+    assert [json.loads(line)["kind"] for line in hunt.stdout.splitlines()] == ["incident", "scanning", "scanning"]
 
 
 def test_triage_summary_and_table():
     result = run("triage", "examples/", "--format", "table", cwd=REPO)
     assert result.returncode == 0
-    assert "incidents        3 (by stage reached: 2 at 1, 1 at 7)" in result.stderr
+    assert "incidents        1 (stage reached, direct: 1 at 7 (4))" in result.stderr
+    assert "scanning         2 target(s), 6 refused or unanswered probe(s) from 2 source(s)" in result.stderr
     assert "exposed hosts    1" in result.stderr
-    assert "INC-0001" in result.stdout and "attack chain" in result.stdout
+    assert "INC-0001" in result.stdout and "attack chain" in result.stdout and "SCAN-0002" in result.stdout
+
+
+def test_evidence_window_option():
+    shorter = run("triage", "examples/", "--format", "json", "-q", "--evidence-window", "20s", "--no-progress",
+                  cwd=REPO)
+    assert shorter.returncode == 0, shorter.stderr
+    assert json.loads(shorter.stdout)["incidents"][0]["stage"] == 4
+    wrong = run("triage", "examples/", "--evidence-window", "soon", cwd=REPO)
+    assert wrong.returncode == 2 and "--evidence-window 'soon': expected a duration" in wrong.stderr
 
 
 def test_triage_reads_standard_input_twice(tmp_path):
@@ -175,7 +204,7 @@ def test_triage_reads_standard_input_twice(tmp_path):
                                                       "--format", "json", "-q"],
                                 stdin=conn, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    incidents = json.loads(result.stdout)
+    incidents = json.loads(result.stdout)["incidents"]
     assert incidents[0]["stage"] == 7
     assert "-" in {e["file"] for s in incidents[0]["stages"] for e in s["evidence"]}
 
@@ -212,6 +241,7 @@ def test_hunt_suppress(corpus):
     (["hunt", "conn.log", "--suppress", "source.ip", "--window", "later"], "expected a duration"),
     (["hunt", "conn.log", "--incidents", "--format", "csv"], "not csv"),
     (["report", "conn.log"], "-o/--output"),
+    (["report", "conn.log", "-o", "missing/report.html"], "-o missing/report.html: no such directory"),
 ])
 def test_triage_usage_errors(tmp_path, args, message):
     (tmp_path / "conn.log").write_text(HOSTILE_LOG)

@@ -87,7 +87,7 @@ def test_summary_is_plain_text_one_problem_per_line_with_the_full_path(tmp_path)
     assert any(line.startswith(f"{deep / 'notes.txt'}: not read: not a supported log format") for line in lines)
     [skipped] = [line for line in lines if "skipped" in line and "conn.00" in line]
     assert skipped.startswith(f"{deep / 'conn.00:00:00-01:00:00.log'}: 1 skipped: wrong number of fields")
-    assert "records read     1" in result.stderr
+    assert "records skipped  1" in lines
 
 
 def test_rule_titles_and_paths_are_shown_never_interpreted(tmp_path):
@@ -96,10 +96,10 @@ def test_rule_titles_and_paths_are_shown_never_interpreted(tmp_path):
     title = "[bold red]x[/bold red] \x1b[2J evil"
     (rules / "broken.yml").write_text(json.dumps({"title": title, "logsource": {"product": "zeek", "service": "conn"},
                                                    "detection": {"sel": {"proto": "tcp"}, "condition": "sel and nope"}}))
-    (tmp_path / "[red]conn[/red].log").write_text(
+    (tmp_path / "[bold]conn.log").write_text(
         json.dumps({"ts": 1.5, "uid": "C1", "id.orig_h": "45.83.64.17", "id.orig_p": 1, "id.resp_h": "10.0.0.5",
                     "id.resp_p": 135, "proto": "tcp", "conn_state": "S0"}) + "\n" + "{broken\n")
     result = run80("hunt", ".", "--rules", "rules", "--format", "jsonl", cwd=tmp_path)
     assert "\x1b" not in result.stderr
     assert "rule not runnable: [bold red]x[/bold red] \\x1b[2J evil" in result.stderr
-    assert "[red]conn[/red].log" in result.stderr  # the path of the input with a broken line
+    assert any(line.startswith("[bold]conn.log: 1 skipped: ") for line in result.stderr.splitlines())

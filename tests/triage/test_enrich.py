@@ -9,7 +9,7 @@ from rpcwatch.config import Config
 from rpcwatch.networks import address_spellings, parse_address
 from rpcwatch.triage.enrich import AlertEnricher
 from rpcwatch.triage.mitre import threat_of
-from rpcwatch.triage.risk import alert_risk, incident_risk, severity_of_stage
+from rpcwatch.triage.risk import incident_severity, alert_risk, incident_risk, severity_of_stage
 from rpcwatch.triage.scope import AddressScope
 from test_hunt import hunt
 
@@ -79,11 +79,16 @@ def test_a_rejected_probe_scores_lower_than_an_established_session_with_data():
     assert alert_risk(None, "unknown", False) == 45
 
 
-def test_incident_risk_and_severity_rise_with_the_stage():
+def test_incident_risk_and_severity_rise_with_the_direct_stage():
     assert [severity_of_stage(s) for s in range(1, 8)] == ["low", "medium", "high"] + ["critical"] * 4
-    scores = [incident_risk(stage, [35]) for stage in range(1, 8)]
-    assert scores == sorted(scores) and scores[-1] == 100
-    assert incident_risk(1, [85]) == 85
+    assert [incident_risk(stage, stage) for stage in range(1, 8)] == [30, 50, 70, 85, 90, 95, 100]
+    assert [incident_severity(stage, stage) for stage in range(1, 8)] == ["low", "medium", "high"] + ["critical"] * 4
+
+
+def test_circumstantial_stages_raise_an_incident_to_at_most_medium():
+    assert [incident_risk(2, stage) for stage in (2, 5, 6, 7)] == [50, 59, 62, 65]
+    assert incident_risk(1, 7) == 48 and incident_risk(4, 7) == 85 and incident_risk(3, 7) == 70
+    assert [incident_severity(direct, 7) for direct in (1, 2, 3, 4)] == ["medium", "medium", "high", "critical"]
 
 
 @pytest.mark.parametrize("tags,tactics,techniques", [
