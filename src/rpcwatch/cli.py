@@ -312,9 +312,9 @@ def _evidence_window(args) -> float | None:
     if text is None:
         return None
     try:
-        return parse_duration(text) / 1_000_000
+        return parse_duration(text, "--evidence-window") / 1_000_000
     except SuppressionError as exc:
-        raise UsageError(str(exc).replace("--window", "--evidence-window")) from None
+        raise UsageError(str(exc)) from None
 
 
 def _shows_progress(args) -> bool:

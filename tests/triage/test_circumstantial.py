@@ -71,7 +71,7 @@ def test_a_sweep_of_new_hosts_after_the_session_is_reconnaissance(tmp_path):
     assert incident.risk_score == 59  # 50 for the session, 3 per circumstantial stage
     assert stages(incident) == ["direct", "direct", None, None, "circumstantial", None, None]
     assert "6 first contact(s) with other internal hosts" in why(incident, 5) and "unusual (p = " in why(incident, 5)
-    assert "the host's usual rate is 0.1" in why(incident, 5)
+    assert "the host's usual rate is up to 0.1" in why(incident, 5)
     assert incident.severity_reason.endswith("which raises severity to at most medium")
 
 

@@ -86,11 +86,11 @@ class VictimBaseline:
                                           int(self.contacts["count"][row]))
         return found
 
-    def first_contacts(self, internet: bool, since: int, until: int) -> int:
-        """Contacts of the kind (internet or internal) first made in ``[since, until)``."""
+    def first_contacts(self, internet: bool, since: int, until: int) -> np.ndarray:
+        """The times contacts of the kind (internet or internal) were first made in ``[since, until)``."""
         first = self.contacts["first"]
         kind = (self.contacts["port"] == ANY_PORT) == internet
-        return int(np.count_nonzero(kind & (first >= since) & (first < until)))
+        return first[kind & (first >= since) & (first < until)]
 
     @property
     def known_contacts(self) -> int:

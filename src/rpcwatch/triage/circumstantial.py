@@ -10,10 +10,11 @@ count only when they are *new* for this host and *close in time* to the intrusio
 * **new**: a contact (an internal host and port, an internet host) the victim did not
   make before its first internet session (its *baseline*);
 * **unusual for the host**: hosts meet new peers on an ordinary day too (a workstation
-  browses), so first contacts count when the host's own usual rate of first contacts
-  explains that many in the window with a probability below the significance level
-  (one-sided Poisson test); a connection back to the source, and periodic connections to
-  a new internet host (a beacon, scored as RITA does), count on their own.
+  browses), so first contacts count when the host's own usual rate of first contacts (its
+  busiest hour) explains that many in the window with a probability below the
+  significance level (one-sided Poisson test); a connection back to the source, and
+  periodic connections to a new internet host (a beacon, scored as RITA does), count on
+  their own.
 
 When the baseline is too short to show the host's usual rate it is measured after the
 window instead, and contacts the host keeps making after the window are taken as part
@@ -65,9 +66,15 @@ class _Reference:
         return (self.until - self.since) / HOUR
 
     def rate(self, baseline: VictimBaseline, internet: bool) -> tuple[float, int]:
-        """First contacts per hour (one added, so that none seen is not a rate of zero), and the count."""
-        usual = baseline.first_contacts(internet, self.since, self.until)
-        return (usual + 1) / max(self.hours, 1e-9), usual
+        """First contacts per hour, and how many there were. The rate is that of the
+        busiest whole hour, or the average with one added (so that none seen is not a rate
+        of zero) where that is higher: a day has busy hours and quiet ones, and the window
+        may fall in a busy one."""
+        times = baseline.first_contacts(internet, self.since, self.until)
+        hours = int(self.hours)
+        busiest = int(np.bincount((times - self.since) // HOUR, minlength=1)[:hours].max()) if hours and len(times) \
+            else 0
+        return max(busiest, (len(times) + 1) / max(self.hours, 1e-9)), len(times)
 
 
 @dataclass(frozen=True)
@@ -157,8 +164,8 @@ class BehaviourJudge:
         (rate, usual), reference = max(((reference.rate(case.baseline, internet), reference)
                                         for reference in case.references), key=lambda item: item[0][0])
         chance = poisson_tail(contacts, rate * case.hours)
-        rate_text = (f"the host's usual rate is {rate:.2g} per hour ({usual} first contact(s) in "
-                     f"{_hours(reference.hours)} {reference.where})")
+        rate_text = (f"the host's usual rate is up to {rate:.2g} per hour ({usual} first contact(s) in "
+                     f"{_hours(reference.hours)} {reference.where}, the busiest hour counted)")
         if chance < self.settings.significance:
             judgement.reasons[stage].append(f"{seen}; {rate_text}: unusual (p = {chance:.1g}), counted")
             return new

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -661,13 +660,6 @@ def _dynamic(ports: np.ndarray, chain: Chain) -> np.ndarray:
 
 def _has_host_events(info: TableInfo) -> bool:
     return info.has_role("process.parent.executable") or (info.has_role("event.code") and info.has_role("host.name"))
-
-
-@lru_cache(maxsize=1 << 16)
-def _canonical(address: str | None) -> str | None:
-    """One spelling per address (IPv6 case and compression, IPv4-mapped IPv6); None if not one."""
-    parsed = parse_address(address) if address is not None else None
-    return None if parsed is None else str(parsed)
 
 
 def address_literals(addresses: Iterable[str]) -> LiteralSet:

@@ -180,7 +180,7 @@ class IncidentBuilder:
                 self.alerts_by_source[canonical(alert.source_ip)].append(alert)
         # correlation alerts summarise records that are evidence on their own already
         records = _unique([evidence_from_alert(a, ALERT_SEARCH) for a in alerts if a.original is not None]
-                          + evidence.sources + evidence.processes)
+                          + list(evidence.records()))
         self.flows = list(flows_of(records, inbound, self.scope))
         self.by_client: dict[str, list[Flow]] = defaultdict(list)
         for flow in self.flows:

@@ -23,17 +23,18 @@ class SuppressionError(ValueError):
     """A suppression option that cannot be used (exit code 2)."""
 
 
-def parse_duration(text: str) -> int:
-    """Microseconds of ``90s``, ``5m``, ``1h30m``, ``500ms``, ``2d``; a bare number is seconds."""
+def parse_duration(text: str, option: str = "--window") -> int:
+    """Microseconds of ``90s``, ``5m``, ``1h30m``, ``500ms``, ``2d``; a bare number is seconds.
+    ``option`` names the command-line option in the error."""
     compact = text.strip().lower().replace(" ", "")
     if re.fullmatch(r"\d+(\.\d+)?", compact):
         compact += "s"
     parts = _PART.findall(compact)
     if not parts or "".join(number + unit for number, unit in parts) != compact:
-        raise SuppressionError(f"--window {text!r}: expected a duration such as 30s, 5m, 1h30m or 2d")
+        raise SuppressionError(f"{option} {text!r}: expected a duration such as 30s, 5m, 1h30m or 2d")
     micros = round(sum(float(number) * _UNITS[unit] for number, unit in parts))
     if micros <= 0:
-        raise SuppressionError(f"--window {text!r}: must be longer than zero")
+        raise SuppressionError(f"{option} {text!r}: must be longer than zero")
     return micros
 
 
