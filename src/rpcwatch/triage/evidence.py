@@ -25,6 +25,7 @@ parent process, every table with an event code and a host.
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -315,7 +316,7 @@ class EvidencePass:
             self.add(batch.table, batch.data, batch.path)
         # the parsed batches are gone: give their memory back before the baselines are built
         pa.default_memory_pool().release_unused()
-        report.finished = report.elapsed + report.started
+        report.finished = time.perf_counter()
         self.found.tables_seen = {table for stats in report.stats for table in stats.tables}
         return self.finish(report)
 
@@ -362,7 +363,13 @@ class EvidencePass:
         self.contacts.add_records(victim[mine], micros[mine])
         if info.inbound:
             self._host_names(victim[mine], _role(data, info, "host.name"), mine)
-        port = _integers(_role(data, info, "destination.port"), size)
+        self._victims_contacts(info, data, path, client, server, mine, micros)
+
+    def _victims_contacts(self, info: TableInfo, data: pa.Table, path: str | None, client: "_Addresses",
+                          server: "_Addresses", mine: np.ndarray, micros: np.ndarray) -> None:
+        """The victims' connections that make contacts: to other internal hosts on a lateral
+        port or by RPC, or to the internet; those near an alert are kept as columns too."""
+        port = _integers(_role(data, info, "destination.port"), data.num_rows)
         calls = _calls(info, data)
         lateral = np.isin(port, self._lateral)
         internal = server.internal(_column(data, info.locality.get("destination"))) & ~server.same_as(client)
@@ -371,21 +378,23 @@ class EvidencePass:
         hop = mine & ((internal & (lateral | (_dynamic(port, self.chain) & rpc))) | to_internet)
         if not hop.any():
             return
+        victim = client.victim
         contact_port = np.where(to_internet, ANY_PORT, np.where(lateral, port, DYNAMIC_RPC_PORT))
         sent = _role(data, info, "source.bytes")
-        sent = np.full(size, np.nan) if sent is None else \
+        sent = np.full(data.num_rows, np.nan) if sent is None else \
             _integers_array(sent).cast(pa.float64()).to_numpy(zero_copy_only=False)
         self.contacts.add_contacts(victim[hop], server.number[hop], contact_port[hop], micros[hop], sent[hop])
         near = hop & self._anchors.near(victim, micros)
-        if near.any():
-            established = _established(info, data)
-            moves = np.where(calls, self._executions(info, data), established & _carried_data_not_none_false(
-                info, data, calls))
-            columns = {"victim": victim, "peer": server.number, "port": port, "contact": contact_port,
-                       "micros": micros, "internet": to_internet, "recon": internal & (lateral | calls),
-                       "moves": moves, "established": established}
-            self.found.later.add(info.name, path, data.filter(pa.array(near)),
-                                 {name: columns[name][near] for name in LATER_COLUMNS})
+        if not near.any():
+            return
+        established = _established(info, data)
+        moves = np.where(calls, self._executions(info, data),
+                         established & _carried_data_not_none_false(info, data, calls))
+        columns = {"victim": victim, "peer": server.number, "port": port, "contact": contact_port, "micros": micros,
+                   "internet": to_internet, "recon": internal & (lateral | calls), "moves": moves,
+                   "established": established}
+        self.found.later.add(info.name, path, data.filter(pa.array(near)),
+                             {name: columns[name][near] for name in LATER_COLUMNS})
 
     def _executions(self, info: TableInfo, data: pa.Table) -> np.ndarray:
         """Calls of a remote-execution operation (``chain.yml``)."""

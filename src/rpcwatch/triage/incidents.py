@@ -254,7 +254,7 @@ class IncidentBuilder:
                   4: [f.evidence for f in calls if chain.is_execution(f.evidence.rpc_interface,
                                                                       f.evidence.rpc_operation)]
                   + self._started_after(victim, contacts)}
-        return _Direct(stages, contacts, connections(sessions))
+        return _Direct(stages, contacts)
 
     def _started_after(self, victim: str, contacts: list[int]) -> list[Evidence]:
         """Processes started by a service, WMI or DCOM host on the victim, and services
@@ -360,8 +360,6 @@ class _Direct:
     stages: dict[int, list[Evidence]]
     #: times of the source's sessions and calls on the victim (µs, sorted)
     times: list[int]
-    #: the sessions, one list of records per connection
-    sessions: list[list[Flow]]
 
     @property
     def stage(self) -> int:
