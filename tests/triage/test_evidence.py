@@ -151,3 +151,30 @@ def test_a_hosts_own_log_counts_only_connections_it_opened(initiated, kept):
     evidence = found.finish()
     assert (evidence.later.of(0) is not None) is kept
     assert (evidence.hosts.get(VICTIM) == {"WS7"}) is kept
+
+
+def test_reading_ahead_keeps_order_and_hands_errors_over():
+    from rpcwatch.triage.evidence import read_ahead
+
+    assert list(read_ahead(iter(range(100)), depth=2)) == list(range(100))
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in read_ahead(broken()):
+            got.append(item)
+    assert got == [1]
+
+
+def test_reading_ahead_runs_in_the_callers_run_context():
+    from rpcwatch.context import Limits, RunContext, current
+    from rpcwatch.triage.evidence import read_ahead
+
+    def limits():
+        yield current().limits.max_line_bytes
+
+    with RunContext(limits=Limits(max_line_bytes=1234)):
+        assert list(read_ahead(limits())) == [1234]

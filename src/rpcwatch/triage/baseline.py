@@ -10,9 +10,9 @@ contacts the host makes in an ordinary hour. After its first internet session, i
 connection times to internet hosts are kept too, for the beacon test.
 
 Nothing here holds a record: a batch's connections arrive as columns of numbers (victim,
-peer, port, time), which are aggregated with Arrow's hash aggregation when they have
-grown as large as what is already aggregated, so memory follows the number of distinct
-contacts and the work stays linear. Limits (``chain.yml``) bound what a single host can
+peer, port, time), which are aggregated (sorted, then each run of one contact reduced)
+once they have grown as large as what is already aggregated, so memory follows the number
+of distinct contacts and the work stays linear. Limits (``chain.yml``) bound what a single host can
 make the log hold; a host past them is named, and its baseline is marked as capped.
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
-import pyarrow as pa
 
 from rpcwatch.alerts import iso_from_micros
 from rpcwatch.triage.chain import MICROS, EvidenceLimits
@@ -126,9 +125,11 @@ class ContactLog:
         self._last = np.full(size, -_NEVER, dtype=np.int64)
         self._before = np.zeros(size, dtype=np.int64)
         self._capped = np.zeros(size, dtype=bool)
-        self._contacts: list[pa.Table] = []  # the aggregate so far (first), then new connections
-        self._times: list[pa.Table] = []
-        self._merged = self._added = 0
+        #: the aggregate so far (sorted by victim, peer, port), then connections not yet in it
+        self._contacts: dict[str, np.ndarray] = _empty(_CONTACT)
+        self._new: list[dict[str, np.ndarray]] = []
+        self._times: list[dict[str, np.ndarray]] = []
+        self._added = 0
         self.beacon_times_full = False
 
     # ---- streaming -------------------------------------------------------------------------
@@ -147,52 +148,57 @@ class ContactLog:
         victim, peer, port, micros, sent = victim[keep], peer[keep], port[keep], micros[keep], sent[keep]
         if not len(victim):
             return
-        victim, peer = victim.astype(np.int32), peer.astype(np.int32)
-        self._contacts.append(pa.table({"victim": victim, "peer": peer, "port": port.astype(np.int32),
-                                        "first": micros, "last": micros,
-                                        "count": np.ones(len(victim), dtype=np.int64)}))
+        self._new.append({"victim": victim.astype(np.int32), "peer": peer.astype(np.int32),
+                          "port": port.astype(np.int32), "ts": micros})
         later = (port == ANY_PORT) & (micros >= self._starts[victim])
         if later.any() and not self.beacon_times_full:
-            self._times.append(pa.table({"victim": victim[later], "peer": peer[later], "ts": micros[later],
-                                         "sent": sent[later].astype(np.float32)}))
+            self._times.append({"victim": victim[later].astype(np.int32), "peer": peer[later].astype(np.int32),
+                                "ts": micros[later], "sent": sent[later].astype(np.float32)})
         self._added += len(victim)
-        if self._added >= max(MERGE_ROWS, self._merged):
+        if self._added >= max(MERGE_ROWS, len(self._contacts["victim"])):
             self._merge()
 
     def _merge(self) -> None:
-        """Aggregate the contacts; drop the beacon times of contacts known before the
-        session (they cannot be new); apply the limits."""
-        if self._contacts:
-            merged = pa.concat_tables(self._contacts).group_by(["victim", "peer", "port"]).aggregate(
-                [("first", "min"), ("last", "max"), ("count", "sum")])
-            self._contacts = [merged.rename_columns(list(_CONTACT))]
+        """Aggregate the contacts (sort, then reduce each run of one contact); drop the
+        beacon times of contacts known before the session (they cannot be new); apply the
+        limits."""
+        if self._new:
+            new = {name: np.concatenate([part[name] for part in self._new]) for name in ("victim", "peer", "port",
+                                                                                         "ts")}
+            self._new = []
+            old = self._contacts
+            columns = {name: np.concatenate([old[name], new[name]]) for name in ("victim", "peer", "port")}
+            first = np.concatenate([old["first"], new["ts"]])
+            last = np.concatenate([old["last"], new["ts"]])
+            count = np.concatenate([old["count"], np.ones(len(new["ts"]), dtype=np.int64)])
+            order = np.lexsort((columns["port"], columns["peer"], columns["victim"]))
+            columns = {name: values[order] for name, values in columns.items()}
+            starts = _run_starts(columns["victim"], columns["peer"], columns["port"])
+            self._contacts = {name: values[starts] for name, values in columns.items()} | {
+                "first": np.minimum.reduceat(first[order], starts), "last": np.maximum.reduceat(last[order], starts),
+                "count": np.add.reduceat(count[order], starts)}
             self._cap_contacts()
         if self._times:
-            times = pa.concat_tables(self._times)
-            if self._contacts:
-                times = times.join(self._known_internet_peers(), ["victim", "peer"], join_type="left anti")
-            self._times = [times]
-            self.beacon_times_full |= times.num_rows > self.limits.beacon_times
-        self._merged = sum(t.num_rows for t in self._contacts + self._times)
+            times = {name: np.concatenate([part[name] for part in self._times]) for name in _TIMES}
+            known = self._known_internet_peers()
+            self._times = [{name: values[~np.isin(_pair(times), known)] for name, values in times.items()}]
+            self.beacon_times_full |= len(self._times[0]["ts"]) > self.limits.beacon_times
         self._added = 0
 
-    def _known_internet_peers(self) -> pa.Table:
-        contacts = self._contacts[0]
-        victims = contacts.column("victim").to_numpy()
-        before = (contacts.column("port").to_numpy() == ANY_PORT) & \
-            (contacts.column("first").to_numpy() < self._starts[victims])
-        return contacts.filter(pa.array(before)).select(["victim", "peer"])
+    def _known_internet_peers(self) -> np.ndarray:
+        """(victim, peer) pairs of internet contacts made before the victim's session."""
+        contacts = self._contacts
+        before = (contacts["port"] == ANY_PORT) & (contacts["first"] < self._starts[contacts["victim"]])
+        return _pair({name: values[before] for name, values in contacts.items()})
 
     def _cap_contacts(self) -> None:
-        victims = self._contacts[0].column("victim").to_numpy()
+        victims = self._contacts["victim"]
         over = np.bincount(victims, minlength=len(self.victims)) > self.limits.contacts_per_victim
         if not over.any():
             return
         self._capped |= over
-        self._contacts = [self._contacts[0].filter(pa.array(~over[victims]))]
-        if self._times:
-            times = pa.concat_tables(self._times)
-            self._times = [times.filter(pa.array(~over[times.column("victim").to_numpy()]))]
+        self._contacts = {name: values[~over[victims]] for name, values in self._contacts.items()}
+        self._times = [{name: values[~over[part["victim"]]] for name, values in part.items()} for part in self._times]
 
     # ---- results ---------------------------------------------------------------------------
     @property
@@ -202,8 +208,8 @@ class ContactLog:
     def baselines(self) -> dict[str, VictimBaseline]:
         """One baseline per victim."""
         self._merge()
-        contacts = _by_victim(self._contacts[0] if self._contacts else None, _CONTACT, ["peer", "port"])
-        times = _by_victim(self._times[0] if self._times else None, _TIMES, ["peer", "ts"])
+        contacts = _by_victim(self._contacts, ["peer", "port"])
+        times = _by_victim(self._times[0], ["peer", "ts"]) if self._times else {}
         baselines = {}
         for index, address in enumerate(self.victims):
             seen = self._first[index] != _NEVER
@@ -218,16 +224,29 @@ class ContactLog:
         return baselines
 
 
-def _by_victim(table: pa.Table | None, names: Sequence[str], order: list[str]) -> dict[int, dict[str, np.ndarray]]:
-    """Per victim number, views of the table's columns (sorted by victim, then ``order``)."""
-    if table is None or table.num_rows == 0:
+def _run_starts(*keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal keys begins in sorted columns."""
+    changed = np.zeros(len(keys[0]), dtype=bool)
+    if len(changed):
+        changed[0] = True
+    for key in keys:
+        changed[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(changed)
+
+
+def _pair(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """(victim, peer) as one number, for set membership."""
+    return (columns["victim"].astype(np.int64) << 32) | columns["peer"].astype(np.int64)
+
+
+def _by_victim(columns: dict[str, np.ndarray], order: list[str]) -> dict[int, dict[str, np.ndarray]]:
+    """Per victim number, views of the columns (sorted by victim, then ``order``)."""
+    if not len(columns["victim"]):
         return {}
-    columns = {name: table.column(name).to_numpy() for name in names}
     rows = np.lexsort([columns[name] for name in reversed(order)] + [columns["victim"]])
-    columns = {name: values[rows] for name, values in columns.items() if name != "victim"} | \
-        {"victim": columns["victim"][rows]}
+    columns = {name: values[rows] for name, values in columns.items()}
     victims = columns["victim"]
-    starts = np.flatnonzero(np.r_[True, victims[1:] != victims[:-1]])
+    starts = _run_starts(victims)
     ends = np.r_[starts[1:], len(victims)]
     return {int(victims[lo]): {name: values[lo:hi] for name, values in columns.items() if name != "victim"}
             for lo, hi in zip(starts, ends)}

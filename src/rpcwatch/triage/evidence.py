@@ -24,9 +24,12 @@ parent process, every table with an event code and a host.
 """
 from __future__ import annotations
 
+import contextvars
 import math
+import threading
 import time
 from collections import defaultdict
+from queue import Full, Queue
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -39,7 +42,7 @@ from rpcwatch.config import Config
 from rpcwatch.hunt import HuntReport
 from rpcwatch.networks import address_spellings, parse_address
 from rpcwatch.schema import Literal, LiteralSet, TableInfo, known_tables, table_info
-from rpcwatch.sources import InputFile, LogReading
+from rpcwatch.sources import InputFile, LogReading, TableBatch
 from rpcwatch.sources.prefilter import PrefilterPlan
 from rpcwatch.triage.baseline import ANY_PORT, DYNAMIC_RPC_PORT, ContactLog, VictimBaseline
 from rpcwatch.triage.chain import Chain, attack_chain
@@ -312,7 +315,7 @@ class EvidencePass:
         report = HuntReport()
         reading = LogReading(inputs, self.prefilter(prefilter), on_bytes)
         report.stats = reading.stats
-        for batch in reading.batches():
+        for batch in read_ahead(reading.batches()):
             self.add(batch.table, batch.data, batch.path)
         # the parsed batches are gone: give their memory back before the baselines are built
         pa.default_memory_pool().release_unused()
@@ -507,6 +510,48 @@ def _carried_data_not_none_false(info: TableInfo, data: pa.Table, calls: np.ndar
     sent_n = _integers_array(sent).cast(pa.float64()).to_numpy(zero_copy_only=False)
     received_n = _integers_array(received).cast(pa.float64()).to_numpy(zero_copy_only=False)
     return calls | np.isnan(sent_n) | np.isnan(received_n) | ((sent_n > 0) & (received_n > 0))
+
+
+def read_ahead(batches: Iterator[TableBatch], depth: int = 2) -> Iterator[TableBatch]:
+    """The batches, read on a thread of their own ``depth`` batches ahead: parsing (Arrow's
+    CSV reader and compute kernels) and matching (numpy, Arrow) release the GIL for most of
+    their time, so on two cores the next batch is parsed while this one is matched. The
+    thread runs in the caller's run context (limits, worker pool); an error in it is
+    raised here."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def offer(item: object) -> bool:
+        """Put the item in the queue unless the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not offer(batch):
+                    return
+            offer(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            offer(exc)
+
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(produce,), name="rpcwatch-evidence-read", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class _AddressBook:
