@@ -36,6 +36,11 @@ _CONTACT = ("victim", "peer", "port", "first", "last", "count")
 _TIMES = ("victim", "peer", "ts", "sent")
 
 
+def contact_key(peer, port):
+    """A contact (peer number, contact port) as one number; works on arrays and scalars."""
+    return (peer * (1 << 20)) + (port + 8)
+
+
 @dataclass(frozen=True)
 class ContactStats:
     first: int
@@ -74,16 +79,11 @@ class VictimBaseline:
 
     def stats(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], ContactStats]:
         """The statistics of the given contacts, (peer number, contact port), that the log has."""
-        wanted = set(keys)
-        peers = self.contacts["peer"]
-        rows = np.flatnonzero(np.isin(peers, np.fromiter((peer for peer, _ in wanted), dtype=np.int64)))
-        found = {}
-        for row in rows:
-            key = (int(peers[row]), int(self.contacts["port"][row]))
-            if key in wanted:
-                found[key] = ContactStats(int(self.contacts["first"][row]), int(self.contacts["last"][row]),
-                                          int(self.contacts["count"][row]))
-        return found
+        wanted = np.fromiter((contact_key(peer, port) for peer, port in keys), dtype=np.int64)
+        contacts = self.contacts
+        rows = np.flatnonzero(np.isin(contact_key(contacts["peer"], contacts["port"]), wanted))
+        return {(peer, port): ContactStats(first, last, count) for peer, port, first, last, count in zip(
+            *(contacts[name][rows].tolist() for name in ("peer", "port", "first", "last", "count")))}
 
     def first_contacts(self, internet: bool, since: int, until: int) -> np.ndarray:
         """The times contacts of the kind (internet or internal) were first made in ``[since, until)``."""
@@ -208,7 +208,7 @@ class ContactLog:
     def baselines(self) -> dict[str, VictimBaseline]:
         """One baseline per victim."""
         self._merge()
-        contacts = _by_victim(self._contacts, ["peer", "port"])
+        contacts = _by_victim(self._contacts)  # sorted by victim, peer and port when merged
         times = _by_victim(self._times[0], ["peer", "ts"]) if self._times else {}
         baselines = {}
         for index, address in enumerate(self.victims):
@@ -239,12 +239,14 @@ def _pair(columns: dict[str, np.ndarray]) -> np.ndarray:
     return (columns["victim"].astype(np.int64) << 32) | columns["peer"].astype(np.int64)
 
 
-def _by_victim(columns: dict[str, np.ndarray], order: list[str]) -> dict[int, dict[str, np.ndarray]]:
-    """Per victim number, views of the columns (sorted by victim, then ``order``)."""
+def _by_victim(columns: dict[str, np.ndarray], order: list[str] | None = None) -> dict[int, dict[str, np.ndarray]]:
+    """Per victim number, views of the columns, after sorting them by victim and then
+    ``order`` (None: they are sorted already)."""
     if not len(columns["victim"]):
         return {}
-    rows = np.lexsort([columns[name] for name in reversed(order)] + [columns["victim"]])
-    columns = {name: values[rows] for name, values in columns.items()}
+    if order is not None:
+        rows = np.lexsort([columns[name] for name in reversed(order)] + [columns["victim"]])
+        columns = {name: values[rows] for name, values in columns.items()}
     victims = columns["victim"]
     starts = _run_starts(victims)
     ends = np.r_[starts[1:], len(victims)]

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rpcwatch.triage.baseline import ANY_PORT, ContactStats, VictimBaseline
+from rpcwatch.triage.baseline import ANY_PORT, ContactStats, VictimBaseline, contact_key
 from rpcwatch.triage.beacon import beacon_score
 from rpcwatch.triage.chain import MICROS, Chain
 from rpcwatch.triage.later import LaterView
@@ -206,15 +206,13 @@ class BehaviourJudge:
     def _new(self, case: _Case, later: LaterView) -> np.ndarray:
         """Connections to contacts the baseline does not have (with a short baseline, not
         those the host keeps making long after the window either)."""
-        new = np.ones(len(later), dtype=bool)
         recurring_after = case.end + self.settings.recurring_after * MICROS
-        for (peer, port), stats in case.stats.items():
-            known = stats.first < case.baseline.start
-            if case.short and not known:
-                known = stats.count >= self.settings.recurring_connections and stats.last >= recurring_after
-            if known:
-                new &= ~((later["peer"] == peer) & (later["contact"] == port))
-        return new
+        known = [key for key, stats in case.stats.items() if stats.first < case.baseline.start or (
+            case.short and stats.count >= self.settings.recurring_connections and stats.last >= recurring_after)]
+        if not known:
+            return np.ones(len(later), dtype=bool)
+        keys = np.array([contact_key(peer, port) for peer, port in known], dtype=np.int64)
+        return ~np.isin(contact_key(later["peer"].astype(np.int64), later["contact"]), keys)
 
     def _references(self, baseline: VictimBaseline, end: int, short: bool) -> list[_Reference]:
         """Where the host's usual rate of first contacts is measured: the later half of its
