@@ -57,13 +57,13 @@ FIELDS = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "prot
 TYPES = {"id.orig_p": "INTEGER", "id.resp_p": "INTEGER", "local_orig": "BOOLEAN", "local_resp": "BOOLEAN"}
 
 
-def generate(rows: int, fmt: str) -> tuple[Path, dict]:
+def generate(rows: int, fmt: str, seed: int = 1) -> tuple[Path, dict]:
     base = "json" if fmt.startswith("json") else "tsv"
-    plain = OUT / f"conn_{rows}.{base}.log"
+    plain = OUT / (f"conn_{rows}.{base}.log" if seed == 1 else f"conn_{rows}_seed{seed}.{base}.log")
     if not plain.exists():
         OUT.mkdir(parents=True, exist_ok=True)
         print(f"generating {plain.name} ...", file=sys.stderr)
-        subprocess.run([sys.executable, str(GENERATOR), "--rows", str(rows), "--seed", "1",
+        subprocess.run([sys.executable, str(GENERATOR), "--rows", str(rows), "--seed", str(seed),
                         "--format", base, "--out", str(plain)], check=True, stderr=subprocess.DEVNULL)
     truth = json.loads(Path(f"{plain}.truth.json").read_text())
     if not fmt.endswith(".gz"):

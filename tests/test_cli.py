@@ -198,6 +198,42 @@ def test_evidence_window_option():
     assert wrong.returncode == 2 and "--evidence-window 'soon': expected a duration" in wrong.stderr
 
 
+def _stderr_on_a_terminal(args: list[str], cwd: Path) -> str:
+    """Run with standard error on a pseudo-terminal; what was written to it."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    with subprocess.Popen(rpcwatch_command() + args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=secondary,
+                          env={**os.environ, "COLUMNS": "100", "TERM": "xterm"}) as process:
+        os.close(secondary)
+        written = bytearray()
+        while True:
+            try:
+                chunk = os.read(primary, 1 << 16)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            written += chunk
+        assert process.wait(timeout=120) == 0
+    os.close(primary)
+    return written.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("command", [["triage", "--format", "json"], ["report", "-o", "report.html"]])
+def test_triage_and_report_show_progress_on_a_terminal_unless_told_not_to(tmp_path, command):
+    background = {"id.orig_h": "10.1.0.5", "id.orig_p": 50000, "id.resp_h": "10.1.0.9", "id.resp_p": 445,
+                  "proto": "tcp", "conn_state": "SF", "orig_bytes": 1200, "resp_bytes": 800}
+    with open(tmp_path / "conn.log", "w") as log:  # just over the 8 MB a bar needs
+        log.write(HOSTILE_LOG)
+        for n in range(60_000):
+            log.write(json.dumps({"ts": 1713488630.0 + n, "uid": f"C{n:012d}", **background}) + "\n")
+    shown = _stderr_on_a_terminal(command + ["conn.log"], tmp_path)
+    assert "reading" in shown and "MB" in shown
+    quiet = _stderr_on_a_terminal(command + ["conn.log", "--no-progress"], tmp_path)
+    assert "reading" not in quiet and "incidents" in quiet  # the summary is still there
+
+
 def test_triage_reads_standard_input_twice(tmp_path):
     with open(REPO / "examples" / "zeek" / "conn.log", "rb") as conn:
         result = subprocess.run(rpcwatch_command() + ["triage", "-", str(REPO / "examples/zeek/dce_rpc.log"),

@@ -150,6 +150,19 @@ def test_a_shorter_window_leaves_out_what_came_later(tmp_path):
     assert not any(stage(incident, n).reached for n in (5, 6, 7))
 
 
+def test_progress_counts_every_byte_of_both_passes():
+    """The progress bar's total is PASSES times the inputs' size: both reads report every byte."""
+    from rpcwatch.triage.run import PASSES
+
+    inputs = list(expand_inputs([str(EXAMPLES)]))
+    read: list[int] = []
+    run_triage(inputs, plan_hunt((), Config()), DuckDBEngine(), on_bytes=read.append)
+    assert sum(read) == PASSES * sum(i.size for i in inputs) > 0
+    exposure_only: list[int] = []
+    run_triage(inputs, plan_hunt((), Config()), DuckDBEngine(), incidents=False, on_bytes=exposure_only.append)
+    assert sum(exposure_only) == sum(i.size for i in inputs)
+
+
 # ---- OTRF Empire PsExec, the client moved to the internet ------------------------------------
 
 @pytest.fixture(scope="module")
