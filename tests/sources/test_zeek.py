@@ -51,6 +51,20 @@ def test_tsv_types_unset_empty_escapes_and_sets(tmp_path):
     assert stats[0].records == 2 and stats[0].skipped_total == 0
 
 
+def test_tsv_parses_only_the_columns_the_consumer_reads(tmp_path):
+    row = "1713488627.5\tC1\t10.0.0.1\t1\t10.0.0.2\t135\ttcp\tdce_rpc\tF\tCa,Cb\n"
+    plan = PrefilterPlan({"zeek.conn": None}, columns={"zeek.conn": frozenset({"ts", "id.resp_p", "local_resp",
+                                                                                "not-in-the-log"})})
+    tables, stats = read(write(tmp_path, "conn.log", HEADER + row + "1\t2\n"), plan)
+    conn = tables["zeek.conn"]
+    assert conn.column_names == ["ts", "id.resp_p", "local_resp"]
+    assert conn.to_pylist() == [{"ts": 1713488627.5, "id.resp_p": 135, "local_resp": False}]
+    assert stats[0].records == 2 and dict(stats[0].skipped) == {"wrong number of fields (expected 10)": 1}
+    # other tables, and plans without columns, keep every column
+    everything, _ = read(tmp_path / "conn.log", PrefilterPlan({"zeek.conn": None}, columns={"zeek.dns": {"ts"}}))
+    assert everything["zeek.conn"].num_columns == 10
+
+
 def test_several_header_blocks_with_different_fields_and_node_name(tmp_path):
     second = HEADER.replace("#fields\tts", "#fields\t_node_name\tts").replace("#types\ttime", "#types\tstring\ttime")
     text = HEADER + ROW + "#close\t2024-04-19-02-00-00\n" + second + "worker-1\t" + ROW + "#close\tx\n"

@@ -178,3 +178,11 @@ def test_reading_ahead_runs_in_the_callers_run_context():
 
     with RunContext(limits=Limits(max_line_bytes=1234)):
         assert list(read_ahead(limits())) == [1234]
+
+
+def test_the_pass_parses_only_the_columns_it_looks_at(tmp_path):
+    plan = evidence_pass(["45.83.64.17"]).prefilter()
+    assert plan.columns_for(CONN_TABLE) == {"ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto",
+                                            "service", "orig_bytes", "resp_bytes", "orig_pkts", "resp_pkts",
+                                            "community_id", "conn_state", "local_orig", "local_resp"}
+    assert {"operation", "endpoint"} <= plan.columns_for("zeek.dce_rpc")

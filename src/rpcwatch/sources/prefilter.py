@@ -101,12 +101,17 @@ class LineFilter:
 class PrefilterPlan:
     """What the rules need from readers: which literals each table's rules demand
     (``None``: some rule demands none), and which tables' rules search raw record text
-    (keyword rules). With ``enabled`` False nothing is filtered (``--no-prefilter``)."""
+    (keyword rules). With ``enabled`` False nothing is filtered (``--no-prefilter``).
+
+    ``columns`` names, per table, the only columns the reader's consumer looks at (a
+    table not named: all of them); a reader may leave the others out of its tables
+    (Zeek TSV does: converting columns is most of its parsing)."""
 
     def __init__(self, by_table: Mapping[str, LiteralSet | None], raw_tables: Iterable[str] = (),
-                 enabled: bool = True):
+                 enabled: bool = True, columns: Mapping[str, frozenset[str]] | None = None):
         self._by_table = dict(by_table) if enabled else {table: None for table in by_table}
         self.raw_tables = frozenset(raw_tables)
+        self._columns = dict(columns or {})
         self._filters: dict[tuple[str, str], LineFilter | None] = {}
 
     def __getstate__(self) -> dict:
@@ -115,6 +120,10 @@ class PrefilterPlan:
 
     def keeps_raw(self, table: str) -> bool:
         return table in self.raw_tables
+
+    def columns_for(self, table: str) -> frozenset[str] | None:
+        """The columns of ``table`` the consumer reads; ``None``: all of them."""
+        return self._columns.get(table)
 
     def for_table(self, table: str, fmt: str) -> LineFilter | None:
         """The filter for lines of ``table`` written in format ``fmt``; ``None`` keeps all lines.

@@ -105,18 +105,23 @@ class ZeekHeader:
 class _Block:
     """Parses data lines of one header block into typed Arrow tables."""
 
-    def __init__(self, header: ZeekHeader, source: InputFile, stats: ReadStats):
+    def __init__(self, header: ZeekHeader, source: InputFile, stats: ReadStats,
+                 prefilter: PrefilterPlan | None = None):
         self.header = header
         self.stats = stats
         self.table = header.table(source.path)
         names = _unique(header.fields)
+        wanted = prefilter.columns_for(self.table) if prefilter is not None else None
+        included = [name for name in names if name in wanted] if wanted is not None else names
+        #: the Zeek type of each column parsed, by name (a block may parse only some)
+        self._types = {name: header.type_of(index) for index, name in enumerate(names)}
         self._read_options = pcsv.ReadOptions(column_names=names, block_size=1 << 24)
         self._parse_options = pcsv.ParseOptions(
             delimiter=header.separator.decode("latin-1"), quote_char=False,
             escape_char=False, double_quote=False, ignore_empty_lines=True,
             invalid_row_handler=self._invalid_row)
         self._convert_options = pcsv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
+            column_types={n: pa.string() for n in names}, include_columns=included,
             null_values=[header.unset_field], strings_can_be_null=True,
             quoted_strings_can_be_null=False)
 
@@ -152,7 +157,7 @@ class _Block:
         columns = []
         for index, name in enumerate(raw.column_names):
             column = raw.column(index).combine_chunks()
-            columns.append(self._convert(name, self.header.type_of(index), column))
+            columns.append(self._convert(name, self._types[name], column))
         return pa.table(columns, names=raw.column_names)
 
     def _convert(self, name: str, zeek_type: str, column: pa.Array) -> pa.Array:
@@ -242,7 +247,7 @@ class _TsvParser(LineParser):
         self.block: _Block | None = None
         if fields is not None:  # tsv=T: the first line names the fields; data starts after it
             self.start = len(stream.readline())
-            self.block = _Block(self.meta, source, stats)
+            self.block = _Block(self.meta, source, stats, prefilter)
         if prefilter is not None:
             first_table = self.meta.table(source.path) if self.block else _table_from_head(
                 stream.peek(1 << 16), source.path)
@@ -266,7 +271,7 @@ class _TsvParser(LineParser):
                             where=excerpt(self.meta.separator))
             self.block = None
             return False
-        self.block = _Block(self.meta, self.source, self.stats)
+        self.block = _Block(self.meta, self.source, self.stats, self._prefilter)
         return True
 
     def line_filter(self) -> LineFilter | None:
