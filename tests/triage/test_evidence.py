@@ -186,3 +186,23 @@ def test_the_pass_parses_only_the_columns_it_looks_at(tmp_path):
                                             "service", "orig_bytes", "resp_bytes", "orig_pkts", "resp_pkts",
                                             "community_id", "conn_state", "local_orig", "local_resp"}
     assert {"operation", "endpoint"} <= plan.columns_for("zeek.dce_rpc")
+
+
+def test_ipv4_classified_column_wise_as_the_parser_classifies_each():
+    """Canonical IPv4 spellings take a column-wise path; it must agree with the exact parser
+    on every address, at the edges of internal and non-routable networks too."""
+    import random
+
+    found = evidence_pass(["45.83.64.17", "198.51.100.7"], {VICTIM: VictimWatch(0, ())})
+    rng = random.Random(5)
+    edges = [str(ipaddress.IPv4Address(int(net.network_address) + offset))
+             for net in [*Config().internal.networks, *Config().non_routable.networks] if net.version == 4
+             for offset in (-1, 0, net.num_addresses - 1, net.num_addresses) if 0 <= int(net.network_address) + offset < 1 << 32]
+    spellings = ["45.83.64.17", "198.51.100.7", VICTIM, "::ffff:10.0.0.7", " 10.0.0.7", "010.0.0.7", "fd00::1", "-",
+                 "", None, *edges, *(str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(2000))]
+    column = found._addresses.column(pa.array(spellings, pa.string()), len(spellings))
+    for row, text in enumerate(spellings):
+        address, victim, source, scope = found._classify(text) if text is not None else (None, -1, False, 0)
+        expected_number = found._addresses.numbers[address] if address is not None else -1
+        assert (column.number[row], column.victim[row], column.is_source[row], column.scope[row]) == (
+            expected_number, victim, source, scope), text
