@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 from rpcwatch import __version__
 from rpcwatch.engines import ENGINES
+from rpcwatch.escaping import terminal_text
 from rpcwatch.outputs import WRITERS
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_INPUT, EXIT_FINDINGS = 0, 1, 2, 3, 4
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     hunt.add_argument("--format", choices=WRITERS.names(),
                       help="alert output (default: table on a terminal, else jsonl)")
     hunt.add_argument("-o", "--output", metavar="FILE", help="write alerts to FILE instead of standard output")
+    _add_force(hunt)
     hunt.add_argument("--with-guides", action="store_true",
                       help="include each rule's investigation guide in JSON alerts (default: rule.reference)")
     _add_run_options(hunt)
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     triage.add_argument("--format", choices=("table", "json", "jsonl"),
                         help="incident output (default: table on a terminal, else json)")
     triage.add_argument("-o", "--output", metavar="FILE", help="write incidents to FILE")
+    _add_force(triage)
     _add_run_options(triage)
     triage.set_defaults(handler=_triage)
 
@@ -72,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     exposure.add_argument("--format", choices=("table", "json"),
                           help="output (default: table on a terminal, else json)")
     exposure.add_argument("-o", "--output", metavar="FILE", help="write the inventory to FILE")
+    _add_force(exposure)
     _add_run_options(exposure)
     exposure.set_defaults(handler=_exposure)
 
@@ -80,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_paths(report)
     _add_rule_options(report)
     report.add_argument("-o", "--output", metavar="FILE", required=True, help="the HTML file to write")
+    _add_force(report)
     _add_run_options(report)
     _add_suppression_options(report)
     report.set_defaults(handler=_report)
@@ -89,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "partitioned by table and day, for a cluster to hunt in.")
     export.add_argument("paths", nargs="+", metavar="PATH", help="log files or directories; '-' reads standard input")
     export.add_argument("-o", "--output", required=True, metavar="DIR", help="dataset directory (created)")
+    _add_force(export)
     export.set_defaults(handler=_export_parquet)
 
     rules = commands.add_parser("rules", help="list, validate, convert Sigma rules")
@@ -118,8 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
                             help="an internal network (repeatable; replaces the configured list)")
     conversion.add_argument("--config", metavar="FILE", help="configuration file (default: ./rpcwatch.toml)")
     conversion.add_argument("-o", "--output", metavar="FILE", help="write the queries to FILE")
+    _add_force(conversion)
     conversion.set_defaults(handler=_rules_convert)
     return parser
+
+
+def _add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="write -o even when it is a symbolic link (refused by default)")
 
 
 def _add_paths(parser: argparse.ArgumentParser) -> None:
@@ -200,6 +212,7 @@ def _prepare(args) -> _Run:
     """Configuration, inputs, the rule plan and the engine shared by every command that hunts."""
     from rpcwatch.context import current
 
+    _check_output(args)
     config = _config(args)
     _check_rule_paths(args)
     local = [path for path in args.paths if args.engine != "spark" or not _for_spark(path)]
@@ -239,8 +252,27 @@ def _output_format(args, terminal: str, piped: str) -> str:
     return args.format or (terminal if sys.stdout.isatty() and not args.output else piped)
 
 
+def _check_output(args, directory: bool = False) -> None:
+    """Refuse an unsafe -o before any input is read (see outputs/files.py)."""
+    from rpcwatch.outputs.files import OutputError, check_output
+
+    if getattr(args, "output", None):
+        try:
+            check_output(args.output, [*getattr(args, "paths", []), *getattr(args, "rules", [])],
+                         force=args.force, directory=directory)
+        except OutputError as exc:
+            raise UsageError(str(exc)) from None
+
+
 def _output(stack: ExitStack, args):
-    return stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) if args.output else sys.stdout
+    from rpcwatch.outputs.files import OutputError, open_output
+
+    if not args.output:
+        return sys.stdout
+    try:
+        return stack.enter_context(open_output(args.output, force=args.force))
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _exit_code(report) -> int:
@@ -312,8 +344,8 @@ def _report(args) -> int:
     from rpcwatch.outputs.report import write_report
 
     result = _run_triage(args, incidents=True, suppression=_suppression(args))
-    with open(args.output, "w", encoding="utf-8") as stream:
-        write_report(result, stream)
+    with ExitStack() as stack:
+        write_report(result, _output(stack, args))
     return _exit_code(result.report)
 
 
@@ -356,9 +388,11 @@ def _engine(args):
 
 
 def _export_parquet(args) -> int:
+    from rpcwatch.escaping import terminal_text
     from rpcwatch.outputs.parquet import export_parquet
     from rpcwatch.sources import InputError, expand_inputs
 
+    _check_output(args, directory=True)
     try:
         inputs = list(expand_inputs(args.paths))
     except InputError as exc:
@@ -367,28 +401,30 @@ def _export_parquet(args) -> int:
     for stats in export.stats:
         for problem in ([stats.error] if stats.error else []) + stats.lost + [
                 f"{count} records skipped: {reason}" for reason, count in stats.skipped.items()]:
-            print(f"rpcwatch: {stats.path}: {problem}", file=sys.stderr)
-    print(f"{export.rows} rows in {export.files} files under {args.output}", file=sys.stderr)
+            print(f"rpcwatch: {terminal_text(stats.path)}: {terminal_text(problem)}", file=sys.stderr)
+    print(f"{export.rows} rows in {export.files} files under {terminal_text(args.output)}", file=sys.stderr)
     return EXIT_NO_INPUT if export.stats and all(s.error for s in export.stats) else EXIT_OK
 
 
 def _rules_convert(args) -> int:
+    from rpcwatch.escaping import terminal_text
     from rpcwatch.outputs.conversion import write_conversion
     from rpcwatch.sigma.convert import convert
 
     for path in args.rules:
         if not Path(path).exists():
             raise UsageError(f"{path}: no such file or directory")
+    _check_output(args)
     try:
         result = convert(args.rules, args.target, args.pipeline, _config(args), bundled=not args.no_bundled_rules)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     with ExitStack() as stack:
-        stream = stack.enter_context(open(args.output, "w", encoding="utf-8")) if args.output else sys.stdout
-        write_conversion(result, stream)
+        write_conversion(result, _output(stack, args))
     for item in result.conversions:
         if item.problem:
-            print(f"rpcwatch: not converted: {item.title}: {item.problem}", file=sys.stderr)
+            print(f"rpcwatch: not converted: {terminal_text(item.title)}: {terminal_text(item.problem)}",
+                  file=sys.stderr)
     return EXIT_OK if any(item.queries for item in result.conversions) else EXIT_USAGE
 
 
@@ -454,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _run_context(args):
             return args.handler(args)
     except UsageError as exc:
-        print(f"rpcwatch: error: {exc}", file=sys.stderr)
+        print(f"rpcwatch: error: {terminal_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("rpcwatch: interrupted", file=sys.stderr)
@@ -464,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so plainly, traceback on request
         if args.debug:
             traceback.print_exc()
-        print(f"rpcwatch: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+        print(f"rpcwatch: internal error: {type(exc).__name__}: {terminal_text(str(exc))} (run with --debug for details)",
               file=sys.stderr)
         return EXIT_INTERNAL
 

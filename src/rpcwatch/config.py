@@ -68,8 +68,12 @@ def load_config(path: str | Path | None = None) -> Config:
         data = tomllib.loads(chosen.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{chosen}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{chosen}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{chosen}: arrays or tables nested too deeply to read") from None
     return _from_mapping(data, str(chosen))
 
 

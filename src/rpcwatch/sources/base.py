@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     from rpcwatch.sources.inputs import InputFile
@@ -105,3 +106,19 @@ class Reader(ABC):
         prefilter: PrefilterPlan | None = None,
     ) -> Iterator[TableBatch]:
         """Yield the input's records as Arrow tables, counting what was skipped in ``stats``."""
+
+
+#: epoch seconds a timestamp can have (the years 1 to 9999, what ISO-8601 and Python write)
+EARLIEST_SECONDS, LATEST_SECONDS = -62135596800.0, 253402300799.999999
+
+
+def representable_seconds(seconds: pa.Array, field: str, stats: ReadStats) -> pa.Array:
+    """Epoch seconds with NaN, infinities and times outside the years 1-9999 unset, each
+    counted: such a time cannot be written as a timestamp or placed in a window."""
+    ok = pc.and_(pc.greater_equal(seconds, EARLIEST_SECONDS), pc.less_equal(seconds, LATEST_SECONDS))
+    bad = pc.sum(pc.invert(pc.fill_null(ok, True))).as_py() or 0
+    if not bad:
+        return seconds
+    stats.warn(f"{field} is not a time in the years 1-9999 (NaN, infinite or out of range; kept as unset)",
+               count=bad)
+    return pc.if_else(ok, seconds, pa.scalar(None, seconds.type))

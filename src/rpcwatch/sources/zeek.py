@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from rpcwatch.schema import RAW_COLUMN, ZEEK_FLOAT_TYPES, ZEEK_INT_TYPES
-from rpcwatch.sources.base import ReadStats, TableBatch, register
+from rpcwatch.sources.base import ReadStats, TableBatch, register, representable_seconds
 from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.jsonlines import JSON_LINES_MARKER, JsonLinesParser, excerpt, flatten_dict
 from rpcwatch.sources.lines import LineParser, LineReader
@@ -165,7 +165,8 @@ class _Block:
         if zeek_type in ZEEK_INT_TYPES:
             return self._cast(name, zeek_type, column, pa.int64(), _INT_RE)
         if zeek_type in ZEEK_FLOAT_TYPES:
-            return self._cast(name, zeek_type, column, pa.float64(), _FLOAT_RE)
+            seconds = self._cast(name, zeek_type, column, pa.float64(), _FLOAT_RE)
+            return representable_seconds(seconds, name, self.stats) if zeek_type == "time" else seconds
         if zeek_type == "bool":
             truth = pc.equal(column, "T")
             known = pc.or_(truth, pc.equal(column, "F"))
@@ -181,11 +182,30 @@ class _Block:
         try:
             return pc.cast(column, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            valid = pc.match_substring_regex(column, pattern)
-            bad = pc.sum(pc.invert(pc.fill_null(valid, True))).as_py() or 0
-            self.stats.warn(f"invalid {zeek_type} value in field {name} (kept as unset)",
-                            count=bad)
-            return pc.cast(pc.if_else(valid, column, pa.scalar(None, pa.string())), target)
+            pass
+        valid = pc.match_substring_regex(column, pattern)
+        bad = pc.sum(pc.invert(pc.fill_null(valid, True))).as_py() or 0
+        if bad:
+            self.stats.warn(f"invalid {zeek_type} value in field {name} (kept as unset)", count=bad)
+        kept = pc.if_else(valid, column, pa.scalar(None, pa.string()))
+        try:
+            return pc.cast(kept, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # well-formed but beyond the type (a Zeek count above 2**63 - 1): value by value,
+            # only in the block that has one
+            values = [_in_range(v, target) for v in kept.to_pylist()]
+            out = sum(1 for v, k in zip(values, kept.to_pylist()) if v is None and k is not None)
+            self.stats.warn(f"{zeek_type} value out of range in field {name} (kept as unset)", count=out)
+            return pa.array(values, type=target)
+
+
+def _in_range(text: str | None, target: pa.DataType) -> int | float | None:
+    if text is None:
+        return None
+    if pa.types.is_integer(target):
+        number = int(text)
+        return number if -(1 << 63) <= number < (1 << 63) else None
+    return float(text)
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -429,15 +449,16 @@ def _epoch_seconds(column: pa.ChunkedArray, stats: ReadStats) -> pa.Array:
     """``ts`` as float seconds whatever Zeek's ``json_timestamps`` setting was."""
     column = column.combine_chunks()
     if pa.types.is_timestamp(column.type):
-        return pc.divide(pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()), 1e6)
+        micros = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64())
+        return pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6)
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        return _from_epoch_number(pc.cast(column, pa.float64()))
+        return representable_seconds(_from_epoch_number(pc.cast(column, pa.float64(), safe=False)), "ts", stats)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         seconds = _parse_text_times(column)
         bad = pc.sum(pc.and_(pc.is_valid(column), pc.is_null(seconds))).as_py() or 0
         if bad:
             stats.warn("invalid ts value (kept as unset)", count=bad)
-        return seconds
+        return representable_seconds(seconds, "ts", stats)
     stats.warn(f"ts of unexpected type {column.type} (kept as unset)", count=len(column))
     return pa.nulls(len(column), pa.float64())
 
@@ -458,7 +479,7 @@ def _parse_text_times(column: pa.Array) -> pa.Array:
         micros = pc.cast(pc.cast(normalised, pa.timestamp("us")), pa.int64())
     except pa.ArrowInvalid:
         micros = pa.array([_iso_to_micros(v) for v in normalised.to_pylist()], type=pa.int64())
-    return pc.coalesce(as_number, pc.divide(pc.cast(micros, pa.float64()), 1e6))
+    return pc.coalesce(as_number, pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6))
 
 
 def _iso_to_micros(value: str | None) -> int | None:
@@ -468,8 +489,8 @@ def _iso_to_micros(value: str | None) -> int | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return int(moment.timestamp() * 1_000_000)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1_000_000)
