@@ -109,7 +109,7 @@ class Reader(ABC):
 
 
 #: epoch seconds a timestamp can have (the years 1 to 9999, what ISO-8601 and Python write)
-EARLIEST_SECONDS, LATEST_SECONDS = -62135596800.0, 253402300799.999999
+EARLIEST_SECONDS, LATEST_SECONDS = -62135596800.0, 253402300799.999
 
 
 def representable_seconds(seconds: pa.Array, field: str, stats: ReadStats) -> pa.Array:

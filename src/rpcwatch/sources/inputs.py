@@ -79,7 +79,13 @@ def _directory_inputs(root: Path) -> Iterator[InputFile]:
     run), and a directory without files says so too."""
     found = False
     problems: list[OSError] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=problems.append):
+
+    def unreadable(problem: OSError) -> None:
+        nonlocal found
+        found = True
+        problems.append(problem)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
@@ -91,12 +97,17 @@ def _directory_inputs(root: Path) -> Iterator[InputFile]:
                 yield InputFile(str(path), _raiser(OSError(f"not a regular file ({kind}); skipped")))
             else:
                 yield from _file_inputs(path)
-        for problem in problems:
-            found = True
-            yield InputFile(problem.filename or str(root), _raiser(problem))
-        problems.clear()
-    if not found:
+        yield from _unreadable(problems)
+    yield from _unreadable(problems)
+    if not found and not problems:
         yield InputFile(str(root), _raiser(OSError("directory holds no files")))
+
+
+def _unreadable(problems: list[OSError]) -> Iterator[InputFile]:
+    """Folders os.walk could not list, as inputs that say why."""
+    for problem in problems:
+        yield InputFile(str(problem.filename), _raiser(problem))
+    problems.clear()
 
 
 def _special_kind(path: Path) -> str | None:

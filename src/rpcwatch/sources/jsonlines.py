@@ -135,14 +135,14 @@ def parse_json_lines_slowly(data: bytes, stats: ReadStats) -> pa.Table | None:
         return None
     try:
         return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # numbers beyond 64 bits, mixed kinds
         names = list(dict.fromkeys(name for row in rows for name in row))
         columns = {}
         for name in names:
             values = [row.get(name) for row in rows]
             try:
                 columns[name] = pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
                 stats.warn(f"field {name} has values of different types (kept as text)")
                 columns[name] = pa.array([as_text(v) for v in values], type=pa.string())
         return pa.table(columns)

@@ -38,6 +38,7 @@ from rpcwatch.sources.scan import Run, line_runs, run_bytes
 #: header, as btest baselines sort it) are held back up to this size
 PENDING_LIMIT = 64 << 20
 _BLANK_LINES = re.compile(rb"(?m)^[ \t\r]*\n")
+_WHITESPACE_LINE = re.compile(rb"(?m)^[ \t\r]+\n")
 
 
 class LineParser:
@@ -52,6 +53,9 @@ class LineParser:
     scan_filter: LineFilter | None = None
     #: the table the lines now being read belong to, when known before parsing
     table: str | None = None
+    #: why the lines now being read cannot be read at all (a header block the format
+    #: cannot use): they are counted as skipped with this reason
+    unreadable: str | None = None
 
     def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
                  scan_filter: LineFilter | None = None):
@@ -122,6 +126,9 @@ class LineReader(Reader):
                 continue
             if not run.lines:
                 continue
+            if parser.unreadable:
+                stats.skip(parser.unreadable, count=run.lines)
+                continue
             if not parser.ready:
                 if sum(r.length for r in held) < PENDING_LIMIT:
                     held.append(run)
@@ -190,8 +197,7 @@ def repair_utf8(data: bytes, stats: ReadStats) -> bytes:
 def _checked_lines(data: bytes, parser: LineParser, stats: ReadStats) -> tuple[bytes, int]:
     """The block without blank lines and without malformed lines (each counted and named);
     and how many records (non-blank lines) it held."""
-    if b"\n\n" in data or data[:1] == b"\n" or _BLANK_LINES.search(data):
-        data = _BLANK_LINES.sub(b"", data)
+    data = without_blank_lines(data)
     if not data.strip():
         return b"", 0
     lines = data.count(b"\n") + (not data.endswith(b"\n"))
@@ -205,6 +211,19 @@ def _checked_lines(data: bytes, parser: LineParser, stats: ReadStats) -> tuple[b
         else:
             stats.skip(reason, where=excerpt(line))
     return b"".join(kept), lines
+
+
+def without_blank_lines(data: bytes) -> bytes:
+    """The block without empty and whitespace-only lines. Runs of newlines are folded by
+    ``bytes.replace`` (each pass halves them), so a block of millions of empty lines
+    costs a few passes, not an object per line."""
+    while b"\n\n" in data:
+        data = data.replace(b"\n\n", b"\n")
+    if data.startswith(b"\n"):
+        data = data[1:]
+    if _WHITESPACE_LINE.search(data):
+        data = _BLANK_LINES.sub(b"", data)
+    return data
 
 
 def _lines_of(data: bytes) -> Iterator[bytes]:

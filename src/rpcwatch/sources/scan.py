@@ -55,6 +55,8 @@ class Run:
     data: bytes | None = None
     #: offsets of lines longer than the limit, left out just before this run
     oversize: tuple[int, ...] = ()
+    #: the run holds a carriage return somewhere (a CRLF line end, or a CR inside a line)
+    returns: bool = False
 
 
 def _filter(pattern: bytes | None):
@@ -101,7 +103,7 @@ def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
         body = data[:-1] if data.endswith(b"\n") else data
         runs.append(Run(offset + start, end - start, lines=data.count(b"\n") + (not data.endswith(b"\n")),
                         marks=data.count(marker), clean=_is_clean(data), edges=body[:1] + body[-1:],
-                        kept=kept, data=data if keep_data else None))
+                        kept=kept, data=data if keep_data else None, returns=b"\r" in data))
         start = end
     return runs
 

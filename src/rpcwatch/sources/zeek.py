@@ -229,10 +229,12 @@ class ZeekTsvReader(LineReader):
     @classmethod
     def sniff(cls, head: bytes) -> bool:
         lines = head.lstrip(b"\r\n").split(b"\n", 256)[:256]
-        if any(line.startswith((b"#separator", b"#fields\t")) for line in lines):
-            return True  # also when diff-sorted data comes before the header (btest baselines)
-        first = next((line for line in lines if not line.startswith(b"###")), b"")
-        return plain_header(first) is not None
+        if lines[0].startswith((b"#separator", b"#fields\t")):
+            return True
+        if lines[0].startswith(b"###"):  # btest baselines: diff-sorted, data may precede the header
+            return any(line.startswith((b"#separator", b"#fields\t")) for line in lines) or \
+                plain_header(next((line for line in lines if not line.startswith(b"###")), b"")) is not None
+        return plain_header(lines[0]) is not None
 
     def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
@@ -281,13 +283,9 @@ class _TsvParser(LineParser):
         if not started:
             return False
         problem = _unusable_separator(self.meta.separator)
-        if problem:
-            self.stats.warn(f"#separator {problem}: the lines of this header block are not read",
-                            where=excerpt(self.meta.separator))
-            self.block = None
-            return False
-        self.block = _Block(self.meta, self.source, self.stats)
-        return True
+        self.unreadable = f"data line under a #separator that {problem}" if problem else None
+        self.block = None if problem else _Block(self.meta, self.source, self.stats)
+        return not problem
 
     def line_filter(self) -> LineFilter | None:
         if self._prefilter is None or self.block is None:
@@ -299,14 +297,18 @@ class _TsvParser(LineParser):
         return len(self.meta.fields) - 1
 
     def well_formed(self, run: Run) -> bool:
-        return self._expected > 0 and self.meta.separator == b"\t" and run.marks == self._expected * run.lines
+        return self._expected > 0 and self.meta.separator == b"\t" and run.marks == self._expected * run.lines \
+            and not run.returns
 
     def quick_check(self, data: bytes, lines: int) -> bool:
-        return self._expected > 0 and data.count(self.meta.separator) == self._expected * lines
+        return self._expected > 0 and data.count(self.meta.separator) == self._expected * lines \
+            and b"\r" not in data
 
     def malformed(self, line: bytes) -> str | None:
         if line.count(self.meta.separator) != self._expected:
             return f"wrong number of fields (expected {self._expected + 1})"
+        if b"\r" in line.rstrip(b"\r\n"):  # Arrow would end the row there; Zeek writes \x0d
+            return "carriage return inside a line"
         return None
 
     def parse(self, lines: bytes) -> Iterator[TableBatch]:
@@ -322,7 +324,7 @@ def _unusable_separator(separator: bytes) -> str | None:
     if len(separator) != 1:
         return f"is {len(separator)} bytes long (one byte expected)"
     if separator in (b"\n", b"\r", b"\x00") or separator >= b"\x80":
-        return "is not a usable field separator"
+        return f"is not a usable field separator ({separator!r})"
     return None
 
 
