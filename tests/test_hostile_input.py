@@ -290,3 +290,24 @@ def test_directories_are_walked_without_following_special_files(tmp_path):
     finally:
         server.close()
     assert code == 0 and seed_uids(alerts) == ["C1"] and "not a regular file (socket)" in summary
+
+
+@pytest.mark.corpus
+def test_an_evtx_with_a_zeroed_header_is_read_from_its_chunks(corpus, tmp_path):
+    from rpcwatch.sources import LogReading, expand_inputs
+
+    original = corpus / "evtx-attack-samples" / "Command and Control" / "DE_RDP_Tunnel_5156.evtx"
+    damaged = tmp_path / "damaged.evtx"
+    data = bytearray(original.read_bytes())
+    data[:4096] = bytes(4096)
+    damaged.write_bytes(bytes(data))
+
+    def record_ids(path):
+        reading = LogReading(list(expand_inputs([str(path)])))
+        ids = sorted(i for batch in reading.batches() for i in batch.data.column("EventRecordID").to_pylist())
+        return ids, reading.stats[0]
+
+    expected, _ = record_ids(original)
+    found, stats = record_ids(damaged)
+    assert found == expected and len(found) == 101
+    assert stats.warnings["EVTX file header damaged: rebuilt from its chunks"] == 1 and stats.error is None
