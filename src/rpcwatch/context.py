@@ -44,6 +44,8 @@ class Limits:
 class RunContext:
     limits: Limits = field(default_factory=Limits)
     workers: WorkerPool = field(default_factory=WorkerPool)
+    #: compiled prefilter matchers by pattern (each learns whether it pays, per run)
+    line_matchers: dict = field(default_factory=dict)
     _token: Token | None = field(default=None, repr=False)
 
     def __enter__(self) -> "RunContext":

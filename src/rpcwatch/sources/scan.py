@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 from rpcwatch.context import current
 from rpcwatch.sources.inputs import iter_line_chunks, without_long_lines
-from rpcwatch.sources.prefilter import compile_line_pattern, kept_lines
+from rpcwatch.sources.prefilter import compile_line_pattern
 from rpcwatch.workers import PARALLEL_MIN_SIZE, worker_pool
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
     """Cut a block of whole lines into runs. ``pattern`` is the prefilter's line regex
     (``None`` keeps every line; an empty pattern keeps none); ``headers`` says whether
     ``#`` lines are headers (TSV) or data."""
-    regex = _filter(pattern)
+    matcher = _filter(pattern)
     runs = []
     start, size = 0, len(block)
     while start < size:
@@ -96,10 +96,10 @@ def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
         data = block[start:end]
         if pattern == b"":
             kept = b""
-        elif regex is None:
+        elif matcher is None:
             kept = data
         else:
-            kept = kept_lines(regex, pattern, data)
+            kept = matcher.kept(data)
         body = data[:-1] if data.endswith(b"\n") else data
         runs.append(Run(offset + start, end - start, lines=data.count(b"\n") + (not data.endswith(b"\n")),
                         marks=data.count(marker), clean=_is_clean(data), edges=body[:1] + body[-1:],
