@@ -68,8 +68,8 @@ class LineParser:
         return True
 
     def header(self, lines: bytes) -> bool:
-        """``#`` header lines (formats whose reader sets ``headers``); True when data held
-        back until now can be read."""
+        """Header lines (formats whose reader sets ``headers``); True when data held back
+        until now can be read."""
         return False
 
     @abstractmethod
@@ -96,8 +96,8 @@ class LineReader(Reader):
     #: counted per run by the scan for :meth:`LineParser.well_formed` (TSV: separators;
     #: JSON lines: ``}\n{`` joints)
     marker: ClassVar[bytes] = b"\n"
-    #: ``#`` lines are header lines, not data
-    headers: ClassVar[bool] = False
+    #: how header lines start (Zeek TSV: ``#``), empty when the format has none
+    headers: ClassVar[bytes] = b""
 
     @abstractmethod
     def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
