@@ -12,7 +12,7 @@ from rpcwatch.sigma import logsources
 from rpcwatch.sigma.logsources import Route, bind
 
 #: the tables of the Zeek conn routes that declare ``absent`` (mappings/logsources.yml)
-STRICT_CONN_TABLES = ["suricata.eve"]
+STRICT_CONN_TABLES = ["suricata.eve", "aws.vpcflow", "netfilter", "ecs"]
 
 
 def rule(detection: str, logsource: str = "product: zeek\n    service: conn") -> object:

@@ -16,6 +16,7 @@ from rpcwatch.hunt import Hunt, HuntReport, plan_hunt
 from rpcwatch.sigma.convert import convert, view_name
 from rpcwatch.sources import LogReading, expand_inputs, sniff_reader
 from rpcwatch.sources.inputs import open_decompressed
+from rpcwatch.sources.jsonlines import as_string_column
 from rpcwatch.sources.base import ReadStats
 from rpcwatch.triage.run import TriageResult, run_triage
 
@@ -68,7 +69,19 @@ def tables(paths: Iterable[Path | str]) -> dict[str, pa.Table]:
     parts: dict[str, list[pa.Table]] = {}
     for batch in LogReading(paths_of(paths)).batches():
         parts.setdefault(batch.table, []).append(batch.data)
-    return {table: pa.concat_tables(data, promote_options="permissive") for table, data in parts.items()}
+    return {table: _concatenated(data) for table, data in parts.items()}
+
+
+def _concatenated(parts: list[pa.Table]) -> pa.Table:
+    """One table; a field typed differently by different blocks as text (as Sigma compares)."""
+    kinds: dict[str, set] = {}
+    for part in parts:
+        for field in part.schema:
+            kinds.setdefault(field.name, set()).add(field.type)
+    mixed = {name for name, types in kinds.items() if len(types - {pa.null()}) > 1}
+    parts = [pa.table([as_string_column(part.column(name)) if name in mixed else part.column(name)
+                       for name in part.column_names], names=part.column_names) for part in parts]
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 def seed_query(target: str, table: str) -> tuple[tuple[str, ...], str]:
