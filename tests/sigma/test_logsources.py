@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from sigma.rule import SigmaRule
 
+from rpcwatch.sigma import logsources
 from rpcwatch.sigma.compiler import RuleError, compile_rule, compile_selection
 from rpcwatch.sigma.expr import FALSE, TRUE, fields_of
-from rpcwatch.sigma import logsources
 from rpcwatch.sigma.logsources import Route, bind
 
 #: the tables of the Zeek conn routes that declare ``absent`` (mappings/logsources.yml)

@@ -15,9 +15,9 @@ from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, HuntReport, plan_hunt
 from rpcwatch.sigma.convert import convert, view_name
 from rpcwatch.sources import LogReading, expand_inputs, sniff_reader
+from rpcwatch.sources.base import ReadStats
 from rpcwatch.sources.inputs import open_decompressed
 from rpcwatch.sources.jsonlines import as_string_column
-from rpcwatch.sources.base import ReadStats
 from rpcwatch.triage.run import TriageResult, run_triage
 
 RPC = "Detect RPC from Internet"
@@ -134,3 +134,22 @@ def check_sweep(write: Callable[[Path, list[tuple[str, str, int]]], Path], folde
     assert found.source_ip == "45.155.205.233"
     assert found.correlation["value"] == 5
     return found
+
+
+def check_prefilter_changes_nothing(paths: Iterable[Path | str]) -> list[Alert]:
+    """The same alerts with and without the prefilter; the alerts."""
+    with_filter, _ = hunt(paths)
+    without, _ = hunt(paths, prefilter=False)
+    assert sorted(a.event_id for a in with_filter) == sorted(a.event_id for a in without)
+    return with_filter
+
+
+def check_converted_sql(paths: Iterable[Path | str], table: str, ends: tuple[str, str, str], spark) -> list[tuple]:
+    """The seed rule's converted SQL, run by DuckDB and Spark on the reader's table, returns
+    the records the hunt alerted on; their (source, destination, port) in native names."""
+    data = tables(paths)[table]
+    alerts, _ = hunt(paths)
+    expected = endpoints([a.original for a in detections(alerts)], *ends)
+    assert endpoints(duckdb_rows(table, data), *ends) == expected
+    assert endpoints(spark_rows(spark, table, data), *ends) == expected
+    return expected

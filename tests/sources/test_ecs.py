@@ -12,18 +12,8 @@ import pytest
 
 from rpcwatch.sources import ecs
 from rpcwatch.sources.ecs import ECS_TABLE, DocumentStream, container_of
-from .network_sources import (
-    FORMAT_SAMPLES,
-    check_sweep,
-    detections,
-    duckdb_rows,
-    endpoints,
-    hunt,
-    sniffed,
-    spark_rows,
-    tables,
-    triage,
-)
+
+from . import network_sources as net
 
 pytestmark = pytest.mark.corpus
 
@@ -52,8 +42,8 @@ def by_line(path: Path, alerts) -> dict[int, object]:
 
 
 def test_the_planted_documents_raise_exactly_the_documented_detections(corpus):
-    alerts, report = hunt([corpus / PLANTED])
-    found = by_line(corpus / PLANTED, detections(alerts))
+    alerts, report = net.hunt([corpus / PLANTED])
+    found = by_line(corpus / PLANTED, net.detections(alerts))
     assert len(found) == len(alerts)
     assert {number: alert.outcome for number, alert in found.items()} == PLANTED_OUTCOMES
     assert {a.transport for a in alerts} == {"tcp"}  # L4, L5 carry only network.iana_number "6"
@@ -62,17 +52,17 @@ def test_the_planted_documents_raise_exactly_the_documented_detections(corpus):
 
 
 def test_a_search_response_raises_exactly_the_documented_detections(corpus):
-    alerts, report = hunt([corpus / SEARCH])
-    assert sorted(a.record_id for a in detections(alerts)) == SEARCH_HITS
+    alerts, report = net.hunt([corpus / SEARCH])
+    assert sorted(a.record_id for a in net.detections(alerts)) == SEARCH_HITS
     assert {a.original["_index"] for a in alerts} == {".ds-logs-suricata.eve-default-2018.07.05-000001"}
     [stats] = report.stats
     assert (stats.format, stats.records, stats.skipped_total) == ("ecs-json-text", 3, 0)
 
 
 def test_the_test_file_wrapper_reads_its_documents(corpus):
-    alerts, report = hunt([corpus / EXPECTED_WRAPPER])
+    alerts, report = net.hunt([corpus / EXPECTED_WRAPPER])
     assert alerts == []
-    data = tables([corpus / EXPECTED_WRAPPER])[ECS_TABLE]
+    data = net.tables([corpus / EXPECTED_WRAPPER])[ECS_TABLE]
     assert data.num_rows == 7 == report.stats[0].records
     assert data.column("network.transport").to_pylist() == ["tcp", None, None, "tcp", "tcp", "icmp", "icmp"]
     assert data.column("event.outcome").to_pylist() == ["allow", None, None, "allow", "deny", "allow", "deny"]
@@ -115,27 +105,25 @@ def test_a_truncated_text_keeps_its_whole_documents_and_counts_the_cut_one(tmp_p
     text = json.dumps({"took": 2, "hits": {"hits": hits}}, indent=2)
     path = tmp_path / "cut.json"
     path.write_text(text[:text.rindex('"port": 135')])
-    alerts, report = hunt([path])
+    alerts, report = net.hunt([path])
     assert sorted(a.destination_ip for a in alerts) == ["10.0.0.1", "10.0.0.2"]
     assert report.stats[0].skipped == {"not a JSON object (malformed line)": 1}
 
 
 def test_triage_places_the_sources_and_the_allowed_flow(corpus):
-    result = triage([corpus / PLANTED])
+    result = net.triage([corpus / PLANTED])
     assert sorted(i.source for i in result.incidents) == ["193.163.125.10", "45.155.205.233", "78.24.182.42",
                                                           "81.2.69.143"]
     assert [(h.address, dict(h.sources)) for h in result.exposure] == [("172.31.16.139", {"78.24.182.42": 1})]
 
 
 def test_the_converted_sql_returns_the_hunted_documents(corpus, spark_session):
-    paths = [corpus / PLANTED, corpus / SEARCH]
-    data = tables(paths)[ECS_TABLE]
-    alerts, _ = hunt(paths)
-    expected = endpoints([a.original for a in detections(alerts)], "source.ip", "destination.ip", "destination.port")
-    assert len(expected) == 7
-    assert endpoints(duckdb_rows(ECS_TABLE, data), "source.ip", "destination.ip", "destination.port") == expected
-    assert endpoints(spark_rows(spark_session, ECS_TABLE, data), "source.ip", "destination.ip",
-                     "destination.port") == expected
+    ends = ("source.ip", "destination.ip", "destination.port")
+    assert len(net.check_converted_sql([corpus / PLANTED, corpus / SEARCH], ECS_TABLE, ends, spark_session)) == 7
+
+
+def test_the_prefilter_changes_nothing(corpus):
+    assert len(net.detections(net.check_prefilter_changes_nothing([corpus / PLANTED, corpus / SEARCH]))) == 7
 
 
 def write_documents(folder: Path, records: list[tuple[str, str, int]]) -> Path:
@@ -150,16 +138,16 @@ def write_documents(folder: Path, records: list[tuple[str, str, int]]) -> Path:
 
 
 def test_the_sweep_correlation_groups_by_the_source_column(tmp_path):
-    alert = check_sweep(write_documents, tmp_path)
+    alert = net.check_sweep(write_documents, tmp_path)
     assert [e["record"] for e in alert.correlation["events"]] == ["0", "1", "2", "3", "4"]
 
 
 def test_sniffing_picks_ecs_for_ecs_documents_only(corpus, tmp_path):
-    samples = {name: corpus / path for name, path in FORMAT_SAMPLES.items()}
+    samples = {name: corpus / path for name, path in net.FORMAT_SAMPLES.items()}
     samples |= {"wrapper": corpus / EXPECTED_WRAPPER, "planted": corpus / PLANTED, "search": corpus / SEARCH}
-    picked = {name: sniffed(path) for name, path in samples.items()}
+    picked = {name: net.sniffed(path) for name, path in samples.items()}
     assert {name for name, fmt in picked.items() if fmt == "ecs-json"} == {"wrapper", "planted", "search"}
     winlogbeat = tmp_path / "winlogbeat.ndjson"
     winlogbeat.write_text(json.dumps({"@timestamp": "2024-01-08T03:39:00Z", "source": {"ip": "45.155.205.233"},
                                       "winlog": {"channel": "Security", "event_id": "5156"}}) + "\n")
-    assert sniffed(winlogbeat) == "windows-json"
+    assert net.sniffed(winlogbeat) == "windows-json"

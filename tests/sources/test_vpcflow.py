@@ -10,18 +10,8 @@ from pathlib import Path
 import pytest
 
 from rpcwatch.sources.vpcflow import TGW_FIELDS, VPC_FIELDS, VPC_TABLE
-from .network_sources import (
-    FORMAT_SAMPLES,
-    check_sweep,
-    detections,
-    duckdb_rows,
-    endpoints,
-    hunt,
-    sniffed,
-    spark_rows,
-    tables,
-    triage,
-)
+
+from . import network_sources as net
 
 pytestmark = pytest.mark.corpus
 
@@ -63,8 +53,8 @@ def by_line(path: Path, alerts) -> dict[int, object]:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_file_raises_exactly_the_documented_detections(corpus, name):
     records, outcomes = EXPECTED[name]
-    alerts, report = hunt([corpus / FOLDER / name])
-    found = by_line(corpus / FOLDER / name, detections(alerts))
+    alerts, report = net.hunt([corpus / FOLDER / name])
+    found = by_line(corpus / FOLDER / name, net.detections(alerts))
     assert len(found) == len(alerts)
     assert {number: alert.outcome for number, alert in found.items()} == outcomes
     [stats] = report.stats
@@ -72,7 +62,7 @@ def test_each_file_raises_exactly_the_documented_detections(corpus, name):
 
 
 def test_default_formats_name_their_fields_by_width(corpus):
-    data = tables([corpus / FOLDER / "test-v5-all-fields.log", corpus / FOLDER / "test-tgw-samples.log"])[VPC_TABLE]
+    data = net.tables([corpus / FOLDER / "test-v5-all-fields.log", corpus / FOLDER / "test-tgw-samples.log"])[VPC_TABLE]
     v5 = next(row for row in data.to_pylist() if row["version"] == 5)
     assert {name: value for name, value in v5.items() if value is not None} == {
         "version": 5, "account-id": "64111117617", "interface-id": "eni-069xxxxxb7a490", "srcaddr": "89.160.20.156",
@@ -99,37 +89,30 @@ def test_header_lines_name_the_fields_of_the_lines_after_them(tmp_path):
         "4 1700000060 REJECT 6 135 10.1.2.5 45.155.205.233 50000",
         "4 1700000060 REJECT 17 135 10.1.2.6 45.155.205.233 50001",
     ]) + "\n")
-    alerts, report = hunt([log])
-    assert sorted((a.destination_ip, a.outcome) for a in detections(alerts)) == [
+    alerts, report = net.hunt([log])
+    assert sorted((a.destination_ip, a.outcome) for a in net.detections(alerts)) == [
         ("10.1.2.3", "established"), ("10.1.2.5", "blocked")]
     [stats] = report.stats
     assert stats.records == 4
     assert stats.skipped == {"wrong number of fields (the header names 7)": 1}
 
 
-def test_the_prefilter_changes_nothing(corpus):
-    paths = [corpus / FOLDER]
-    with_filter, _ = hunt(paths)
-    without, _ = hunt(paths, prefilter=False)
-    assert len(with_filter) == 4
-    assert sorted(a.event_id for a in with_filter) == sorted(a.event_id for a in without)
 
 
 def test_triage_counts_accepted_flows_as_exposure(corpus):
-    result = triage([corpus / FOLDER / "planted"])
+    result = net.triage([corpus / FOLDER / "planted"])
     assert sorted(i.source for i in result.incidents) == ["52.213.180.42", "78.24.182.42", "89.160.20.112"]
     assert sorted((h.address, dict(h.sources)) for h in result.exposure) == [
         ("10.0.0.62", {"52.213.180.42": 1}), ("172.31.16.139", {"78.24.182.42": 1})]
 
 
 def test_the_converted_sql_returns_the_hunted_records(corpus, spark_session):
-    paths = [corpus / FOLDER / "planted"]
-    data = tables(paths)[VPC_TABLE]
-    alerts, _ = hunt(paths)
-    expected = endpoints([a.original for a in detections(alerts)], "srcaddr", "dstaddr", "dstport")
-    assert len(expected) == 4
-    assert endpoints(duckdb_rows(VPC_TABLE, data), "srcaddr", "dstaddr", "dstport") == expected
-    assert endpoints(spark_rows(spark_session, VPC_TABLE, data), "srcaddr", "dstaddr", "dstport") == expected
+    ends = ("srcaddr", "dstaddr", "dstport")
+    assert len(net.check_converted_sql([corpus / FOLDER / "planted"], VPC_TABLE, ends, spark_session)) == 4
+
+
+def test_the_prefilter_changes_nothing(corpus):
+    assert len(net.detections(net.check_prefilter_changes_nothing([corpus / FOLDER / "planted"]))) == 4
 
 
 def write_flows(folder: Path, records: list[tuple[str, str, int]]) -> Path:
@@ -141,25 +124,25 @@ def write_flows(folder: Path, records: list[tuple[str, str, int]]) -> Path:
 
 
 def test_the_sweep_correlation_groups_by_the_source_column(tmp_path):
-    alert = check_sweep(write_flows, tmp_path)
+    alert = net.check_sweep(write_flows, tmp_path)
     assert alert.correlation["events_count"] == 5
 
 
 def test_sniffing_picks_vpc_flow_logs_for_them_only(corpus, tmp_path):
-    samples = {name: corpus / path for name, path in FORMAT_SAMPLES.items()}
+    samples = {name: corpus / path for name, path in net.FORMAT_SAMPLES.items()}
     samples |= {name: corpus / FOLDER / name for name in EXPECTED}
-    picked = {name: sniffed(path) for name, path in samples.items()}
+    picked = {name: net.sniffed(path) for name, path in samples.items()}
     assert {name for name, fmt in picked.items() if fmt == "aws-vpcflow"} == set(EXPECTED)
     headerless_custom = tmp_path / "custom.log"
     headerless_custom.write_text("45.155.205.233 10.1.2.3 135 6 ACCEPT\n")
-    assert sniffed(headerless_custom) is None
+    assert net.sniffed(headerless_custom) is None
 
 
 def test_header_line_only_with_known_names(tmp_path):
     log = tmp_path / "flows.log"
     log.write_text(f"{V2_HEADER}\nversion Bad:Name\n"
                    "2 1 eni-1 45.155.205.233 10.1.2.3 50000 135 6 1 44 1700000000 1700000060 ACCEPT OK\n")
-    alerts, report = hunt([log])
-    assert len(detections(alerts)) == 1
+    alerts, report = net.hunt([log])
+    assert len(net.detections(alerts)) == 1
     assert list(report.stats[0].skipped) == [
         "header line with invalid field names (the lines after it are read by the header before it)"]

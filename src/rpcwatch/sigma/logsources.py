@@ -18,7 +18,12 @@ from functools import lru_cache
 from typing import Mapping
 
 from rpcwatch.datafiles import load_yaml
-from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_selection, pattern_of
+from rpcwatch.sigma.compiler import (
+    CompiledRule,
+    RuleError,
+    compile_selection,
+    pattern_of,
+)
 from rpcwatch.sigma.expr import (
     FALSE,
     TRUE,

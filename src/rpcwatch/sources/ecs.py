@@ -30,8 +30,13 @@ import pyarrow.compute as pc
 
 from rpcwatch.sources.base import ReadStats, TableBatch, register
 from rpcwatch.sources.inputs import InputFile
-from rpcwatch.sources.jsonlines import JSON_LINES_MARKER, JsonLinesParser, flatten_dict, flatten_structs
-from rpcwatch.sources.lines import LineParser, LineReader
+from rpcwatch.sources.jsonlines import (
+    JSON_LINES_MARKER,
+    JsonLinesParser,
+    flatten_dict,
+    flatten_structs,
+)
+from rpcwatch.sources.lines import LineParser, LineReader, RewrittenStream
 from rpcwatch.sources.prefilter import PrefilterPlan
 from rpcwatch.sources.suricata import is_eve_event
 
@@ -50,9 +55,8 @@ SCAN_BLOCK = 16 << 20
 def is_ecs_document(document: object) -> bool:
     if not isinstance(document, dict):
         return False
-    if isinstance(document.get("_source"), dict):
-        document = document["_source"]
-    names = flatten_dict(document)
+    source = document.get("_source")
+    names = flatten_dict(source if isinstance(source, dict) else document)
     if any(name == "winlog" or name.startswith("winlog.") for name in names):
         return False
     addressed = {"source.ip", "destination.ip", "source.address", "destination.address"} & set(names)
@@ -210,37 +214,27 @@ class _Scan:
         return run % 2 == 1
 
 
-class DocumentStream(io.RawIOBase):
+class DocumentStream(RewrittenStream):
     """A JSON text rewritten as its documents, one per line (newlines inside a document
     become spaces: JSON allows none inside strings). Bytes outside the documents are
     dropped; the text after the container closes is not read."""
 
     def __init__(self, raw: BinaryIO, container: Container, skipped: int = 0):
-        self._raw, self._container = raw, container
+        super().__init__(raw)
+        self._container = container
         self._scan = _Scan()
         self._offset = -skipped  # offsets are counted from the text's first non-blank byte
         self._inside = False  # a document goes on from the block before
         self._done = False
-        self._pending = b""
-        self._position = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while self._position >= len(self._pending):
-            if self._done:
-                return 0
-            block = self._raw.read(SCAN_BLOCK)
-            if not block:
-                self._done = True
-                self._pending, self._position = b"\n" if self._inside else b"", 0
-                continue
-            self._pending, self._position = self._documents(block), 0
-        size = min(len(buffer), len(self._pending) - self._position)
-        buffer[:size] = memoryview(self._pending)[self._position:self._position + size]
-        self._position += size
-        return size
+    def next_block(self) -> bytes | None:
+        if self._done:
+            return None
+        block = self._raw.read(SCAN_BLOCK)
+        if not block:
+            self._done = True
+            return b"\n" if self._inside else None
+        return self._documents(block)
 
     def _documents(self, block: bytes) -> bytes:
         data = np.frombuffer(block, np.uint8)
