@@ -33,9 +33,6 @@ _PACKET_LINE = re.compile(rb"(?:^|[^A-Za-z0-9_])IN=[^ ]* .*?\bSRC=[^ ]+ DST=[^ ]
 _JOURNAL_ENTRY = re.compile(rb'\A\{.*"(?:__REALTIME_TIMESTAMP|_TRANSPORT)"\s*:.*"MESSAGE"\s*:|'
                             rb'\A\{.*"MESSAGE"\s*:.*"(?:__REALTIME_TIMESTAMP|_TRANSPORT)"\s*:')
 NOT_A_PACKET = "not a netfilter packet line (no IN=, SRC=, DST=, PROTO=)"
-#: the text before the outer header (prefix, syslog header) and the header itself, up to
-#: the first '[' (an ICMP error's quote of the packet it answers)
-_LINE = r"^(?P<head>(?:.*?[^A-Za-z0-9_])?)(?P<body>IN=[^\[]*)"
 #: a syslog header: priority, RFC 3164 or ISO time, then the rest
 _SYSLOG = (r"^(?:<[0-9]{1,3}>)?(?:1 )?(?P<time>[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2}"
            r"|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?)?"
@@ -44,12 +41,13 @@ _SYSLOG = (r"^(?:<[0-9]{1,3}>)?(?:1 )?(?P<time>[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2
 _HOST = r"^(?:(?P<host>[^ \[\]]*[^ \[\]:]) (?:kernel: )?|kernel: )?(?P<prefix>.*)$"
 #: the kernel's own time stamp (seconds since boot) before the prefix
 _UPTIME = r"^\[ *[0-9]+\.[0-9]+\] *"
-#: the keys kept, as the kernel writes them (IPv4, IPv6, TCP, UDP, ICMP, ESP/AH)
-KEYS = ("IN", "OUT", "PHYSIN", "PHYSOUT", "MAC", "SRC", "DST", "LEN", "TOS", "PREC", "TTL", "ID", "TC",
-        "HOPLIMIT", "FLOWLBL", "PROTO", "SPT", "DPT", "SEQ", "ACK", "WINDOW", "RES", "URGP", "TYPE", "CODE",
-        "SPI", "MARK", "UID", "GID")
-INTEGER_KEYS = frozenset({"LEN", "TTL", "HOPLIMIT", "SPT", "DPT", "WINDOW", "URGP", "TYPE", "CODE"})
-TCP_FLAGS = ("CWR", "ECE", "URG", "ACK", "PSH", "RST", "SYN", "FIN")
+#: the keys kept, as the kernel writes them (IPv4 and IPv6; TCP, UDP, ICMP): each is one
+#: vectorised pass over the block, so only what rules and triage use
+KEYS = ("IN", "OUT", "MAC", "SRC", "DST", "LEN", "TTL", "HOPLIMIT", "ID", "PROTO", "SPT", "DPT", "WINDOW", "TYPE",
+        "CODE", "MARK")
+INTEGER_KEYS = frozenset({"LEN", "TTL", "HOPLIMIT", "SPT", "DPT", "WINDOW", "TYPE", "CODE"})
+#: the TCP flag words, which the kernel writes between RES= and URGP=
+_FLAGS = r" RES=[^ ]* (?P<flags>(?:[A-Z]{3} )*)URGP="
 
 
 def is_journal_entry(line: bytes) -> bool:
@@ -109,12 +107,14 @@ class _SyslogParser(LineParser):
         return None if _PACKET_LINE.search(line) else NOT_A_PACKET
 
     def parse(self, lines: bytes) -> Iterator[TableBatch]:
-        text = pc.list_flatten(pc.split_pattern_regex(pa.array([lines.decode("utf-8").rstrip("\r\n")]), "\r?\n"))
-        parts = _packet_lines(pc.extract_regex(text, _LINE), self.stats)
-        header = pc.extract_regex(parts.field("head"), _SYSLOG)
+        text = pc.list_flatten(pc.split_pattern(pa.array([lines.decode("utf-8").rstrip("\n")]), "\n"))
+        if b"\r" in lines:
+            text = pc.utf8_rtrim(text, characters="\r")
+        head, body = _packet_lines(text, self.stats)
+        header = pc.extract_regex(head, _SYSLOG)
         host_prefix = pc.extract_regex(header.field("rest"), _HOST)
         times = _syslog_times(header.field("time"), self.reference)
-        table = _packet_table(parts.field("body"), host_prefix.field("prefix"), times, host_prefix.field("host"))
+        table = _packet_table(body, host_prefix.field("prefix"), times, host_prefix.field("host"))
         yield TableBatch(NETFILTER_TABLE, table, self.source.path, NetfilterReader.format_name)
 
 
@@ -137,25 +137,29 @@ class _JournalParser(JsonLinesParser):
         if entries is None or "MESSAGE" not in entries.column_names:
             return
         message = pc.cast(entries.column("MESSAGE").combine_chunks(), pa.string())
-        matched = pc.extract_regex(message, _LINE)
-        entries, parts = entries.filter(pc.is_valid(matched)), _packet_lines(matched, self.stats)
+        entries = entries.filter(pc.fill_null(pc.match_substring(message, "IN="), False))
+        head, body = _packet_lines(message, self.stats)
         micros = _column(entries, "__REALTIME_TIMESTAMP")
         times = pc.divide(pc.cast(pc.cast(micros, pa.string()), pa.float64()), 1e6) if micros is not None \
-            else pa.nulls(len(parts), pa.float64())
+            else pa.nulls(len(body), pa.float64())
         host = _column(entries, "_HOSTNAME")
-        yield TableBatch(NETFILTER_TABLE, _packet_table(parts.field("body"), parts.field("head"), times, host),
-                         self.source.path, "netfilter-journal-json")
+        yield TableBatch(NETFILTER_TABLE, _packet_table(body, head, times, host), self.source.path,
+                         "netfilter-journal-json")
 
 
-def _packet_lines(parts: pa.StructArray, stats: ReadStats) -> pa.StructArray:
-    """The lines that are packet lines; the others (a block can pass the cheap checks with
-    one line quoting two headers and another with none) are counted and left out."""
-    found = pc.is_valid(parts)
-    others = len(parts) - (pc.sum(found).as_py() or 0)
-    if not others:
-        return parts
-    stats.skip(NOT_A_PACKET, count=others)
-    return parts.filter(found)
+def _packet_lines(text: pa.Array, stats: ReadStats) -> tuple[pa.Array, pa.Array]:
+    """What comes before the outer header (syslog header, prefix) and the header itself,
+    from its ``IN=`` up to the first ``[`` (an ICMP error's quote of the packet it answers).
+    Lines without ``IN=`` (a block can pass the cheap checks with one line quoting two
+    headers and another with none) are counted and left out."""
+    found = pc.fill_null(pc.match_substring(text, "IN="), False)
+    others = len(text) - (pc.sum(found).as_py() or 0)
+    if others:
+        stats.skip(NOT_A_PACKET, count=others)
+        text = text.filter(found)
+    parts = pc.split_pattern(text, "IN=", max_splits=1)
+    header = pc.list_element(pc.split_pattern(pc.list_element(parts, 1), "[", max_splits=1), 0)
+    return pc.list_element(parts, 0), pc.binary_join_element_wise("IN=", header, "")
 
 
 def _column(table: pa.Table, name: str) -> pa.Array | None:
@@ -170,13 +174,12 @@ def _packet_table(body: pa.Array, prefix: pa.Array, times: pa.Array, host: pa.Ar
                                                                                                        pa.string()),
                "action": _unset_if_empty(prefix)}
     for key in KEYS:
-        value = _unset_if_empty(pc.extract_regex(body, rf"(?:^| ){key}=(?P<v>[^ ]*)").field("v"))
+        # the leftmost KEY= is the key itself: the kernel writes IN, OUT, ID, LEN before
+        # PHYSIN, PHYSOUT, UID and a UDP header's own LEN (a plain pattern is the fastest)
+        value = _unset_if_empty(pc.extract_regex(body, rf"{key}=(?P<v>[^ ]*)").field("v"))
         columns[key] = _integer(value) if key in INTEGER_KEYS else value
-    # each flag with a space after it, or nothing: Arrow's join skipping nulls drops rows
-    # where every input is null, so the words are concatenated and the last space trimmed
-    words = [pc.if_else(pc.match_substring_regex(body, rf"(?:^| ){flag}(?: |$)"), flag + " ", "")
-             for flag in TCP_FLAGS]
-    columns["flags"] = _unset_if_empty(pc.utf8_rtrim(pc.binary_join_element_wise(*words, ""), characters=" "))
+    flags = pc.extract_regex(body, _FLAGS).field("flags")
+    columns["flags"] = _unset_if_empty(pc.utf8_rtrim(flags, characters=" "))
     return pa.table(columns)
 
 
@@ -200,12 +203,18 @@ def _syslog_times(text: pa.Array, reference: float) -> pa.Array:
     year = datetime.fromtimestamp(reference, timezone.utc).year
     latest = pa.scalar(int((reference + 86_400) * 1_000_000), pa.timestamp("us", "UTC"))
     bsd = pc.if_else(iso, pa.scalar(None, pa.string()), text)
-    this_year, last_year = (pc.cast(pc.strptime(pc.binary_join_element_wise(str(y), bsd, " "),
-                                                format="%Y %b %d %H:%M:%S", unit="us", error_is_null=True),
-                                    pa.timestamp("us", "UTC")) for y in (year, year - 1))
-    bsd_times = pc.if_else(pc.greater(this_year, latest), last_year, this_year)
+    bsd_times = _in_year(bsd, year)
+    late = pc.fill_null(pc.greater(bsd_times, latest), False)
+    if pc.any(late).as_py():
+        bsd_times = pc.if_else(late, _in_year(bsd, year - 1), bsd_times)
     moments = pc.coalesce(iso_times, bsd_times)
     return pc.divide(pc.cast(pc.cast(moments, pa.int64()), pa.float64()), 1e6)
+
+
+def _in_year(text: pa.Array, year: int) -> pa.Array:
+    dated = pc.binary_join_element_wise(str(year), text, " ")
+    return pc.cast(pc.strptime(dated, format="%Y %b %d %H:%M:%S", unit="us", error_is_null=True),
+                   pa.timestamp("us", "UTC"))
 
 
 def _iso_times(text: pa.Array) -> pa.Array:
