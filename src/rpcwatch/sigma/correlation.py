@@ -338,13 +338,15 @@ def _record_id(event: Event) -> Any:
 
 def _ecs_of_group(group_values: Mapping[str, Any], event: Event) -> dict[str, Any]:
     """Alert fields for the group keys the events' table has roles for (``id.orig_h`` is
-    ``source.ip`` for Zeek), so correlation alerts sort and display like the others."""
+    ``source.ip`` for Zeek; on a table the rule reaches through renames, the key's column
+    there: ``src_ip`` in Suricata's), so correlation alerts sort and display like the others."""
     fields: dict[str, Any] = {}
     roles = table_info(event.table).roles if event.table else {}
+    by_column = {event.renames.get(name, name): value for name, value in group_values.items()}
     for role, columns in roles.items():
         for column in columns:
-            if column in group_values:
-                fields[role] = group_values[column]
+            if column in by_column:
+                fields[role] = by_column[column]
                 break
     return fields
 

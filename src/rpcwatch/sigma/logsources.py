@@ -3,25 +3,45 @@
 A rule's ``logsource`` selects routes; each route names a table, an optional extra
 selection (``where``) and field/value renames. Binding a rule to a route yields the
 expression an engine runs on that table.
+
+A route that declares ``absent`` (the fields its table never has) carries a rule written
+for another log to a table of other names: it takes a rule only when every field the rule
+reads is renamed or declared absent, so a rule is never run on a table that would quietly
+drop its tests. On such a route a test on an absent field is false (an unset value: only
+``null`` and ``|exists: false`` hold), and keyword rules, which search the record's own
+text, are not taken.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Mapping
 
 from rpcwatch.datafiles import load_yaml
-from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_selection, pattern_of
+from rpcwatch.sigma.compiler import (
+    CompiledRule,
+    RuleError,
+    compile_selection,
+    pattern_of,
+)
 from rpcwatch.sigma.expr import (
+    FALSE,
+    TRUE,
     And,
+    ExistsTest,
     Expr,
     FieldRefTest,
     Match,
     Not,
+    NullTest,
     Or,
     Pattern,
     StringTest,
     all_of,
+    any_of,
+    fields_of,
+    has_keywords,
+    negate,
     plain_text,
 )
 
@@ -34,6 +54,19 @@ class Route:
     values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     #: per rule field: value start (lower case) -> the pattern that replaces it
     prefixes: Mapping[str, Mapping[str, Pattern]] = field(default_factory=dict)
+    #: rule fields the table never has; None: the route takes any rule (see the module doc)
+    absent: frozenset[str] | None = None
+
+    def refusal(self, rule: CompiledRule) -> str | None:
+        """Why this route does not take the rule, or None when it does."""
+        if self.absent is None:
+            return None
+        if has_keywords(rule.expr):
+            return f"{self.table}: keyword searches need the rule's own log"
+        unknown = sorted(set(fields_of(rule.expr)) - set(self.fields) - self.absent)
+        if unknown:
+            return f"{self.table} has no field {', '.join(unknown)}"
+        return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +105,8 @@ def _logsource_entries() -> tuple[tuple[Mapping[str, str], tuple[Route, ...]], .
                   values={k: {str(a).lower(): str(b) for a, b in v.items()}
                           for k, v in (route.get("values", {}) or {}).items()},
                   prefixes={k: {str(a).lower(): pattern_of(str(b)) for a, b in v.items()}
-                            for k, v in (route.get("prefixes", {}) or {}).items()})
+                            for k, v in (route.get("prefixes", {}) or {}).items()},
+                  absent=frozenset(route["absent"] or ()) if "absent" in route else None)
             for route in entry["routes"])
         entries.append((entry["match"], routes))
     return tuple(entries)
@@ -91,18 +125,21 @@ def _format_route(route: Route, given: Mapping[str, str]) -> Route:
     if "{" not in route.table:
         return route
     try:
-        table = route.table.format(**given)
+        return replace(route, table=route.table.format(**given))
     except KeyError:
-        return Route("", route.where, route.fields, route.values, route.prefixes)
-    return Route(table, route.where, route.fields, route.values, route.prefixes)
+        return replace(route, table="")
 
 
 def bind(rule: CompiledRule) -> list[BoundRule]:
-    """The rule on each table its logsource routes to; raises RuleError when none."""
-    routes = [route for route in routes_for(rule.logsource) if route.table]
+    """The rule on each table its logsource routes to and that takes it; raises
+    RuleError when none does."""
+    verdicts = [(route, route.refusal(rule)) for route in routes_for(rule.logsource) if route.table]
+    routes = [route for route, refusal in verdicts if refusal is None]
+    refusals = [refusal for _, refusal in verdicts if refusal is not None]
     if not routes:
         described = ", ".join(f"{k}: {v}" for k, v in rule.logsource.items() if v) or "empty"
-        raise RuleError(f"no table for logsource ({described})")
+        why = f": {'; '.join(refusals)}" if refusals else ""
+        raise RuleError(f"no table for logsource ({described}){why}")
     bound = []
     for route in routes:
         body = _rename(rule.expr, route)
@@ -114,9 +151,11 @@ def bind(rule: CompiledRule) -> list[BoundRule]:
 
 
 def _rename(expr: Expr, route: Route) -> Expr:
-    if not route.fields and not route.values and not route.prefixes:
+    if not route.fields and not route.values and not route.prefixes and not route.absent:
         return expr
     if isinstance(expr, Match):
+        if route.absent and expr.field in route.absent:
+            return _on_unset(expr)
         test = expr.test
         mapping = route.values.get(expr.field)
         if mapping and isinstance(test, StringTest):
@@ -128,6 +167,8 @@ def _rename(expr: Expr, route: Route) -> Expr:
         if isinstance(test, FieldRefTest):
             test = FieldRefTest(route.fields.get(test.other, test.other), test.starts_with, test.ends_with)
         return Match(route.fields.get(expr.field, expr.field), test)
+    if route.absent:  # tests on absent fields became constants: fold them away
+        return _folded(expr, route)
     if isinstance(expr, And):
         return And(tuple(_rename(item, route) for item in expr.items))
     if isinstance(expr, Or):
@@ -135,6 +176,25 @@ def _rename(expr: Expr, route: Route) -> Expr:
     if isinstance(expr, Not):
         return Not(_rename(expr.item, route))
     return expr  # Keyword and Const are not about fields
+
+
+def _folded(expr: Expr, route: Route) -> Expr:
+    if isinstance(expr, And):
+        return all_of(_rename(item, route) for item in expr.items)
+    if isinstance(expr, Or):
+        return any_of(_rename(item, route) for item in expr.items)
+    if isinstance(expr, Not):
+        return negate(_rename(expr.item, route))
+    return expr
+
+
+def _on_unset(match: Match) -> Expr:
+    """A test on a field the table never has, as it reads on an unset value."""
+    if isinstance(match.test, NullTest):
+        return TRUE
+    if isinstance(match.test, ExistsTest):
+        return FALSE if match.test.exists else TRUE
+    return FALSE
 
 
 def _rewrite_prefix(test: StringTest, prefixes: Mapping[str, Pattern]) -> StringTest:

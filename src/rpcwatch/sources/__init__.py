@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
 from rpcwatch import workers
-from rpcwatch.sources import evtx, pcap, winjson, zeek  # noqa: F401  (registers their readers)
+from rpcwatch.sources import ecs, evtx, netfilter, pcap, suricata, vpcflow, winjson, zeek  # noqa: F401  (registers)
 from rpcwatch.sources.base import READERS, ReadStats, Reader, TableBatch
 from rpcwatch.sources.inputs import InputError, InputFile, expand_inputs, open_decompressed
 from rpcwatch.sources.prefilter import PrefilterPlan

@@ -25,6 +25,7 @@ Adding a format (docs/architecture.md has the worked example)::
 """
 from __future__ import annotations
 
+import io
 import re
 from abc import abstractmethod
 from typing import BinaryIO, ClassVar, Iterator
@@ -72,8 +73,8 @@ class LineParser:
         return True
 
     def header(self, lines: bytes) -> bool:
-        """``#`` header lines (formats whose reader sets ``headers``); True when data held
-        back until now can be read."""
+        """Header lines (formats whose reader sets ``headers``); True when data held back
+        until now can be read."""
         return False
 
     @abstractmethod
@@ -94,14 +95,48 @@ class LineParser:
         """The records of whole, well-formed lines as Arrow tables."""
 
 
+class RewrittenStream(io.RawIOBase):
+    """A stream of another stream's bytes rewritten block by block (pretty-printed JSON as
+    one object per line), for a :class:`LineParser` to read lines from."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self._pending = b""
+        self._position = 0
+
+    @abstractmethod
+    def next_block(self) -> bytes | None:
+        """The next rewritten bytes (maybe none for now); None at the end."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._position >= len(self._pending):
+            block = self.next_block()
+            if block is None:
+                return 0
+            self._pending, self._position = block, 0
+        size = min(len(buffer), len(self._pending) - self._position)
+        buffer[:size] = memoryview(self._pending)[self._position:self._position + size]
+        self._position += size
+        return size
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
 class LineReader(Reader):
     """A line-oriented format: subclasses give :meth:`parser`."""
 
     #: counted per run by the scan for :meth:`LineParser.well_formed` (TSV: separators;
     #: JSON lines: ``}\n{`` joints)
     marker: ClassVar[bytes] = b"\n"
-    #: ``#`` lines are header lines, not data
-    headers: ClassVar[bool] = False
+    #: how header lines start (Zeek TSV: ``#``), empty when the format has none
+    headers: ClassVar[bytes] = b""
 
     @abstractmethod
     def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,

@@ -76,23 +76,23 @@ def _is_clean(data: bytes) -> bool:
 
 
 def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
-               headers: bool, keep_data: bool) -> list[Run]:
+               headers: bytes, keep_data: bool) -> list[Run]:
     """Cut a block of whole lines into runs. ``pattern`` is the prefilter's line regex
-    (``None`` keeps every line; an empty pattern keeps none); ``headers`` says whether
-    ``#`` lines are headers (TSV) or data."""
+    (``None`` keeps every line; an empty pattern keeps none); ``headers`` is how header
+    lines start (Zeek TSV: ``#``; VPC flow logs: ``version ``), empty when a format has none."""
     matcher = _filter(pattern)
     runs = []
     start, size = 0, len(block)
     while start < size:
-        if headers and block.startswith(b"#", start):
+        if headers and block.startswith(headers, start):
             end = start
-            while end < size and block.startswith(b"#", end):
+            while end < size and block.startswith(headers, end):
                 newline = block.find(b"\n", end)
                 end = size if newline < 0 else newline + 1
             runs.append(Run(offset + start, end - start, header=block[start:end]))
             start = end
             continue
-        end = _next_header_line(block, start) if headers else size
+        end = _next_header_line(block, start, headers) if headers else size
         data = block[start:end]
         if pattern == b"":
             kept = b""
@@ -108,18 +108,21 @@ def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
     return runs
 
 
-def _next_header_line(block: bytes, start: int) -> int:
-    """Where the next line starting with ``#`` begins (or the end). Looks for the byte
-    ``#`` alone (a memchr scan) and checks that it starts a line: much faster than a
-    search for ``\\n#`` in data where ``#`` is rare."""
-    at = block.find(b"#", start)
+def _next_header_line(block: bytes, start: int, headers: bytes) -> int:
+    """Where the next header line begins (or the end). A one-byte start (``#``) is looked
+    for alone (a memchr scan), then checked to start a line: much faster than a search
+    for ``\\n#`` in data where ``#`` is rare. A longer start is found with its newline."""
+    if len(headers) > 1:
+        at = block.find(b"\n" + headers, start)
+        return len(block) if at < 0 else at + 1
+    at = block.find(headers, start)
     while at > 0 and block[at - 1] != 0x0A:
-        at = block.find(b"#", at + 1)
+        at = block.find(headers, at + 1)
     return len(block) if at < 0 else at
 
 
 def _scan_range(path: str, start: int, end: int, marker: bytes, pattern: bytes | None,
-                headers: bool, first: bool, max_line: int) -> list[Run]:
+                headers: bytes, first: bool, max_line: int) -> list[Run]:
     """Worker task: the whole lines that begin in [start, end) of a file. A line that
     goes on more than ``max_line`` bytes is left out, reported in the last run."""
     with open(path, "rb", buffering=0) as fh:
@@ -166,7 +169,7 @@ def _find_newline(fh, position: int, until: int) -> int:
 
 
 def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, pattern: bytes | None,
-                          headers: bool, max_line: int) -> Iterator[Run] | None:
+                          headers: bytes, max_line: int) -> Iterator[Run] | None:
     """Runs of a plain file from ``start`` on, scanned by worker processes, in file order;
     ``None`` when the file is too small to be worth it or there is a single core."""
     pool = worker_pool() if size - start >= PARALLEL_MIN_SIZE else None
@@ -179,7 +182,7 @@ def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, patte
 
 
 def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter: LineFilter | None,
-              marker: bytes, headers: bool, start: int = 0) -> Iterator[Run]:
+              marker: bytes, headers: bytes, start: int = 0) -> Iterator[Run]:
     """The runs of an input from ``start``: scanned by workers when the input is a large
     plain file and a filter does most of the work, else block by block from ``stream``."""
     pattern = None if line_filter is None else line_filter.pattern

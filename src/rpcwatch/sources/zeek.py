@@ -224,7 +224,7 @@ class ZeekTsvReader(LineReader):
 
     format_name = "zeek-tsv"
     marker = b"\t"
-    headers = True
+    headers = b"#"
 
     @classmethod
     def sniff(cls, head: bytes) -> bool:

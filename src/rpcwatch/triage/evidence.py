@@ -104,9 +104,10 @@ class Evidence:
 
     @property
     def identity(self) -> tuple:
-        """Records found by several searches (and as alerts) count once."""
-        return (self.table, self.file, self.record_id, self.micros, self.rpc_operation, self.host,
-                self.event_code)
+        """Records found by several searches (and as alerts) count once. All that a record
+        says is its identity: a record id alone is not unique in every log (Suricata's
+        flow_id is shared by a flow's alert, flow and protocol events)."""
+        return tuple(getattr(self, name) for name in self.__slots__ if name != "search")
 
     def ref(self) -> dict[str, Any]:
         """Where to find the record, and what it says in one line."""

@@ -43,7 +43,8 @@ def exposure_inventory(flows: Iterable[Flow], hosts: Mapping[str, set[str]],
     accepted: dict[str, list[Flow]] = defaultdict(list)
     for flow in flows:
         if (flow.client_scope == "internet" and flow.server_scope == "internal"
-                and flow.server_port == chain.rpc_port and flow.established):
+                and flow.server_port == chain.rpc_port and flow.evidence.transport in (None, "tcp")
+                and flow.established):
             accepted[flow.server].append(flow)
     inventory = []
     for address, sessions in accepted.items():
