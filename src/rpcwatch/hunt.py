@@ -17,7 +17,7 @@ from rpcwatch.config import Config
 from rpcwatch.sigma.compiler import RuleError
 from rpcwatch.sigma.literals import literals_for_table
 from rpcwatch.sigma.loader import RuleProblem, RuleSet, describe_logsource, load_rule_set
-from rpcwatch.sigma.correlation import Correlator, Event
+from rpcwatch.sigma.correlation import CompiledCorrelation, Correlator, Event
 from rpcwatch.sigma.expr import has_keywords
 from rpcwatch.sigma.logsources import BoundRule, bind, table_info
 from rpcwatch.sources import LogReading, ReadStats, TableBatch
@@ -125,6 +125,8 @@ class HuntReport:
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
     bytes_on_disk: int = 0
+    #: what the correlation limits cost (late events, windows cut short, groups closed early)
+    correlation_losses: list[str] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -172,10 +174,16 @@ class Hunt:
                 if bound.rule.emit:
                     self.report.alerts_by_rule[bound.rule.title] += 1
                     yield self._enriched(alert, bound.rule)
-        for alert, correlation in self._correlator.finish():
+            # episodes closed early (only when more events came than the correlations hold)
+            yield from self._correlation_alerts(self._correlator.poll())
+        yield from self._correlation_alerts(self._correlator.finish())
+        self.report.correlation_losses = self._correlator.losses()
+        self.report.finished = time.perf_counter()
+
+    def _correlation_alerts(self, found: Iterable[tuple[dict, CompiledCorrelation]]) -> Iterator[dict]:
+        for alert, correlation in found:
             self.report.alerts_by_rule[correlation.title] += 1
             yield self._enriched(alert, correlation)
-        self.report.finished = time.perf_counter()
 
     def _observe(self, bound: BoundRule, record: dict) -> None:
         time_of = event_time(record, table_info(bound.table))

@@ -339,6 +339,7 @@ class _Evaluation:
         self.producers: list[_Evaluation] = []
         self.losses: Counter[str] = Counter()
         self._record_ids: dict[str, str | None] = {}
+        self._fields: dict[str, tuple[tuple[str, ...], str | None]] = {}
         self._expression_results: dict[int, bool] = {}
         #: closed episodes not yet reported: (serial, group key, episode)
         self.closed: list[tuple[int, tuple, _Episode]] = []
@@ -379,24 +380,32 @@ class _Evaluation:
 
     def _group_of(self, rule_key: str, record: Mapping[str, Any], renames: Mapping[str, str]) -> tuple | None:
         values = []
-        for name in self.correlation.group_by:
-            value = self._field(rule_key, name, record, renames)
+        for column in self._columns(rule_key)[0]:
+            value = lookup(record, renames.get(column, column))
             if value is None:
                 return None
             values.append(_canonical(value))
         return tuple(values)
 
     def _value_of(self, rule_key: str, record: Mapping[str, Any], renames: Mapping[str, str]) -> Any:
-        name = self.correlation.value_field
-        if name is None:
+        column = self._columns(rule_key)[1]
+        if column is None:
             return None
-        value = self._field(rule_key, name, record, renames)
+        value = lookup(record, renames.get(column, column))
         return _canonical(value) if self.correlation.type == "value_count" else _number(value)
 
-    def _field(self, rule_key: str, name: str, record: Mapping[str, Any], renames: Mapping[str, str]) -> Any:
-        alias = self.correlation.aliases.get(name)
-        column = alias.get(rule_key, name) if alias else name
-        return lookup(record, renames.get(column, column))
+    def _columns(self, rule_key: str) -> tuple[tuple[str, ...], str | None]:
+        """The referenced rule's fields for the group and for the condition (``aliases``
+        name them per rule)."""
+        if rule_key not in self._fields:
+            def column(name: str) -> str:
+                alias = self.correlation.aliases.get(name)
+                return alias.get(rule_key, name) if alias else name
+
+            value_field = self.correlation.value_field
+            self._fields[rule_key] = (tuple(column(name) for name in self.correlation.group_by),
+                                      None if value_field is None else column(value_field))
+        return self._fields[rule_key]
 
     def _record_id_column(self, table: str) -> str | None:
         if table not in self._record_ids:
@@ -667,7 +676,7 @@ def _fingerprint(correlation: CompiledCorrelation) -> str:
 def _canonical(value: Any) -> Any:
     """A group or field value as kept: hashable and plain JSON (a Zeek set becomes a tuple,
     anything but text, numbers and booleans its text)."""
-    if value is None or isinstance(value, (str, int)):
+    if value is None or type(value) is str or isinstance(value, int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
