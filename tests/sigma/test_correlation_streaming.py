@@ -129,7 +129,7 @@ def test_polling_with_watermarks_emits_each_alert_once(correlation_, events, dat
 
 
 @SETTINGS
-@given(correlations(kinds=("event_count", "value_count", "temporal")), observed(), st.data())
+@given(correlations(), observed(), st.data())
 def test_a_restart_from_the_saved_state_changes_nothing(correlation_, events, data):
     uninterrupted = run([correlation_], events)
     limits = CorrelationLimits(max_reorder_events=data.draw(st.sampled_from([1, 3, 1000])))
@@ -160,7 +160,7 @@ def _without_losses(correlation_, events, limits):
 
 
 @SETTINGS
-@given(correlations(kinds=KINDS[:6]), observed(), st.data())
+@given(correlations(), observed(), st.data())
 def test_restarts_between_watermarks_keep_every_type_exact(correlation_, events, data):
     events = in_time_order(correlation_, events)
     correlator = Correlator([correlation_], CorrelationLimits(max_reorder_events=2))
