@@ -188,6 +188,24 @@ def test_chained_correlations(inner, outer_kind, emit_inner, events):
     assert run([outer, inner], events) == reference([inner, outer], events)
 
 
+@SETTINGS
+@given(correlations(kinds=("event_count", "value_count", "temporal"), key="inner", title="Inner"), observed(),
+       st.data())
+def test_chained_correlations_polled_with_watermarks(inner, events, data):
+    outer = correlation("event_count", ("inner",), tuple(n for n in inner.group_by if n != "dst"), timespan=5.0,
+                        op="gte", value=2.0, key="outer", title="Outer")
+    events = in_time_order(inner, events)
+    correlator = Correlator([outer, inner], CorrelationLimits(max_reorder_events=1))
+    found = []
+    for index, event in enumerate(events):
+        if index and data.draw(st.booleans()):
+            found += [found_in(a) for a, _ in correlator.poll(watermark=event.time)]
+        feed(correlator, event)
+    found += [found_in(a) for a, _ in correlator.finish()]
+    assert sorted(found, key=repr) == sorted(reference([inner, outer], events), key=repr)
+    assert correlator.losses() == []
+
+
 def _fields(compiled: CompiledCorrelation) -> dict:
     names = ("kind", "rules", "group_by", "timespan", "op", "value", "value_field", "percentile", "expression",
              "aliases", "key", "title")
