@@ -4,11 +4,12 @@ hosts on TCP/135, one probe every 1/16 s, with as many unrelated connections bet
 
     python3 bench/bench_correlation.py [--hosts 20000 200000] [--runs 3] [--timeout 300]
 
-`rpcwatch hunt` runs with the bundled rules (two correlations over the conn rule's matches)
-and with the conn rule alone, each once with this tree's correlation module and once with
-the module of the commit this branch started from (`git merge-base HEAD main`), loaded in
-its place from a copy in the benchmark's temporary directory: both side by side in one
-run. Every command runs in its own process; wall time is the median of --runs runs, peak
+`rpcwatch hunt` runs with the bundled rules (two correlations over the conn rule's
+matches), with the bundled rules less the correlations, and with the conn rule alone. The
+bundled rules also run with the correlation module of the commit this branch started from
+(`git merge-base HEAD main`), loaded in place of this tree's from a copy in the benchmark's
+temporary directory: before and after side by side in one run (without correlations the
+two are the same code). Every command runs in its own process; wall time is the median of --runs runs, peak
 memory the largest resident set seen; a run still going after --timeout seconds is stopped
 and reported as such. Alerts are checked against the ground truth: N alerts of the conn
 rule and one sweep alert standing for all N probes, whose value is the number of hosts in
@@ -23,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,7 +31,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 OUT = HERE / "out"
-CONN_RULE = REPO / "src" / "rpcwatch" / "rules" / "zeek_conn_rpc_from_internet.yml"
+RULES = REPO / "src" / "rpcwatch" / "rules"
+CONN_RULE = RULES / "zeek_conn_rpc_from_internet.yml"
+#: the bundled rules less the correlations: what the correlations add is the difference
+DETECTION_RULES = sorted(path for path in RULES.glob("*.yml") if not path.name.startswith("correlation_"))
 SOURCE = "45.83.64.17"
 START = 1_700_000_000.0
 PROBES_PER_SECOND = 16  # a power of two: probe times are exact in binary and in Zeek's six decimals
@@ -86,24 +89,37 @@ def expected(hosts: int) -> dict:
     return {"Detect RPC from Internet": hosts, "sweep": (hosts, window, START, START + duration)}
 
 
+# A child's peak resident set (ru_maxrss) starts from that of the process that spawned it
+# (Linux carries the high-water mark across exec), and this script holds whole outputs: each
+# command is spawned by a small process of its own, which reports the command's figures.
+SPAWNER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def measure(argv: list[str], runs: int, timeout: float) -> tuple[float | None, float, str]:
     """Median wall seconds (None: stopped at the timeout), peak RSS in MiB, the last output."""
     times, peak, output = [], 0.0, ""
     for _ in range(runs):
-        with tempfile.TemporaryFile() as out:
-            start = time.perf_counter()
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL)
-            timer = threading.Timer(timeout, process.kill)
-            timer.start()
-            _, status, usage = os.wait4(process.pid, 0)
-            timer.cancel()
-            elapsed = time.perf_counter() - start
-            peak = max(peak, usage.ru_maxrss / 1024)
-            if os.waitstatus_to_exitcode(status) < 0:
+        with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r") as figures:
+            spawner = subprocess.Popen([sys.executable, "-c", SPAWNER, figures.name, *argv], stdout=out,
+                                       stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                spawner.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(spawner.pid, 9)
+                spawner.wait()
                 return None, peak, ""
-            if os.waitstatus_to_exitcode(status) != 0:
+            wall, rss_kib, status = figures.read().split()
+            if int(status) != 0:
                 raise SystemExit(f"failed: {' '.join(argv)}")
-            times.append(elapsed)
+            times.append(float(wall))
+            peak = max(peak, int(rss_kib) / 1024)
             out.seek(0)
             output = out.read().decode()
     return statistics.median(times), peak, output
@@ -122,8 +138,7 @@ def check(output: str, hosts: int, bundled: bool) -> str:
         return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     want_sweeps = [(count, window, iso(first), iso(last))] if bundled else []
-    ok = by_rule["Detect RPC from Internet"] == hosts and found == want_sweeps and \
-        len(by_rule) == (2 if bundled else 1)
+    ok = by_rule["Detect RPC from Internet"] == hosts and found == want_sweeps and len(by_rule) == 1 + bundled
     if not ok:
         raise SystemExit(f"wrong alerts for {hosts} hosts: {dict(by_rule)}, sweeps {found}, want {want_sweeps}")
     return f"{hosts:,} + {len(sweeps)} sweep ({count:,} events, value {window:,})" if bundled else f"{hosts:,}"
@@ -153,14 +168,20 @@ def main() -> None:
         for hosts in args.hosts:
             log = generate(hosts)
             hunt = ["hunt", str(log), "--format", "jsonl", "-q", "--no-progress"]
-            for rules, extra in (("bundled", []), ("conn rule", ["--rules", str(CONN_RULE), "--no-bundled-rules"])):
-                for code, prefix in (("after", [sys.executable, "-m", "rpcwatch"]),
-                                     ("before", [sys.executable, "-c", BASELINE_LAUNCHER, str(old)])):
+            configurations = (("bundled", []),
+                              ("detection", [arg for path in DETECTION_RULES for arg in ("--rules", str(path))]
+                               + ["--no-bundled-rules"]),
+                              ("conn rule", ["--rules", str(CONN_RULE), "--no-bundled-rules"]))
+            for rules, extra in configurations:
+                codes = [("after", [sys.executable, "-m", "rpcwatch"])]
+                if rules == "bundled":
+                    codes.append(("before", [sys.executable, "-c", BASELINE_LAUNCHER, str(old)]))
+                for code, prefix in codes:
                     wall, rss, output = measure(prefix + hunt + extra, args.runs, args.timeout)
-                    shown = f"{wall:>9.2f}" if wall is not None else f">{args.timeout:>8.0f}"
+                    shown = f"{wall:>9.2f} {rss:>8.0f}" if wall is not None else f">{args.timeout:>8.0f} {'-':>8}"
                     result = check(output, hosts, rules == "bundled") if wall is not None else \
                         f"stopped after {args.timeout:.0f} s"
-                    print(f"{hosts:>8,} | {rules:10} | {code:6} | {shown} {rss:>8.0f} | {result}", flush=True)
+                    print(f"{hosts:>8,} | {rules:10} | {code:6} | {shown} | {result}", flush=True)
 
 
 if __name__ == "__main__":
