@@ -154,12 +154,38 @@ def baseline_module(directory: Path) -> Path:
     return path
 
 
+def bytes_held_per_event(events: int = 100_000) -> tuple[float, float]:
+    """In this process: memory a correlation holds per event waiting in its reorder buffer,
+    and per event in a window (the sweep rule, records shaped as the conn rule's matches)."""
+    import tracemalloc
+
+    from rpcwatch.sigma.correlation import CorrelationLimits, Correlator, Event
+    from rpcwatch.sigma.loader import load_rule_set
+
+    sweep = next(c for c in load_rule_set([], bundled=True).correlations if c.type == "value_count")
+    figures = []
+    for limits in (CorrelationLimits(max_reorder_events=events), CorrelationLimits(max_reorder_events=1)):
+        correlator = Correlator([sweep], limits)
+        tracemalloc.start()
+        for i in range(events):
+            record = {"ts": START + i, "uid": f"CP{i:015d}", "id.orig_h": ".".join(SOURCE.split(".")),
+                      "id.resp_h": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "conn_state": "REJ"}
+            correlator.observe(sweep.rules[0], Event(START + i / 1000, sweep.rules[0], record, {}, "Detect",
+                                                     "zeek.conn"))
+        figures.append(tracemalloc.get_traced_memory()[0] / events)
+        tracemalloc.stop()
+    return figures[0], figures[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[20_000, 200_000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
+    buffered, windowed = bytes_held_per_event()
+    print(f"held per event and correlation: {buffered:.0f} bytes waiting in the reorder buffer, "
+          f"{windowed:.0f} bytes in a window")
     with tempfile.TemporaryDirectory() as scratch:
         old = baseline_module(Path(scratch))
         header = f"{'hosts':>8} | {'rules':10} | {'code':6} | {'wall s':>9} {'RSS MiB':>8} | alerts"

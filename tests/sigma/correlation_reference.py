@@ -49,7 +49,6 @@ def reference(correlations: list[CompiledCorrelation], observed: Iterable[Observ
     for item in observed:
         events[item.rule].append(item)
     found: list[Found] = []
-    done: set[str] = set()
     pending = list(correlations)
     while pending:
         keys = {c.key for c in pending}
@@ -60,7 +59,6 @@ def reference(correlations: list[CompiledCorrelation], observed: Iterable[Observ
                                                    correlation.title))
             if correlation.emit:
                 found.append(alert.found)
-        done.add(correlation.key)
     return found
 
 
