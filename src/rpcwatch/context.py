@@ -26,6 +26,12 @@ class Limits:
 
     #: a line longer than this is skipped and counted (its neighbours are kept)
     max_line_bytes: int = 8 << 20
+    #: per correlation rule (docs/sigma-support.md): events waiting to be put in time
+    #: order, groups held, events in one group's window, events in all windows
+    correlation_reorder_events: int = 200_000
+    correlation_groups: int = 100_000
+    correlation_window_events: int = 100_000
+    correlation_held_events: int = 500_000
 
     @classmethod
     def from_mapping(cls, values: dict, where: str) -> "Limits":

@@ -14,10 +14,11 @@ import pyarrow as pa
 
 from rpcwatch.alerts import Alert, build_alerts, event_time
 from rpcwatch.config import Config
+from rpcwatch.context import current
 from rpcwatch.sigma.compiler import RuleError
 from rpcwatch.sigma.literals import literals_for_table
 from rpcwatch.sigma.loader import RuleProblem, RuleSet, describe_logsource, load_rule_set
-from rpcwatch.sigma.correlation import Correlator, Event
+from rpcwatch.sigma.correlation import CorrelationLimits, Correlator, Event
 from rpcwatch.sigma.expr import has_keywords
 from rpcwatch.schema import FILE_COLUMN, LiteralSet, table_info
 from rpcwatch.sigma.logsources import BoundRule, bind
@@ -123,6 +124,8 @@ class HuntReport:
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
     bytes_on_disk: int = 0
+    #: what the correlation limits cost (late events, windows cut short, groups closed early)
+    correlation_losses: list[str] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -150,7 +153,10 @@ class Hunt:
         self._reading = LogReading(inputs, plan.prefilter, self._count_bytes)
         self.report.stats = self._reading.stats
         self._columns: dict[str, set[str]] = defaultdict(set)
-        self._correlator = Correlator(plan.rule_set.correlations)
+        limits = current().limits
+        self._correlator = Correlator(plan.rule_set.correlations, CorrelationLimits(
+            max_reorder_events=limits.correlation_reorder_events, max_groups=limits.correlation_groups,
+            max_window_events=limits.correlation_window_events, max_held_events=limits.correlation_held_events))
 
     def _count_bytes(self, size: int) -> None:
         self.report.bytes_on_disk += size
@@ -169,10 +175,16 @@ class Hunt:
                 if bound.rule.emit:
                     self.report.alerts_by_rule[bound.rule.title] += 1
                     yield alert
-        for alert in self._correlator.finish():
+            # episodes closed early (only when more events came than the correlations hold)
+            yield from self._correlation_alerts(self._correlator.poll())
+        yield from self._correlation_alerts(self._correlator.finish())
+        self.report.correlation_losses = self._correlator.losses()
+        self.report.finished = time.perf_counter()
+
+    def _correlation_alerts(self, found: Iterable[Alert]) -> Iterator[Alert]:
+        for alert in found:
             self.report.alerts_by_rule[alert.rule.name] += 1
             yield alert
-        self.report.finished = time.perf_counter()
 
     def _observe(self, bound: BoundRule, record: dict) -> None:
         time_of = event_time(record, table_info(bound.table))
