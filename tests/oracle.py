@@ -83,7 +83,7 @@ def _match(field, test, event) -> bool:
 
 def _value(value, test) -> bool:
     if isinstance(test, NullTest):
-        return value is None
+        return value is None or value == ""
     if isinstance(test, ExistsTest):
         return (value is not None) == test.exists
     if value is None:

@@ -6,7 +6,7 @@ expression an engine runs on that table.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -22,6 +22,7 @@ from rpcwatch.sigma.expr import (
     Pattern,
     StringTest,
     all_of,
+    fields_of,
     plain_text,
 )
 
@@ -34,6 +35,8 @@ class Route:
     values: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     #: per rule field: value start (lower case) -> the pattern that replaces it
     prefixes: Mapping[str, Mapping[str, Pattern]] = field(default_factory=dict)
+    #: rule fields (lower case) the route's events lack: such a rule is not bound here
+    unsupported: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -91,17 +94,19 @@ def _logsource_entries() -> tuple[tuple[Mapping[str, str], tuple[Route, ...]], .
                   values={k: {str(a).lower(): str(b) for a, b in v.items()}
                           for k, v in (route.get("values", {}) or {}).items()},
                   prefixes={k: {str(a).lower(): pattern_of(str(b)) for a, b in v.items()}
-                            for k, v in (route.get("prefixes", {}) or {}).items()})
+                            for k, v in (route.get("prefixes", {}) or {}).items()},
+                  unsupported=frozenset(name.lower() for name in route.get("unsupported", ()) or ()))
             for route in entry["routes"])
         entries.append((entry["match"], routes))
     return tuple(entries)
 
 
 def routes_for(logsource: Mapping[str, str | None]) -> tuple[Route, ...]:
-    """The routes of the first entry whose every ``match`` key the rule sets to the same value."""
+    """The routes of the first entry whose every ``match`` key the rule sets to the same
+    value (a ``null`` key: the rule leaves it out)."""
     given = {key: value.lower() for key, value in logsource.items() if value}
     for match, routes in _logsource_entries():
-        if all(given.get(key) == str(value).lower() for key, value in match.items()):
+        if all(given.get(key) == (None if value is None else str(value).lower()) for key, value in match.items()):
             return tuple(_format_route(route, given) for route in routes)
     return ()
 
@@ -112,16 +117,20 @@ def _format_route(route: Route, given: Mapping[str, str]) -> Route:
     try:
         table = route.table.format(**given)
     except KeyError:
-        return Route("", route.where, route.fields, route.values, route.prefixes)
-    return Route(table, route.where, route.fields, route.values, route.prefixes)
+        table = ""
+    return replace(route, table=table)
 
 
 def bind(rule: CompiledRule) -> list[BoundRule]:
     """The rule on each table its logsource routes to; raises RuleError when none."""
+    described = ", ".join(f"{k}: {v}" for k, v in rule.logsource.items() if v) or "empty"
     routes = [route for route in routes_for(rule.logsource) if route.table]
     if not routes:
-        described = ", ".join(f"{k}: {v}" for k, v in rule.logsource.items() if v) or "empty"
         raise RuleError(f"no table for logsource ({described})")
+    read = {name.lower() for name in fields_of(rule.expr)}
+    routes = [route for route in routes if not route.unsupported & read]
+    if not routes:
+        raise RuleError(f"the rule reads fields no event of its logsource ({described}) has")
     bound = []
     for route in routes:
         body = _rename(rule.expr, route)
