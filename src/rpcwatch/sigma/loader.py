@@ -19,7 +19,7 @@ from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
 from sigma.filters import SigmaFilter
 from sigma.modifiers import SigmaCIDRModifier
-from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
+from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaLogSource, SigmaRule
 from sigma.types import SigmaCIDRExpression, SigmaRuleLocation
 
 from rpcwatch.config import Config
@@ -30,8 +30,17 @@ from rpcwatch.sigma.correlation import CompiledCorrelation, compile_correlation
 
 RULE_SUFFIXES = (".yml", ".yaml")
 
-#: SigmaCollection.from_yaml parses with PyYAML's pure-Python loader, which spends most of
-#: the time of loading thousands of rules; libyaml's (FAST_LOADER) is used instead
+#: Aliases (``*name``) one rule document may use. An alias is a reference: nested aliases
+#: let a few hundred bytes stand for gigabytes once pySigma expands a rule's lists ("billion
+#: laughs"). SigmaHQ's rules use none.
+MAX_YAML_ALIASES = 100
+#: Nodes (mappings, lists, scalars) one rule document may hold with every alias expanded.
+#: SigmaHQ's largest rule (a list of vulnerable drivers) has 4,475.
+MAX_YAML_NODES = 100_000
+#: what taking one rule, filter or correlation further may raise: its own reason, and
+#: pySigma's plain Python errors on documents whose parts have the wrong shape (a level
+#: that is a number, a list where a mapping belongs); either way only that document is lost
+RULE_ERRORS = (RuleError, SigmaError, ValueError, KeyError, TypeError, AttributeError)
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ def load_rule_set(paths: Iterable[str | Path] = (), config: Config | None = None
                 continue
             apply_networks(document, config)
             rule_set.rules.append(compile_rule(document, config.placeholders, path=path, key=keys[document]))
-        except (RuleError, SigmaError, ValueError, KeyError) as exc:
+        except RULE_ERRORS as exc:
             rule_set.problems.append(_problem(path, document, str(exc)))
     return rule_set
 
@@ -133,7 +142,7 @@ def _resolve_correlations(collection: SigmaCollection, rule_set: RuleSet) -> lis
             continue
         try:
             document.resolve_rule_references(collection)
-        except SigmaError as exc:
+        except RULE_ERRORS as exc:
             rule_set.problems.append(_problem(_path_of(document), document, f"correlation: {exc}"))
             continue
         resolved.append(document)
@@ -152,7 +161,7 @@ def _apply_filters(documents: list, filters: list[SigmaFilter], rule_set: RuleSe
                 if sigma_filter._should_apply_on_rule(document):
                     documents[index] = sigma_filter.apply_on_rule(document)
                     tuned += 1
-            except SigmaError as exc:
+            except RULE_ERRORS as exc:
                 rule_set.problems.append(_problem(_path_of(sigma_filter), sigma_filter, f"filter: {exc}"))
         rule_set.filters[sigma_filter.title] = tuned
 
@@ -169,34 +178,134 @@ def parse_file(file: Path) -> Iterator[tuple[object | None, RuleProblem | None]]
         yield None, RuleProblem(str(file), f"cannot read rule file: {exc}")
         return
     try:
-        collection = SigmaCollection.from_dicts(list(yaml.load_all(text, Loader=FAST_LOADER)), collect_errors=True,
-                                                source=SigmaRuleLocation(file), collect_filters=True,
-                                                resolve_references=False)
-    except Exception as exc:  # YAML errors and pySigma errors alike end in a listed problem
+        documents, refused = load_yaml_documents(text, str(file))
+    except yaml.YAMLError as exc:
         yield None, RuleProblem(str(file), f"not a Sigma document: {exc}")
         return
-    for error in collection.errors:
-        yield None, RuleProblem(str(file), str(error))
-    for document in [*collection.rules, *collection.filters]:
-        if document.errors:
-            yield None, _problem(str(file), document, "; ".join(str(e) for e in document.errors))
+    for problem in refused:
+        yield None, problem
+    for collection in _collections(documents, file):
+        if isinstance(collection, RuleProblem):
+            yield None, collection
+            continue
+        for error in collection.errors:
+            yield None, RuleProblem(str(file), str(error))
+        for document in [*collection.rules, *collection.filters]:
+            if document.errors:
+                yield None, _problem(str(file), document, "; ".join(str(e) for e in document.errors))
+            else:
+                yield document, None
+
+
+def _collections(documents: list, file: Path) -> Iterator[SigmaCollection | RuleProblem]:
+    """pySigma's parse of a file's documents: all together (legacy ``action: global``
+    documents apply to the ones after them); when that fails, one document at a time, so
+    only the documents pySigma cannot take are lost."""
+    location = SigmaRuleLocation(file)
+    try:
+        yield SigmaCollection.from_dicts(documents, collect_errors=True, source=location, collect_filters=True,
+                                         resolve_references=False)
+        return
+    except Exception:  # pySigma's errors and its bugs on odd input alike: find the documents
+        pass
+    for number, document in enumerate(documents, start=1):
+        try:
+            yield SigmaCollection.from_dicts([document], collect_errors=True, source=location,
+                                             collect_filters=True, resolve_references=False)
+        except Exception as exc:
+            title = document.get("title", "") if isinstance(document, dict) else ""
+            yield RuleProblem(str(file), f"YAML document {number} is not a Sigma document: {exc}",
+                              title if isinstance(title, str) else "")
+
+
+def load_yaml_documents(text: str, path: str) -> tuple[list, list[RuleProblem]]:
+    """The documents of a YAML text, and the ones refused. Each document is checked against
+    :data:`MAX_YAML_ALIASES` and :data:`MAX_YAML_NODES` as a node graph, before it is built
+    into Python objects, so an alias bomb costs nothing to refuse.
+
+    libyaml's parser (``FAST_LOADER``) does the parsing: SigmaCollection.from_yaml uses
+    PyYAML's pure-Python one, which spends most of the time of loading thousands of rules."""
+    loader = FAST_LOADER(text)
+    documents, refused = [], []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            reason = _over_yaml_limits(node)
+            if reason is None:
+                documents.append(loader.construct_document(node))
+            else:
+                refused.append(RuleProblem(path, f"YAML document {len(documents) + len(refused) + 1} refused: "
+                                                 f"{reason}", _top_scalar(node, "title"), _top_scalar(node, "id")))
+    finally:
+        loader.dispose()
+    return documents, refused
+
+
+def _top_scalar(node: yaml.Node, name: str) -> str:
+    """A top-level scalar of a composed document (a refused rule's title and id)."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == name and isinstance(value, yaml.ScalarNode):
+                return value.value
+    return ""
+
+
+def _over_yaml_limits(root: yaml.Node) -> str | None:
+    """Why a composed document exceeds the limits, or None. Nodes are visited in document
+    order, so an anchored node is complete before any alias to it; each node's expanded
+    size is computed once (aliases share nodes), so this is linear in the text."""
+    expanded: dict[int, int] = {}
+    on_path: set[int] = set()
+    aliases = 0
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finishing = stack.pop()
+        key = id(node)
+        if finishing:
+            on_path.discard(key)
+            expanded[key] = 1 + sum(expanded[id(child)] for child in _child_nodes(node))
+            if expanded[key] > MAX_YAML_NODES:
+                return f"more than {MAX_YAML_NODES:,} YAML nodes with its aliases expanded (MAX_YAML_NODES)"
+        elif key in on_path:
+            return "a YAML alias refers to a node that contains it (recursive alias)"
+        elif key in expanded:
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                return f"more than {MAX_YAML_ALIASES} YAML aliases (MAX_YAML_ALIASES)"
         else:
-            yield document, None
+            on_path.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(_child_nodes(node)))
+    return None
+
+
+def _child_nodes(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _problem(path: str, rule, reason: str) -> RuleProblem:
+    """A problem named after its rule. A rule with errors may hold anything where its
+    title, level or logsource should be (pySigma keeps what it could not parse)."""
     logsource = getattr(rule, "logsource", None)
     level = getattr(rule, "level", None)
     return RuleProblem(
-        path=path, reason=reason, title=getattr(rule, "title", "") or "",
-        id=str(getattr(rule, "id", "") or ""), level=level.name.lower() if level else "",
-        logsource=describe_logsource(logsource) if logsource else "")
+        path=path, reason=reason, title=_text(getattr(rule, "title", "")), id=_text(getattr(rule, "id", "")),
+        level=_text(getattr(level, "name", level)).lower(),
+        logsource=describe_logsource(logsource) if isinstance(logsource, (dict, SigmaLogSource)) else "")
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
 
 
 def describe_logsource(logsource) -> str:
     """``product/category/service`` of a pySigma logsource or a plain mapping."""
     get = logsource.get if isinstance(logsource, dict) else lambda key: getattr(logsource, key, None)
-    return "/".join(part for part in (get(k) for k in ("product", "category", "service")) if part)
+    return "/".join(str(part) for part in (get(k) for k in ("product", "category", "service")) if part)
 
 
 def apply_networks(rule: SigmaRule, config: Config) -> None:
