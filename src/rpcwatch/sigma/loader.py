@@ -24,7 +24,6 @@ from sigma.types import SigmaCIDRExpression, SigmaRuleLocation
 
 from rpcwatch.config import Config
 from rpcwatch.datafiles import FAST_LOADER
-from rpcwatch.networks import NetworkSet
 from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_rule
 from rpcwatch.sigma.correlation import CompiledCorrelation, compile_correlation
 
@@ -322,13 +321,29 @@ def apply_networks(rule: SigmaRule, config: Config) -> None:
             detection = rule.detection.detections.get(name)
             if detection is None:
                 raise RuleError(f"rpcwatch.networks: no detection named {name!r}")
-            _replace_cidrs(detection, lists[list_name])
+            for item in _cidr_items(detection):
+                item.value = [SigmaCIDRExpression(str(net)) for net in lists[list_name].networks]
+    _drop_internal_from_non_routable(rule, custom["networks"])
 
 
-def _replace_cidrs(detection: SigmaDetection, networks: NetworkSet) -> None:
+def _drop_internal_from_non_routable(rule: SigmaRule, named: dict) -> None:
+    """The two lists are OR-ed (``not 1 of filter_*``) and the non-routable list holds the
+    private ranges too: on a field both test, the non-routable list leaves out what the
+    internal one has, so converted queries do not name a network twice."""
+    def items(list_name: str) -> list[SigmaDetectionItem]:
+        return [item for name in named.get(list_name) or () for item in _cidr_items(rule.detection.detections[name])]
+
+    internal: dict[str, set[str]] = {}
+    for item in items("internal"):
+        internal.setdefault(item.field, set()).update(str(value) for value in item.value)
+    for item in items("non_routable"):
+        kept = [value for value in item.value if str(value) not in internal.get(item.field, ())]
+        item.value = kept or item.value
+
+
+def _cidr_items(detection: SigmaDetection) -> Iterator[SigmaDetectionItem]:
     for item in detection.detection_items:
         if isinstance(item, SigmaDetection):
-            _replace_cidrs(item, networks)
-        elif isinstance(item, SigmaDetectionItem) and any(
-                issubclass(m, SigmaCIDRModifier) for m in item.modifiers):
-            item.value = [SigmaCIDRExpression(str(net)) for net in networks.networks]
+            yield from _cidr_items(item)
+        elif isinstance(item, SigmaDetectionItem) and any(issubclass(m, SigmaCIDRModifier) for m in item.modifiers):
+            yield item

@@ -37,6 +37,8 @@ class Route:
     prefixes: Mapping[str, Mapping[str, Pattern]] = field(default_factory=dict)
     #: rule fields (lower case) the route's events lack: such a rule is not bound here
     unsupported: frozenset[str] = frozenset()
+    #: ``where`` as written (detection syntax), for converters that add it to a rule
+    selection: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ def _logsource_entries() -> tuple[tuple[Mapping[str, str], tuple[Route, ...]], .
                           for k, v in (route.get("values", {}) or {}).items()},
                   prefixes={k: {str(a).lower(): pattern_of(str(b)) for a, b in v.items()}
                             for k, v in (route.get("prefixes", {}) or {}).items()},
-                  unsupported=frozenset(name.lower() for name in route.get("unsupported", ()) or ()))
+                  unsupported=frozenset(name.lower() for name in route.get("unsupported", ()) or ()),
+                  selection=route.get("where") or {})
             for route in entry["routes"])
         entries.append((entry["match"], routes))
     return tuple(entries)
@@ -109,6 +112,33 @@ def routes_for(logsource: Mapping[str, str | None]) -> tuple[Route, ...]:
         if all(given.get(key) == (None if value is None else str(value).lower()) for key, value in match.items()):
             return tuple(_format_route(route, given) for route in routes)
     return ()
+
+
+def route_service(route: Route) -> str | None:
+    """The logsource service whose own entry reads the route's channel (the Security 4688
+    route of ``process_creation``: ``security``), else None."""
+    return _services_by_selection().get((route.table, _channel(route.selection)))
+
+
+@lru_cache(maxsize=1)
+def _services_by_selection() -> Mapping[tuple[str, str | None], str]:
+    services = {}
+    for match, routes in _logsource_entries():
+        if set(match) == {"product", "service"} and len(routes) == 1:
+            channel = routes[0].selection.get("Channel")
+            if isinstance(channel, str):
+                services[(routes[0].table, channel)] = str(match["service"])
+    return services
+
+
+def runs_on(route: Route, rule: CompiledRule) -> bool:
+    """Whether the rule can run on the route (it reads no field the route lacks)."""
+    return not route.unsupported & {name.lower() for name in fields_of(rule.expr)}
+
+
+def _channel(selection: Mapping[str, Any]) -> str | None:
+    """The one channel a selection reads (Windows log sources are told apart by it)."""
+    return selection.get("Channel") if isinstance(selection.get("Channel"), str) else None
 
 
 def _format_route(route: Route, given: Mapping[str, str]) -> Route:
@@ -127,8 +157,7 @@ def bind(rule: CompiledRule) -> list[BoundRule]:
     routes = [route for route in routes_for(rule.logsource) if route.table]
     if not routes:
         raise RuleError(f"no table for logsource ({described})")
-    read = {name.lower() for name in fields_of(rule.expr)}
-    routes = [route for route in routes if not route.unsupported & read]
+    routes = [route for route in routes if runs_on(route, rule)]
     if not routes:
         raise RuleError(f"the rule reads fields no event of its logsource ({described}) has")
     bound = []
