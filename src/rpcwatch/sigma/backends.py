@@ -1,7 +1,7 @@
 """pySigma's backends as ``rules convert`` uses them: found by plugin discovery, with
 corrections where a backend gets these rules wrong or lets rule text break out of the
 query. Corrections are mixins, so this module imports no backend: without the ``[siem]``
-extra it still loads, and eql, elastalert or any other installed backend needs none.
+extra it still loads, and a backend rpcwatch does not know is used as it is.
 
 Escaping rule text: the backends escape the quote and escape characters of their string
 literals, but copy field names into the query as they are where a name does not need
@@ -37,6 +37,28 @@ class LuceneCorrections:
     """Every character Lucene's query syntax gives a meaning is escaped in a name."""
 
     field_escape_pattern = re.compile(r'[\s*?+\-&|!(){}\[\]^"~:\\/<>=]')
+
+
+class SplunkSpl2Corrections:
+    """A name is quoted ``'...'``; a ``'`` or ``\\`` in it is escaped so the quoting holds."""
+
+    field_escape = "\\"
+    field_escape_pattern = re.compile(r"\\")
+
+
+class EqlCorrections:
+    """A name is quoted in backticks whenever it has more than word characters and dots
+    (the backend quotes only names with spaces or a leading digit), a backtick inside
+    doubled; literals escape line breaks as ``\\n``."""
+
+    field_quote_pattern = re.compile(r"^[\w.@]+$")
+    field_quote_pattern_negation = True
+    field_escape = "`"
+    field_escape_pattern = None
+    add_escaped = '\\"'
+
+    def quote_string(self, s: str) -> str:
+        return super().quote_string(s.translate(_LITERAL_ESCAPES))  # type: ignore[misc]
 
 
 class EsqlCorrections:
@@ -90,6 +112,8 @@ CORRECTIONS: dict[str, type] = {
     "lucene": LuceneCorrections,
     "esql": EsqlCorrections,
     "kusto": KustoCorrections,
+    "eql": EqlCorrections,
+    "splunk_spl2": SplunkSpl2Corrections,
 }
 
 
