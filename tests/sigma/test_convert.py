@@ -197,3 +197,17 @@ def _spark_ready(data: pa.Table) -> pa.Table:
     columns = [c.cast(pa.string()) if pa.types.is_null(c.type) or pa.types.is_dictionary(c.type) else c
                for c in data.columns]
     return pa.table(columns, names=data.column_names)
+
+
+def test_without_the_siem_extra_convert_names_the_extra_and_exits_2(monkeypatch, capsys):
+    from rpcwatch import cli
+    from rpcwatch.sigma import targets
+
+    monkeypatch.setattr(targets, "installed_backends", lambda: {})
+    assert cli.main(["rules", "convert", "--target", "splunk"]) == 2
+    assert "target splunk needs pySigma's SIEM backends, which are not installed: pip install 'rpcwatch[siem]'" \
+        in capsys.readouterr().err
+    assert cli.main(["rules", "convert", "--target", "qradar"]) == 2
+    assert "unknown target 'qradar' (available here: duckdb, spark-sql)" in capsys.readouterr().err
+    assert cli.main(["rules", "convert", "--target", "duckdb"]) == 0
+    assert "SELECT * FROM windows WHERE" in capsys.readouterr().out

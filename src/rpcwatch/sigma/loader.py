@@ -8,6 +8,7 @@ never stops a rule set (SigmaHQ's repository layout loads as it is).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,8 +25,12 @@ from sigma.types import SigmaCIDRExpression, SigmaRuleLocation
 
 from rpcwatch.config import Config
 from rpcwatch.datafiles import FAST_LOADER
+from rpcwatch.sigma import rulecache
 from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_rule
 from rpcwatch.sigma.correlation import CompiledCorrelation, compile_correlation
+from rpcwatch.sigma.literals import literals_for_table
+from rpcwatch.sigma.logsources import BoundRule, bind
+from rpcwatch.sources.prefilter import LiteralSet
 
 RULE_SUFFIXES = (".yml", ".yaml")
 
@@ -61,6 +66,10 @@ class RuleSet:
     problems: list[RuleProblem] = field(default_factory=list)
     #: filters that were loaded, by title, with the number of rules each tuned
     filters: dict[str, int] = field(default_factory=dict)
+    #: the rules on the tables their log sources route to
+    by_table: dict[str, list[BoundRule]] = field(default_factory=dict)
+    #: per table, literals one of which every record a rule there matches holds (prefilter)
+    literals: dict[str, LiteralSet | None] = field(default_factory=dict)
 
 
 def bundled_rule_files() -> list[Path]:
@@ -72,24 +81,94 @@ def rule_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     """Rule files under the given paths (directories recursively, sorted, hidden skipped)."""
     for given in paths:
         path = Path(given)
-        if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if file.suffix in RULE_SUFFIXES and file.is_file() and not any(
-                        part.startswith(".") for part in file.relative_to(path).parts):
-                    yield file
-        else:
+        if not path.is_dir():
             yield path
+            continue
+        found = []
+        for folder, folders, names in os.walk(path):  # a third of rglob's time on SigmaHQ's tree
+            folders[:] = [name for name in folders if not name.startswith(".")]
+            found += [Path(folder, name) for name in names if name.endswith(RULE_SUFFIXES) and not name.startswith(".")]
+        yield from sorted(found)
 
 
 def load_rule_set(paths: Iterable[str | Path] = (), config: Config | None = None,
                   bundled: bool = True, filters: Iterable[str | Path] = ()) -> RuleSet:
-    """Parse and compile the bundled rules (unless ``bundled`` is False), the rules under
-    ``paths`` and the filter documents under ``filters``."""
+    """The bundled rules (unless ``bundled`` is False), the rules under ``paths`` and the
+    filter documents under ``filters``, compiled; from the cache of compiled rule sets
+    when these files and this configuration were compiled before (:mod:`rulecache`)."""
     config = config or Config()
+    files = [*(bundled_rule_files() if bundled else []), *rule_files(paths)]
+    filter_files = list(rule_files(filters))
+    if not rulecache.enabled():
+        return compile_rule_set(files, filter_files, config)
+    key = rule_set_key(files, filter_files, config)
+    cached = rulecache.load(key) if key else None
+    if isinstance(cached, RuleSet):
+        return cached
+    rule_set = compile_rule_set(files, filter_files, config)
+    if key:
+        rulecache.store(key, rule_set)
+    return rule_set
+
+
+def rule_set_key(files: list[Path], filter_files: list[Path], config: Config) -> str | None:
+    """The cache key of the rule set these files compile to under this configuration."""
+    return rulecache.cache_key([*files, *filter_files], {
+        "internal": config.internal, "non_routable": config.non_routable,
+        "placeholders": sorted(config.placeholders.items()), "rule_files": len(files)})  # the rest are filters
+
+
+def compile_rule_set(files: list[Path], filter_files: list[Path], config: Config) -> RuleSet:
+    """Parse, compile and bind rule files and filter files (the filters tune the rules)."""
+    rule_set = _compiled(files, filter_files, config)
+    _bind(rule_set)
+    _drop_unrunnable_correlations(rule_set)
+    rule_set.literals = {table: literals_for_table(bound.expr for bound in rules)
+                         for table, rules in rule_set.by_table.items()}
+    return rule_set
+
+
+def _bind(rule_set: RuleSet) -> None:
+    """Each rule on the tables its logsource routes to; a rule that routes nowhere is a problem."""
+    runnable = []
+    for rule in rule_set.rules:
+        try:
+            bound = bind(rule)
+        except RuleError as exc:
+            rule_set.problems.append(RuleProblem(rule.path, str(exc), rule.title, rule.id, rule.level,
+                                                 describe_logsource(dict(rule.logsource))))
+            continue
+        runnable.append(rule)
+        for item in bound:
+            rule_set.by_table.setdefault(item.table, []).append(item)
+    rule_set.rules = runnable
+
+
+def _drop_unrunnable_correlations(rule_set: RuleSet) -> None:
+    """A correlation runs only when every rule it references (through chains) does."""
+    runnable = {rule.key for rule in rule_set.rules}
+    pending = list(rule_set.correlations)
+    kept: list = []
+    changed = True
+    while changed:
+        changed = False
+        for correlation in list(pending):
+            if all(key in runnable for key in correlation.rules):
+                runnable.add(correlation.key)
+                kept.append(correlation)
+                pending.remove(correlation)
+                changed = True
+    for correlation in pending:
+        rule_set.problems.append(RuleProblem(correlation.path, "correlation: a referenced rule is not runnable",
+                                             correlation.title, correlation.id, correlation.level))
+    rule_set.correlations = kept
+
+
+def _compiled(files: list[Path], filter_files: list[Path], config: Config) -> RuleSet:
     rule_set = RuleSet()
     documents: list[SigmaRule | SigmaCorrelationRule] = []
     filter_documents: list[SigmaFilter] = []
-    for file in [*(bundled_rule_files() if bundled else []), *rule_files(paths), *rule_files(filters)]:
+    for file in [*files, *filter_files]:
         for document, problem in parse_file(file):
             if problem is not None:
                 rule_set.problems.append(problem)
