@@ -153,7 +153,10 @@ def _log_source_variants(rule: SigmaRule, config: Config) -> list[tuple[str, Pro
     routes = [(route_service(route), route) for route in routes_for(logsource)]
     if not routes or any(service is None for service, _ in routes):
         return []
-    compiled = compile_rule(rule, config.placeholders)
+    try:
+        compiled = compile_rule(rule, config.placeholders)
+    except RuleError:  # rpcwatch cannot run it, a backend may still convert it: as it is
+        return []
     return [(service, route_pipeline(route, {**logsource, "service": service}))
             for service, route in routes if runs_on(route, compiled)]
 
