@@ -98,10 +98,10 @@ def load(key: str) -> object | None:
     gc.disable()
     try:
         value = pickle.loads(payload)
+        gc.freeze()
     except Exception:  # a file from another version of the classes: a miss
         return None
     finally:
-        gc.freeze()
         if collecting:
             gc.enable()
     return value
