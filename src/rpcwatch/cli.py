@@ -109,15 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH", help="rule files or directories")
     validate.add_argument("--format", choices=("table", "json"), default=None)
     validate.set_defaults(handler=_rules_validate)
-    from rpcwatch.sigma.targets import TARGETS
+    from rpcwatch.sigma.targets import KNOWN_BACKENDS, OWN_TARGETS, SIEM_EXTRA
 
     conversion = rule_commands.add_parser(
         "convert", help="rules as SIEM queries, with the configured internal networks",
         description="Convert the bundled rules and RULES to a SIEM's query language. Targets: "
                     + "; ".join(f"{t.name} ({t.description}; pipelines: {', '.join(t.pipelines)})"
-                                for t in TARGETS.values()))
+                                for t in [*OWN_TARGETS.values(), *KNOWN_BACKENDS.values()])
+                    + f"; and any other installed pySigma backend. SIEM targets need {SIEM_EXTRA}.")
     conversion.add_argument("rules", nargs="*", metavar="RULES", help="Sigma rule files or directories")
-    conversion.add_argument("--target", "-t", required=True, choices=sorted(TARGETS))
+    # no fixed choices: the SIEM targets are the pySigma backends installed (found when converting)
+    conversion.add_argument("--target", "-t", required=True)
     conversion.add_argument("--pipeline", "-p", help="field mapping (default: the target's first)")
     conversion.add_argument("--no-bundled-rules", action="store_true", help="convert only RULES")
     conversion.add_argument("--internal", action="append", default=[], metavar="CIDR",

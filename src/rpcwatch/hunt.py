@@ -15,13 +15,12 @@ import pyarrow as pa
 from rpcwatch.alerts import Alert, build_alerts, event_time
 from rpcwatch.config import Config
 from rpcwatch.context import current
-from rpcwatch.sigma.compiler import RuleError
-from rpcwatch.sigma.literals import literals_for_table
-from rpcwatch.sigma.loader import RuleProblem, RuleSet, describe_logsource, load_rule_set
+from rpcwatch.schema import FILE_COLUMN, LiteralSet, table_info
 from rpcwatch.sigma.correlation import CorrelationLimits, Correlator, Event
 from rpcwatch.sigma.expr import has_keywords
-from rpcwatch.schema import FILE_COLUMN, LiteralSet, table_info
-from rpcwatch.sigma.logsources import BoundRule, bind
+from rpcwatch.sigma.literals import literals_for_table
+from rpcwatch.sigma.loader import RuleProblem, RuleSet, load_rule_set
+from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sources import LogReading, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.prefilter import PrefilterPlan
@@ -63,21 +62,7 @@ class HuntPlan:
 def plan_hunt(rule_paths: Iterable[str] = (), config: Config | None = None, bundled: bool = True,
               prefilter: bool = True, filters: Iterable[str] = ()) -> HuntPlan:
     rule_set = load_rule_set(rule_paths, config, bundled=bundled, filters=filters)
-    by_table: dict[str, list[BoundRule]] = defaultdict(list)
-    runnable = []
-    for rule in rule_set.rules:
-        try:
-            bound = bind(rule)
-        except RuleError as exc:
-            rule_set.problems.append(RuleProblem(rule.path, str(exc), rule.title, rule.id, rule.level,
-                                                 describe_logsource(dict(rule.logsource))))
-            continue
-        runnable.append(rule)
-        for item in bound:
-            by_table[item.table].append(item)
-    rule_set.rules = runnable
-    _drop_unrunnable_correlations(rule_set)
-    return plan_bound(rule_set, by_table, config or Config(), prefilter=prefilter)
+    return plan_bound(rule_set, rule_set.by_table, config or Config(), prefilter=prefilter, literals=rule_set.literals)
 
 
 def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: Config,
@@ -93,26 +78,6 @@ def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: 
                                      if any(has_keywords(b.expr) for b in rules)},
                          enabled=prefilter)
     return HuntPlan(rule_set, dict(by_table), plan, config)
-
-
-def _drop_unrunnable_correlations(rule_set: RuleSet) -> None:
-    """A correlation runs only when every rule it references (through chains) does."""
-    runnable = {rule.key for rule in rule_set.rules}
-    pending = list(rule_set.correlations)
-    kept: list = []
-    changed = True
-    while changed:
-        changed = False
-        for correlation in list(pending):
-            if all(key in runnable for key in correlation.rules):
-                runnable.add(correlation.key)
-                kept.append(correlation)
-                pending.remove(correlation)
-                changed = True
-    for correlation in pending:
-        rule_set.problems.append(RuleProblem(correlation.path, "correlation: a referenced rule is not runnable",
-                                             correlation.title, correlation.id, correlation.level))
-    rule_set.correlations = kept
 
 
 @dataclass

@@ -208,18 +208,15 @@ def test_generate_false_hides_the_referenced_rules(tmp_path):
 def test_limits_reached_in_a_hunt_are_reported(tmp_path, monkeypatch):
     """With room for one event in the reorder buffer, an event logged before events already
     evaluated is evaluated late, and the run report says so."""
-    import functools
+    from rpcwatch.context import Limits, RunContext
 
-    from rpcwatch.sigma import correlation
-
-    monkeypatch.setattr("rpcwatch.hunt.Correlator", functools.partial(
-        correlation.Correlator, limits=correlation.CorrelationLimits(max_reorder_events=1)))
     log = tmp_path / "conn.log"
     log.write_text("\n".join(json.dumps({"uid": f"C{i}", "proto": "tcp", "id.resp_p": 135, **ev(t)})
                              for i, t in enumerate([1010.0, 1020.0, 1030.0, 1000.0])) + "\n")
     plan = plan_hunt([str(rules_dir(tmp_path, COUNT3))], bundled=False)
-    hunt = Hunt(list(expand_inputs([str(log)])), plan, DuckDBEngine())
-    alerts = [a.to_dict() for a in hunt if a.dataset == "correlation"]
+    with RunContext(limits=Limits(correlation_reorder_events=1)):  # as [limits] in rpcwatch.toml sets it
+        hunt = Hunt(list(expand_inputs([str(log)])), plan, DuckDBEngine())
+        alerts = [a.to_dict() for a in hunt if a.dataset == "correlation"]
     assert [(a["correlation"]["value"], a["correlation"]["events_count"]) for a in alerts] == [(4, 4)]
     assert hunt.report.correlation_losses == [
         "Three probes: 1 events arrived after later events had been evaluated (reorder buffer of 1 events "

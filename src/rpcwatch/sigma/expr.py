@@ -56,7 +56,8 @@ class BoolTest:
 
 @dataclass(frozen=True)
 class NullTest:
-    """The field is absent or unset."""
+    """The field has no value: absent, unset, or empty text (EVTX writes "no value" as an
+    empty element)."""
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,8 @@ def field_literals(expr: Expr) -> frozenset[FieldLiteral] | None:
 
 def _foldable_runs(text: str) -> list[str]:
     """Runs of ASCII or caseless characters (emoji, symbols): Python and Arrow lower-case them alike."""
+    if text.isascii():  # nearly every rule value: one run, without a look at each character
+        return [text]
     runs, current = [], []
     for char in text:
         if char.isascii() or char.lower() == char == char.upper():

@@ -8,6 +8,7 @@ never stops a rule set (SigmaHQ's repository layout loads as it is).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -19,19 +20,31 @@ from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
 from sigma.filters import SigmaFilter
 from sigma.modifiers import SigmaCIDRModifier
-from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
+from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaLogSource, SigmaRule
 from sigma.types import SigmaCIDRExpression, SigmaRuleLocation
 
 from rpcwatch.config import Config
 from rpcwatch.datafiles import FAST_LOADER
-from rpcwatch.networks import NetworkSet
+from rpcwatch.sigma import rulecache
 from rpcwatch.sigma.compiler import CompiledRule, RuleError, compile_rule
 from rpcwatch.sigma.correlation import CompiledCorrelation, compile_correlation
+from rpcwatch.sigma.literals import literals_for_table
+from rpcwatch.sigma.logsources import BoundRule, bind
+from rpcwatch.sources.prefilter import LiteralSet
 
 RULE_SUFFIXES = (".yml", ".yaml")
 
-#: SigmaCollection.from_yaml parses with PyYAML's pure-Python loader, which spends most of
-#: the time of loading thousands of rules; libyaml's (FAST_LOADER) is used instead
+#: Aliases (``*name``) one rule document may use. An alias is a reference: nested aliases
+#: let a few hundred bytes stand for gigabytes once pySigma expands a rule's lists ("billion
+#: laughs"). SigmaHQ's rules use none.
+MAX_YAML_ALIASES = 100
+#: Nodes (mappings, lists, scalars) one rule document may hold with every alias expanded.
+#: SigmaHQ's largest rule (a list of vulnerable drivers) has 4,475.
+MAX_YAML_NODES = 100_000
+#: what taking one rule, filter or correlation further may raise: its own reason, and
+#: pySigma's plain Python errors on documents whose parts have the wrong shape (a level
+#: that is a number, a list where a mapping belongs); either way only that document is lost
+RULE_ERRORS = (RuleError, SigmaError, ValueError, KeyError, TypeError, AttributeError)
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,10 @@ class RuleSet:
     problems: list[RuleProblem] = field(default_factory=list)
     #: filters that were loaded, by title, with the number of rules each tuned
     filters: dict[str, int] = field(default_factory=dict)
+    #: the rules on the tables their log sources route to
+    by_table: dict[str, list[BoundRule]] = field(default_factory=dict)
+    #: per table, literals one of which every record a rule there matches holds (prefilter)
+    literals: dict[str, LiteralSet | None] = field(default_factory=dict)
 
 
 def bundled_rule_files() -> list[Path]:
@@ -64,24 +81,94 @@ def rule_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     """Rule files under the given paths (directories recursively, sorted, hidden skipped)."""
     for given in paths:
         path = Path(given)
-        if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if file.suffix in RULE_SUFFIXES and file.is_file() and not any(
-                        part.startswith(".") for part in file.relative_to(path).parts):
-                    yield file
-        else:
+        if not path.is_dir():
             yield path
+            continue
+        found = []
+        for folder, folders, names in os.walk(path):  # a third of rglob's time on SigmaHQ's tree
+            folders[:] = [name for name in folders if not name.startswith(".")]
+            found += [Path(folder, name) for name in names if name.endswith(RULE_SUFFIXES) and not name.startswith(".")]
+        yield from sorted(found)
 
 
 def load_rule_set(paths: Iterable[str | Path] = (), config: Config | None = None,
                   bundled: bool = True, filters: Iterable[str | Path] = ()) -> RuleSet:
-    """Parse and compile the bundled rules (unless ``bundled`` is False), the rules under
-    ``paths`` and the filter documents under ``filters``."""
+    """The bundled rules (unless ``bundled`` is False), the rules under ``paths`` and the
+    filter documents under ``filters``, compiled; from the cache of compiled rule sets
+    when these files and this configuration were compiled before (:mod:`rulecache`)."""
     config = config or Config()
+    files = [*(bundled_rule_files() if bundled else []), *rule_files(paths)]
+    filter_files = list(rule_files(filters))
+    if not rulecache.enabled():
+        return compile_rule_set(files, filter_files, config)
+    key = rule_set_key(files, filter_files, config)
+    cached = rulecache.load(key) if key else None
+    if isinstance(cached, RuleSet):
+        return cached
+    rule_set = compile_rule_set(files, filter_files, config)
+    if key:
+        rulecache.store(key, rule_set)
+    return rule_set
+
+
+def rule_set_key(files: list[Path], filter_files: list[Path], config: Config) -> str | None:
+    """The cache key of the rule set these files compile to under this configuration."""
+    return rulecache.cache_key([*files, *filter_files], {
+        "internal": config.internal, "non_routable": config.non_routable,
+        "placeholders": sorted(config.placeholders.items()), "rule_files": len(files)})  # the rest are filters
+
+
+def compile_rule_set(files: list[Path], filter_files: list[Path], config: Config) -> RuleSet:
+    """Parse, compile and bind rule files and filter files (the filters tune the rules)."""
+    rule_set = _compiled(files, filter_files, config)
+    _bind(rule_set)
+    _drop_unrunnable_correlations(rule_set)
+    rule_set.literals = {table: literals_for_table(bound.expr for bound in rules)
+                         for table, rules in rule_set.by_table.items()}
+    return rule_set
+
+
+def _bind(rule_set: RuleSet) -> None:
+    """Each rule on the tables its logsource routes to; a rule that routes nowhere is a problem."""
+    runnable = []
+    for rule in rule_set.rules:
+        try:
+            bound = bind(rule)
+        except RuleError as exc:
+            rule_set.problems.append(RuleProblem(rule.path, str(exc), rule.title, rule.id, rule.level,
+                                                 describe_logsource(dict(rule.logsource))))
+            continue
+        runnable.append(rule)
+        for item in bound:
+            rule_set.by_table.setdefault(item.table, []).append(item)
+    rule_set.rules = runnable
+
+
+def _drop_unrunnable_correlations(rule_set: RuleSet) -> None:
+    """A correlation runs only when every rule it references (through chains) does."""
+    runnable = {rule.key for rule in rule_set.rules}
+    pending = list(rule_set.correlations)
+    kept: list = []
+    changed = True
+    while changed:
+        changed = False
+        for correlation in list(pending):
+            if all(key in runnable for key in correlation.rules):
+                runnable.add(correlation.key)
+                kept.append(correlation)
+                pending.remove(correlation)
+                changed = True
+    for correlation in pending:
+        rule_set.problems.append(RuleProblem(correlation.path, "correlation: a referenced rule is not runnable",
+                                             correlation.title, correlation.id, correlation.level))
+    rule_set.correlations = kept
+
+
+def _compiled(files: list[Path], filter_files: list[Path], config: Config) -> RuleSet:
     rule_set = RuleSet()
     documents: list[SigmaRule | SigmaCorrelationRule] = []
     filter_documents: list[SigmaFilter] = []
-    for file in [*(bundled_rule_files() if bundled else []), *rule_files(paths), *rule_files(filters)]:
+    for file in [*files, *filter_files]:
         for document, problem in parse_file(file):
             if problem is not None:
                 rule_set.problems.append(problem)
@@ -102,7 +189,7 @@ def load_rule_set(paths: Iterable[str | Path] = (), config: Config | None = None
                 continue
             apply_networks(document, config)
             rule_set.rules.append(compile_rule(document, config.placeholders, path=path, key=keys[document]))
-        except (RuleError, SigmaError, ValueError, KeyError) as exc:
+        except RULE_ERRORS as exc:
             rule_set.problems.append(_problem(path, document, str(exc)))
     return rule_set
 
@@ -133,7 +220,7 @@ def _resolve_correlations(collection: SigmaCollection, rule_set: RuleSet) -> lis
             continue
         try:
             document.resolve_rule_references(collection)
-        except SigmaError as exc:
+        except RULE_ERRORS as exc:
             rule_set.problems.append(_problem(_path_of(document), document, f"correlation: {exc}"))
             continue
         resolved.append(document)
@@ -152,7 +239,7 @@ def _apply_filters(documents: list, filters: list[SigmaFilter], rule_set: RuleSe
                 if sigma_filter._should_apply_on_rule(document):
                     documents[index] = sigma_filter.apply_on_rule(document)
                     tuned += 1
-            except SigmaError as exc:
+            except RULE_ERRORS as exc:
                 rule_set.problems.append(_problem(_path_of(sigma_filter), sigma_filter, f"filter: {exc}"))
         rule_set.filters[sigma_filter.title] = tuned
 
@@ -169,34 +256,134 @@ def parse_file(file: Path) -> Iterator[tuple[object | None, RuleProblem | None]]
         yield None, RuleProblem(str(file), f"cannot read rule file: {exc}")
         return
     try:
-        collection = SigmaCollection.from_dicts(list(yaml.load_all(text, Loader=FAST_LOADER)), collect_errors=True,
-                                                source=SigmaRuleLocation(file), collect_filters=True,
-                                                resolve_references=False)
-    except Exception as exc:  # YAML errors and pySigma errors alike end in a listed problem
+        documents, refused = load_yaml_documents(text, str(file))
+    except yaml.YAMLError as exc:
         yield None, RuleProblem(str(file), f"not a Sigma document: {exc}")
         return
-    for error in collection.errors:
-        yield None, RuleProblem(str(file), str(error))
-    for document in [*collection.rules, *collection.filters]:
-        if document.errors:
-            yield None, _problem(str(file), document, "; ".join(str(e) for e in document.errors))
+    for problem in refused:
+        yield None, problem
+    for collection in _collections(documents, file):
+        if isinstance(collection, RuleProblem):
+            yield None, collection
+            continue
+        for error in collection.errors:
+            yield None, RuleProblem(str(file), str(error))
+        for document in [*collection.rules, *collection.filters]:
+            if document.errors:
+                yield None, _problem(str(file), document, "; ".join(str(e) for e in document.errors))
+            else:
+                yield document, None
+
+
+def _collections(documents: list, file: Path) -> Iterator[SigmaCollection | RuleProblem]:
+    """pySigma's parse of a file's documents: all together (legacy ``action: global``
+    documents apply to the ones after them); when that fails, one document at a time, so
+    only the documents pySigma cannot take are lost."""
+    location = SigmaRuleLocation(file)
+    try:
+        yield SigmaCollection.from_dicts(documents, collect_errors=True, source=location, collect_filters=True,
+                                         resolve_references=False)
+        return
+    except Exception:  # pySigma's errors and its bugs on odd input alike: find the documents
+        pass
+    for number, document in enumerate(documents, start=1):
+        try:
+            yield SigmaCollection.from_dicts([document], collect_errors=True, source=location,
+                                             collect_filters=True, resolve_references=False)
+        except Exception as exc:
+            title = document.get("title", "") if isinstance(document, dict) else ""
+            yield RuleProblem(str(file), f"YAML document {number} is not a Sigma document: {exc}",
+                              title if isinstance(title, str) else "")
+
+
+def load_yaml_documents(text: str, path: str) -> tuple[list, list[RuleProblem]]:
+    """The documents of a YAML text, and the ones refused. Each document is checked against
+    :data:`MAX_YAML_ALIASES` and :data:`MAX_YAML_NODES` as a node graph, before it is built
+    into Python objects, so an alias bomb costs nothing to refuse.
+
+    libyaml's parser (``FAST_LOADER``) does the parsing: SigmaCollection.from_yaml uses
+    PyYAML's pure-Python one, which spends most of the time of loading thousands of rules."""
+    loader = FAST_LOADER(text)
+    documents, refused = [], []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            reason = _over_yaml_limits(node)
+            if reason is None:
+                documents.append(loader.construct_document(node))
+            else:
+                refused.append(RuleProblem(path, f"YAML document {len(documents) + len(refused) + 1} refused: "
+                                                 f"{reason}", _top_scalar(node, "title"), _top_scalar(node, "id")))
+    finally:
+        loader.dispose()
+    return documents, refused
+
+
+def _top_scalar(node: yaml.Node, name: str) -> str:
+    """A top-level scalar of a composed document (a refused rule's title and id)."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == name and isinstance(value, yaml.ScalarNode):
+                return value.value
+    return ""
+
+
+def _over_yaml_limits(root: yaml.Node) -> str | None:
+    """Why a composed document exceeds the limits, or None. Nodes are visited in document
+    order, so an anchored node is complete before any alias to it; each node's expanded
+    size is computed once (aliases share nodes), so this is linear in the text."""
+    expanded: dict[int, int] = {}
+    on_path: set[int] = set()
+    aliases = 0
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finishing = stack.pop()
+        key = id(node)
+        if finishing:
+            on_path.discard(key)
+            expanded[key] = 1 + sum(expanded[id(child)] for child in _child_nodes(node))
+            if expanded[key] > MAX_YAML_NODES:
+                return f"more than {MAX_YAML_NODES:,} YAML nodes with its aliases expanded (MAX_YAML_NODES)"
+        elif key in on_path:
+            return "a YAML alias refers to a node that contains it (recursive alias)"
+        elif key in expanded:
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                return f"more than {MAX_YAML_ALIASES} YAML aliases (MAX_YAML_ALIASES)"
         else:
-            yield document, None
+            on_path.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(_child_nodes(node)))
+    return None
+
+
+def _child_nodes(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _problem(path: str, rule, reason: str) -> RuleProblem:
+    """A problem named after its rule. A rule with errors may hold anything where its
+    title, level or logsource should be (pySigma keeps what it could not parse)."""
     logsource = getattr(rule, "logsource", None)
     level = getattr(rule, "level", None)
     return RuleProblem(
-        path=path, reason=reason, title=getattr(rule, "title", "") or "",
-        id=str(getattr(rule, "id", "") or ""), level=level.name.lower() if level else "",
-        logsource=describe_logsource(logsource) if logsource else "")
+        path=path, reason=reason, title=_text(getattr(rule, "title", "")), id=_text(getattr(rule, "id", "")),
+        level=_text(getattr(level, "name", level)).lower(),
+        logsource=describe_logsource(logsource) if isinstance(logsource, (dict, SigmaLogSource)) else "")
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
 
 
 def describe_logsource(logsource) -> str:
     """``product/category/service`` of a pySigma logsource or a plain mapping."""
     get = logsource.get if isinstance(logsource, dict) else lambda key: getattr(logsource, key, None)
-    return "/".join(part for part in (get(k) for k in ("product", "category", "service")) if part)
+    return "/".join(str(part) for part in (get(k) for k in ("product", "category", "service")) if part)
 
 
 def apply_networks(rule: SigmaRule, config: Config) -> None:
@@ -213,13 +400,29 @@ def apply_networks(rule: SigmaRule, config: Config) -> None:
             detection = rule.detection.detections.get(name)
             if detection is None:
                 raise RuleError(f"rpcwatch.networks: no detection named {name!r}")
-            _replace_cidrs(detection, lists[list_name])
+            for item in _cidr_items(detection):
+                item.value = [SigmaCIDRExpression(str(net)) for net in lists[list_name].networks]
+    _drop_internal_from_non_routable(rule, custom["networks"])
 
 
-def _replace_cidrs(detection: SigmaDetection, networks: NetworkSet) -> None:
+def _drop_internal_from_non_routable(rule: SigmaRule, named: dict) -> None:
+    """The two lists are OR-ed (``not 1 of filter_*``) and the non-routable list holds the
+    private ranges too: on a field both test, the non-routable list leaves out what the
+    internal one has, so converted queries do not name a network twice."""
+    def items(list_name: str) -> list[SigmaDetectionItem]:
+        return [item for name in named.get(list_name) or () for item in _cidr_items(rule.detection.detections[name])]
+
+    internal: dict[str, set[str]] = {}
+    for item in items("internal"):
+        internal.setdefault(item.field, set()).update(str(value) for value in item.value)
+    for item in items("non_routable"):
+        kept = [value for value in item.value if str(value) not in internal.get(item.field, ())]
+        item.value = kept or item.value
+
+
+def _cidr_items(detection: SigmaDetection) -> Iterator[SigmaDetectionItem]:
     for item in detection.detection_items:
         if isinstance(item, SigmaDetection):
-            _replace_cidrs(item, networks)
-        elif isinstance(item, SigmaDetectionItem) and any(
-                issubclass(m, SigmaCIDRModifier) for m in item.modifiers):
-            item.value = [SigmaCIDRExpression(str(net)) for net in networks.networks]
+            yield from _cidr_items(item)
+        elif isinstance(item, SigmaDetectionItem) and any(issubclass(m, SigmaCIDRModifier) for m in item.modifiers):
+            yield item

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Mapping
+from typing import Any, Mapping
 
 from rpcwatch.datafiles import load_yaml
 from rpcwatch.sigma.compiler import (
@@ -56,9 +56,16 @@ class Route:
     prefixes: Mapping[str, Mapping[str, Pattern]] = field(default_factory=dict)
     #: rule fields the table never has; None: the route takes any rule (see the module doc)
     absent: frozenset[str] | None = None
+    #: rule fields (lower case) the route's events lack: such a rule is not bound here
+    unsupported: frozenset[str] = frozenset()
+    #: ``where`` as written (detection syntax), for converters that add it to a rule
+    selection: Mapping[str, Any] = field(default_factory=dict)
 
     def refusal(self, rule: CompiledRule) -> str | None:
         """Why this route does not take the rule, or None when it does."""
+        lacking = sorted(self.unsupported & {name.lower() for name in fields_of(rule.expr)})
+        if lacking:
+            return f"{self.table}: the events of this route have no field {', '.join(lacking)}"
         if self.absent is None:
             return None
         if has_keywords(rule.expr):
@@ -106,19 +113,49 @@ def _logsource_entries() -> tuple[tuple[Mapping[str, str], tuple[Route, ...]], .
                           for k, v in (route.get("values", {}) or {}).items()},
                   prefixes={k: {str(a).lower(): pattern_of(str(b)) for a, b in v.items()}
                             for k, v in (route.get("prefixes", {}) or {}).items()},
-                  absent=frozenset(route["absent"] or ()) if "absent" in route else None)
+                  absent=frozenset(route["absent"] or ()) if "absent" in route else None,
+                  unsupported=frozenset(name.lower() for name in route.get("unsupported", ()) or ()),
+                  selection=route.get("where") or {})
             for route in entry["routes"])
         entries.append((entry["match"], routes))
     return tuple(entries)
 
 
 def routes_for(logsource: Mapping[str, str | None]) -> tuple[Route, ...]:
-    """The routes of the first entry whose every ``match`` key the rule sets to the same value."""
+    """The routes of the first entry whose every ``match`` key the rule sets to the same
+    value (a ``null`` key: the rule leaves it out)."""
     given = {key: value.lower() for key, value in logsource.items() if value}
     for match, routes in _logsource_entries():
-        if all(given.get(key) == str(value).lower() for key, value in match.items()):
+        if all(given.get(key) == (None if value is None else str(value).lower()) for key, value in match.items()):
             return tuple(_format_route(route, given) for route in routes)
     return ()
+
+
+def route_service(route: Route) -> str | None:
+    """The logsource service whose own entry reads the route's channel (the Security 4688
+    route of ``process_creation``: ``security``), else None."""
+    return _services_by_selection().get((route.table, _channel(route.selection)))
+
+
+@lru_cache(maxsize=1)
+def _services_by_selection() -> Mapping[tuple[str, str | None], str]:
+    services = {}
+    for match, routes in _logsource_entries():
+        if set(match) == {"product", "service"} and len(routes) == 1:
+            channel = routes[0].selection.get("Channel")
+            if isinstance(channel, str):
+                services[(routes[0].table, channel)] = str(match["service"])
+    return services
+
+
+def runs_on(route: Route, rule: CompiledRule) -> bool:
+    """Whether the route takes the rule (see :meth:`Route.refusal`)."""
+    return route.refusal(rule) is None
+
+
+def _channel(selection: Mapping[str, Any]) -> str | None:
+    """The one channel a selection reads (Windows log sources are told apart by it)."""
+    return selection.get("Channel") if isinstance(selection.get("Channel"), str) else None
 
 
 def _format_route(route: Route, given: Mapping[str, str]) -> Route:

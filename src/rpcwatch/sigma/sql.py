@@ -438,8 +438,8 @@ class SqlPrinter:
 
     # ---- one value ------------------------------------------------------------------
     def value_test(self, expr: str, dtype: pa.DataType, test: Test) -> str:
-        if isinstance(test, NullTest):
-            return f"({expr} IS NULL)"
+        if isinstance(test, NullTest):  # no value: unset, or empty text (docs/sigma-support.md)
+            return f"({expr} IS NULL OR {expr} = '')" if _is_string(dtype) else f"({expr} IS NULL)"
         if isinstance(test, ExistsTest):
             return f"({expr} IS {'NOT ' if test.exists else ''}NULL)"
         if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
