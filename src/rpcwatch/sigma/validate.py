@@ -64,9 +64,10 @@ def _check_name(issue) -> str:
 
 
 def _runnable_findings(files: list[Path]) -> list[Finding]:
-    from rpcwatch.hunt import plan_hunt
+    """Rules that load but cannot run (bound to no table, an unsupported feature)."""
+    from rpcwatch.sigma.loader import load_rule_set
 
-    plan = plan_hunt([str(f) for f in files], bundled=False)
+    rule_set = load_rule_set([str(f) for f in files], bundled=False)
     return [Finding(p.path, p.title, p.id, "rpcwatch", "error", f"not runnable: {p.reason}")
-            for p in plan.problems if not p.reason.startswith(("not a Sigma document", "cannot read", "YAML document"))
+            for p in rule_set.problems if not p.reason.startswith(("not a Sigma document", "cannot read", "YAML document"))
             and p.title]
