@@ -5,6 +5,8 @@ get here. Which native column feeds which ECS field is data (``mappings/tables.y
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from datetime import datetime, timezone
 from typing import Any, Callable, Collection, Iterator
@@ -66,9 +68,35 @@ def _alert(record: dict, path: str | None, fields: list[str], info: TableInfo, r
     event["kind"] = "alert"
     event["dataset"] = table
     event["outcome"] = outcome(original, info)
+    event["id"] = event_id(rule_part["id"] or rule_part["name"], table, original)
     alert["log"] = {"file": {"path": path}}
     alert["original"] = original
     return alert
+
+
+def event_id(rule: str, dataset: str, identity: Any) -> str:
+    """``event.id``: the same alert gets the same id in every run, so a sink can tell a
+    replay from a new alert (Elasticsearch's ``_id``, deduplication in a SIEM).
+
+    The identity of a record is its native fields (``original``): the log's own record id
+    (Zeek ``uid``, Windows ``EventRecordID``) and time are among them, and nothing about
+    where the record was read (path, offset, compression) is, so a renamed, gzip'd or
+    re-read file gives the same ids. The canonical form leaves out unset fields and
+    writes integral numbers as integers: a field absent from one block of JSON lines, or
+    read as ``1.0`` in a block where it was once fractional, is still the same record."""
+    canonical = json.dumps([rule, dataset, _canonical(identity)], sort_keys=True, ensure_ascii=True,
+                           separators=(",", ":"), default=str)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def outcome(record: dict, info: TableInfo) -> str:

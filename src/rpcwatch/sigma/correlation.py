@@ -31,7 +31,7 @@ from sigma.correlations import (
     SigmaExtendedCorrelationCondition,
 )
 
-from rpcwatch.alerts import iso_timestamp
+from rpcwatch.alerts import event_id, iso_timestamp
 
 _OPS = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b,
         "lte": lambda a, b: a <= b, "eq": lambda a, b: a == b, "neq": lambda a, b: a != b}
@@ -322,7 +322,10 @@ def _alert(correlation: CompiledCorrelation, group: tuple, episode: _Episode) ->
     }
     alert.update(_ecs_of_group(group_values, episode.events[0]))
     alert.update({
-        "event": {"kind": "alert", "dataset": "correlation"},
+        # one episode of one group is one alert, however far the episode extends
+        "event": {"kind": "alert", "dataset": "correlation",
+                  "id": event_id(correlation.id or correlation.title, "correlation",
+                                 {"group": group_values, "first_seen": iso_timestamp(episode.first)})},
         "correlation": {
             "type": correlation.type, "group": group_values, "value": episode.value,
             "condition": _describe_condition(correlation), "timespan": correlation.timespan_text,
