@@ -106,3 +106,11 @@ class Reader(ABC):
         prefilter: PrefilterPlan | None = None,
     ) -> Iterator[TableBatch]:
         """Yield the input's records as Arrow tables, counting what was skipped in ``stats``."""
+
+    @classmethod
+    def resume_context(cls, head: bytes) -> bytes | None:
+        """What must stand before a later piece of a growing input for it to read alone,
+        given the input's first bytes: ``b""`` for line formats whose lines stand on their
+        own, ``None`` for formats that cannot be read from the middle (binary containers,
+        read once when complete). Live mode prepends it to each new piece."""
+        return None if b"\x00" in head[:4096] else b""

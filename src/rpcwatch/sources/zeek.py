@@ -237,6 +237,20 @@ class ZeekTsvReader(Reader):
             return None
         return decoded
 
+    @classmethod
+    def resume_context(cls, head: bytes) -> bytes:
+        """The ``#`` header block at the start (separator, fields, types), or the field
+        names line of ``tsv=T``: a later piece of the log is read with it."""
+        lines = head.split(b"\n")
+        if cls._plain_header(lines[0]) is not None:
+            return lines[0] + b"\n"
+        block = []
+        for line in lines[:-1]:  # the last element is an incomplete line
+            if not line.startswith(b"#") or line.startswith(b"#close"):
+                break
+            block.append(line + b"\n")
+        return b"".join(block)
+
     def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
              prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
         stats.format = self.format_name
