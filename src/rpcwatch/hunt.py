@@ -143,7 +143,10 @@ class Hunt:
     """Iterate to get alerts as they are found; the report is complete afterwards."""
 
     def __init__(self, inputs: list[InputFile], plan: HuntPlan, engine: Engine,
-                 on_bytes: Callable[[int], None] | None = None, sources: Sequence[BatchSource] = ()):
+                 on_bytes: Callable[[int], None] | None = None, sources: Sequence[BatchSource] = (),
+                 correlator: Correlator | None = None):
+        """``correlator``: one that outlives this hunt (live mode runs one hunt per batch of
+        new lines, and correlation windows span batches)."""
         self.plan = plan
         self._sources = sources
         self.engine = engine
@@ -152,7 +155,7 @@ class Hunt:
         self._reading = LogReading(inputs, plan.prefilter, self._count_bytes)
         self.report.stats = self._reading.stats
         self._columns: dict[str, set[str]] = defaultdict(set)
-        self._correlator = Correlator(plan.rule_set.correlations)
+        self._correlator = correlator if correlator is not None else Correlator(plan.rule_set.correlations)
         self._enrich = AlertEnricher(plan.config) if plan.enrich else None
 
     def _count_bytes(self, size: int) -> None:
