@@ -289,7 +289,9 @@ class Follower:
         if holder is None:
             return None
         if plain is not None:
-            record.size = max(record.size, plain.size)
+            if plain.size > record.size:
+                record.size = plain.size
+                self._mark(record)
             if plain.size <= record.offset:
                 return None
         elif holder.tried_size == holder.size:
@@ -470,20 +472,21 @@ def _skip(stream, count: int) -> int:
     return skipped
 
 
-def _gzip_head(path: str, size: int) -> bytes:
+def _gzip_head(path: str, size: int) -> bytes | None:
     """The first ``size`` bytes of a gzip file's content (of its first member), inflating
-    no more than needed; a truncated file gives what it has."""
+    no more than needed; None while a shorter stream is not complete (being written), as
+    its start would not yet identify it."""
     inflater = zlib.decompressobj(31)
     out = bytearray()
     with open(path, "rb") as fh:
         while len(out) < size and not inflater.eof:
             block = inflater.unconsumed_tail or fh.read(1 << 16)
             if not block:
-                break
+                return None
             try:
                 out += inflater.decompress(block, size - len(out))
             except zlib.error:
-                break
+                return None
     return bytes(out)
 
 
