@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.watch.zeek_writer import RPC_RULE, ConnLog, header
+from watch.zeek_writer import RPC_RULE, ConnLog, header
 
 MODES = ("running", "stopped")
 

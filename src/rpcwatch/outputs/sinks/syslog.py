@@ -26,7 +26,7 @@ import time
 from typing import Sequence
 
 from rpcwatch import __version__
-from rpcwatch.alerts import epoch_micros, field_value
+from rpcwatch.alerts import epoch_micros, field_value, record_id
 from rpcwatch.outputs.jsonl import dumps
 from rpcwatch.outputs.sinks.base import AT_LEAST_ONCE, Rejection, Sink, SinkError, SinkSettings, SinkUnavailable
 
@@ -153,11 +153,13 @@ def _header_field(value: str, limit: int) -> str:
     return cleaned or NILVALUE
 
 
+#: stands for the record's id in its log (Zeek ``uid``, Windows ``EventRecordID``)
+RECORD = "record"
 #: alert fields written as structured-data parameters, by parameter name
 SD_FIELDS = (("eventId", "event.id"), ("rule", "rule.name"), ("ruleId", "rule.id"), ("level", "rule.level"),
              ("dataset", "event.dataset"), ("outcome", "event.outcome"), ("src", "source.ip"),
              ("srcPort", "source.port"), ("dst", "destination.ip"), ("dstPort", "destination.port"),
-             ("risk", "risk_score"))
+             ("risk", "risk_score"), ("record", RECORD))
 
 
 def structured_data(sd_id: str, alert: dict) -> str:
@@ -173,8 +175,9 @@ def sd_escape(value: object) -> str:
 #: CEF extension keys from ArcSight's dictionary, by alert field
 CEF_FIELDS = (("externalId", "event.id"), ("rt", "@timestamp"), ("src", "source.ip"), ("spt", "source.port"),
               ("dst", "destination.ip"), ("dpt", "destination.port"), ("proto", "network.transport"),
-              ("outcome", "event.outcome"), ("cs1", "event.dataset"), ("cs2", "log.file.path"), ("msg", "reason"))
-CEF_LABELS = " cs1Label=dataset cs2Label=logFile"
+              ("outcome", "event.outcome"), ("cs1", "event.dataset"), ("cs2", "log.file.path"), ("cs3", RECORD),
+              ("msg", "reason"))
+CEF_LABELS = " cs1Label=dataset cs2Label=logFile cs3Label=record"
 
 
 def cef_record(alert: dict, severity: int) -> str:
@@ -195,12 +198,12 @@ def cef_header_escape(value: object) -> str:
 def cef_value_escape(value: object) -> str:
     """CEF extension values: ``\\`` and ``=`` are escaped, line breaks written ``\\n``/``\\r``."""
     text = str(value).replace("\\", "\\\\").replace("=", "\\=")
-    return text.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _fields(alert: dict, names: tuple[tuple[str, str], ...]):
     for name, dotted in names:
-        value = field_value(alert, dotted)
+        value = record_id(alert) if dotted == RECORD else field_value(alert, dotted)
         if name == "rt":  # CEF's receipt time: milliseconds since the epoch
             micros = epoch_micros(value) if isinstance(value, str) else None
             value = None if micros is None else micros // 1000
