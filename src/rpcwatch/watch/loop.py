@@ -115,7 +115,7 @@ class Watch:
             return False
         outcomes = self.delivery.send(documents, force=self.options.once)
         self._commit(pieces, documents, outcomes)
-        return bool(pieces) or (self.delivery.spooled and not paused and any(o.unspool for o in outcomes))
+        return bool(pieces) or any(outcome.unspool for outcome in outcomes)
 
     def _detect(self, pieces: list[Piece]) -> list[dict]:
         hunt = Hunt([self.follower.input_for(piece) for piece in pieces], self._plan, self._engine,

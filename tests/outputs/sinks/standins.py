@@ -20,7 +20,8 @@ class ElasticsearchStandIn:
 
     * ``create`` with an ``_id`` that exists: 409 ``version_conflict_engine_exception``;
     * a data stream (``data_stream``) accepts only ``create`` and needs ``@timestamp``;
-    * ``mapping_errors``: ids refused with 400 ``mapper_parsing_exception``;
+    * ``mapping_errors``: documents (by ``_id`` or by the record's ``uid``) refused with 400
+      ``mapper_parsing_exception``, as a field of a type the index mapping does not take;
     * ``busy_items``: ids answered 429 ``es_rejected_execution_exception`` that many times;
     * ``whole``: statuses to answer whole requests with before serving (429, 503, ...).
     """
@@ -70,7 +71,7 @@ class ElasticsearchStandIn:
             self.busy_items[doc_id] -= 1
             return {op: {**result, "status": 429, "error": {"type": "es_rejected_execution_exception",
                                                             "reason": "rejected execution"}}}
-        if doc_id in self.mapping_errors:
+        if doc_id in self.mapping_errors or document.get("original", {}).get("uid") in self.mapping_errors:
             return {op: {**result, "status": 400, "error": {"type": "mapper_parsing_exception",
                                                             "reason": "failed to parse field [source.port]"}}}
         if doc_id in self.documents:
