@@ -212,14 +212,21 @@ class Follower:
         return [h for h in self._holders.values() if h.record is record]
 
     def _match(self, head: bytes, holder: Holder) -> FileRecord | None:
-        """The logical file whose fingerprint the content starts with. When another plain
-        file still holds it, the two are the same only if their first bytes agree as far
-        as both go (a copy); otherwise the newcomer is a new file."""
-        for record in self._records.values():
-            if record.fp_length > len(head) or fingerprint(head[:record.fp_length]) != record.fingerprint:
+        """The logical file whose fingerprint the content starts with, the longest first: a
+        record taken while its file was short (a header) fingerprints only that much, and
+        a file with the same header is another file when a longer fingerprint matches it.
+        When another plain file still holds the record, the two are the same only if their
+        first bytes agree as far as both go (a copy); otherwise the newcomer is new."""
+        hashes: dict[int, str] = {}
+        for record in sorted(self._records.values(), key=lambda r: r.fp_length, reverse=True):
+            if record.fp_length > len(head):
                 continue
-            other = max((h for h in self._holders_of(record) if not h.compressed), key=lambda h: h.size,
-                        default=None)
+            if record.fp_length not in hashes:
+                hashes[record.fp_length] = fingerprint(head[:record.fp_length])
+            if hashes[record.fp_length] != record.fingerprint:
+                continue
+            other = max((h for h in self._holders_of(record) if not h.compressed and h is not holder),
+                        key=lambda h: h.size, default=None)
             if other is None:
                 return record
             their = self._head(other, FINGERPRINT_BYTES) or b""

@@ -4,8 +4,8 @@ One turn of the loop is one batch: the complete lines written since the checkpoi
 most ``BATCH_BYTES``) go through the same readers, compiled rules and engine as ``hunt``;
 their alerts go to every sink; then one transaction commits the new checkpoints, the
 spool of what a sink did not take, the sinks' recovery data and the correlation state.
-SIGTERM and SIGINT end the loop after the batch in hand is delivered and committed
-(exit 0); SIGHUP reopens file sinks before the next batch.
+SIGTERM and SIGINT end the loop after the batch in hand and one last look at the files
+are delivered and committed (exit 0); SIGHUP reopens file sinks before the next batch.
 """
 from __future__ import annotations
 
@@ -87,6 +87,8 @@ class Watch:
                     break
                 if not busy:
                     self._stop.wait(self.options.poll)
+            else:
+                self.step()  # what was written before the signal, one last batch
         finally:
             self.finish()
         return 0
