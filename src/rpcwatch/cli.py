@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "standard output); secrets come from the environment or rpcwatch.toml")
     watch.add_argument("--syslog-format", choices=("rfc5424", "cef"), help="syslog message format (default rfc5424)")
     watch.add_argument("--once", action="store_true", help="read what is new since the checkpoint, deliver, exit")
-    watch.add_argument("--poll", type=_seconds, metavar="S", help="seconds between looks at the files (default 0.5)")
+    watch.add_argument("--poll", type=_seconds, metavar="S", help="seconds between looks at the files (default 0.25)")
     watch.set_defaults(handler=_watch)
 
     export = commands.add_parser("export-parquet", help="logs to a Parquet dataset partitioned by table and date",

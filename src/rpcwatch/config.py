@@ -13,7 +13,7 @@ Administrators = ["CORP\\Domain Admins", "CORP\\Enterprise Admins"]
 
 [watch]          # rpcwatch watch (docs/live.md)
 state = "/var/lib/rpcwatch"
-poll = 0.5
+poll = 0.25
 spool_limit_mb = 256
 
 [[sinks]]        # one table per sink: its URL and the sink's options (secrets too)
@@ -45,7 +45,7 @@ class WatchSettings:
     """``[watch]``: live mode's settings (the command line's --state and --poll win)."""
 
     state: str | None = None
-    poll: float = 0.5
+    poll: float = 0.25
     spool_limit_mb: float = 256.0
     #: longest pause between two tries of a sink that failed
     retry_max: float = 30.0

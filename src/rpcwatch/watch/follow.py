@@ -44,9 +44,9 @@ from rpcwatch.watch.state import FILE_RETENTION, FileRecord, StateStore
 #: bytes of content that identify a file (Filebeat's fingerprint default length)
 FINGERPRINT_BYTES = 1024
 #: most bytes read from one file in one batch (a backlog is read in several batches)
-PIECE_BYTES = 16 << 20
+PIECE_BYTES = 32 << 20
 #: most bytes read in one batch over all files
-BATCH_BYTES = 32 << 20
+BATCH_BYTES = 64 << 20
 #: a file read whole (EVTX, pcap) is complete when unchanged this long
 SETTLE_SECONDS = 5.0
 #: files followed with an open descriptor (more are followed by name, reopened when they grow)
@@ -117,6 +117,11 @@ class Follower:
         self._readers: dict[int, type[Reader] | None] = {}
         self._contexts: dict[int, tuple[bytes, int]] = {}
         self._by_record: dict[int, list[Holder]] = {}
+        #: per directory: its mtime, subdirectories and files at the last walk
+        self._listings: dict[str, tuple[int, list[str], list[str]]] = {}
+        self._seen: dict[str, tuple[tuple[int, int], os.stat_result]] = {}
+        #: the last poll left data unread (a backlog): no pause before the next
+        self.behind = False
 
     # -- discovery ------------------------------------------------------------------------
 
@@ -144,16 +149,55 @@ class Follower:
                 self._by_record[holder.record.id].append(holder)
 
     def _walk(self) -> Iterator[tuple[tuple[int, int], tuple[str, os.stat_result]]]:
+        """The regular files under the paths. A directory is listed again only when its
+        mtime changed (an entry was added, removed or renamed); a file in an unchanged
+        directory whose content is read completely (an archived .gz) is not looked at."""
+        seen: dict[str, tuple[tuple[int, int], os.stat_result]] = {}
         for root in self._paths:
-            for path in _files_under(root):
+            for path, unchanged in self._files_under(str(root)):
                 if os.path.abspath(path) in self._exclude:
+                    continue
+                known = self._seen.get(path)
+                holder = self._holders.get(known[0]) if known else None
+                if unchanged and holder is not None and holder.record is not None and holder.record.complete:
+                    seen[path] = known
                     continue
                 try:
                     info = os.stat(path)
                 except OSError:
                     continue
-                if info.st_size and _is_regular(info):
-                    yield (info.st_dev, info.st_ino), (path, info)
+                if info.st_size and stat.S_ISREG(info.st_mode):
+                    seen[path] = ((info.st_dev, info.st_ino), info)
+        self._seen = seen
+        for path, (key, info) in seen.items():
+            yield key, (path, info)
+
+    def _files_under(self, root: str) -> Iterator[tuple[str, bool]]:
+        """Files under ``root`` (sorted, hidden entries skipped), each with whether its
+        directory is unchanged since the last walk."""
+        if os.path.isfile(root):
+            yield root, False
+            return
+        folders = [root]
+        while folders:
+            folder = folders.pop()
+            try:
+                mtime = os.stat(folder).st_mtime_ns
+            except OSError:
+                continue
+            cached = self._listings.get(folder)
+            unchanged = cached is not None and cached[0] == mtime
+            if not unchanged:
+                try:
+                    with os.scandir(folder) as listing:
+                        entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
+                except OSError:
+                    continue
+                cached = self._listings[folder] = (mtime, [e.path for e in entries if e.is_dir(follow_symlinks=False)],
+                                                   [e.path for e in entries if not e.is_dir(follow_symlinks=False)])
+            folders.extend(reversed(cached[1]))
+            for path in cached[2]:
+                yield path, unchanged
 
     def _discover(self, path: str, info: os.stat_result) -> None:
         try:
@@ -279,8 +323,10 @@ class Follower:
 
     def _pieces(self, settled: bool) -> Iterator[Piece]:
         budget = BATCH_BYTES
+        self.behind = False
         for record in list(self._records.values()):
             if budget <= 0:
+                self.behind = True  # more may wait: the next batch follows at once
                 return
             piece = self._piece(record, settled, min(budget, PIECE_BYTES))
             if piece is not None:
@@ -343,6 +389,7 @@ class Follower:
         if holder.size <= record.offset:
             return None
         data = os.pread(self._fd(holder), min(limit, holder.size - record.offset), record.offset)
+        self.behind |= record.offset + len(data) < holder.size
         end = data.rfind(b"\n") + 1
         if end == 0:
             return None  # no complete line yet
@@ -499,18 +546,3 @@ def _gzip_head(path: str, size: int) -> bytes | None:
 
 def _input(path: str) -> InputFile:
     return InputFile(path, lambda: open(path, "rb"))
-
-
-def _files_under(root: Path) -> Iterator[str]:
-    if root.is_file():
-        yield str(root)
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield os.path.join(dirpath, name)
-
-
-def _is_regular(info: os.stat_result) -> bool:
-    return stat.S_ISREG(info.st_mode)

@@ -33,7 +33,7 @@ CORRELATION = "correlation"
 class WatchOptions:
     paths: list[str]
     state: Path
-    poll: float = 0.5
+    poll: float = 0.25
     once: bool = False
     #: bytes of spooled alerts per sink before reading pauses
     spool_limit: int = 256 << 20
@@ -103,8 +103,8 @@ class Watch:
             self.say(f"delivering to {sink.name} ({sink.guarantee})")
 
     def step(self) -> bool:
-        """One batch; True when there was something to read or deliver (no pause before
-        the next one)."""
+        """One batch; True when more is waiting (a backlog of lines or of spooled alerts):
+        the next batch follows without the poll interval's pause."""
         if self._reopen:
             self._reopen = False
             self.delivery.reopen()
@@ -117,7 +117,8 @@ class Watch:
             return False
         outcomes = self.delivery.send(documents, force=self.options.once)
         self._commit(pieces, documents, outcomes)
-        return bool(pieces) or any(outcome.unspool for outcome in outcomes)
+        read_more = bool(pieces) and (self.follower.behind or self.options.once)
+        return read_more or any(outcome.unspool for outcome in outcomes)
 
     def _detect(self, pieces: list[Piece]) -> list[dict]:
         hunt = Hunt([self.follower.input_for(piece) for piece in pieces], self._plan, self._engine,
