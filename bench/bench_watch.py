@@ -33,16 +33,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from watch.zeek_writer import RPC_RULE, header, line  # noqa: E402  (the tests' line maker)
+from watch.processes import rpcwatch, start_watch, until_started  # noqa: E402  (shared with the tests)
+from watch.zeek_writer import RPC_RULE, header, line  # noqa: E402
 
 OUT = HERE / "out"
 GENERATOR = Path(os.environ.get("RPCWATCH_SHARED", HERE.parent.parent / "shared")) / "tools" / "gen_zeek_conn.py"
 BACKGROUND_PER_SECOND = 2000
-
-
-def rpcwatch() -> list[str]:
-    script = shutil.which("rpcwatch", path=str(Path(sys.executable).parent)) or shutil.which("rpcwatch")
-    return [script] if script else [sys.executable, "-m", "rpcwatch"]
 
 
 class Writer:
@@ -100,19 +96,12 @@ class Writer:
         self.rotations += 1
 
 
-def start_watch(logs: Path, state: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(rpcwatch() + ["watch", str(logs), "--state", str(state), "--to", f"file:{out}", *extra],
-                            stderr=subprocess.PIPE, text=True)
-
-
-def await_ready(process: subprocess.Popen) -> None:
-    said = ""
-    while "delivering to" not in said:
-        text = process.stderr.readline()
-        if not text:
-            raise SystemExit(f"rpcwatch watch did not start: {said}")
-        said += text
-    threading.Thread(target=process.stderr.read, daemon=True).start()  # keep draining
+def started(logs: Path, state: Path, out: Path) -> subprocess.Popen:
+    """`rpcwatch watch` at its default poll interval, once its sink is open."""
+    process = start_watch(logs, state, f"file:{out}")
+    until_started(process, 1)
+    threading.Thread(target=process.stderr.read, daemon=True).start()  # keep draining its messages
+    return process
 
 
 def arrivals(out: Path, seen: dict[str, float], stop: threading.Event) -> None:
@@ -145,8 +134,7 @@ def latency_run(seconds: float) -> tuple[float, float, int]:
         root = Path(folder)
         out = root / "alerts.jsonl"
         writer = Writer(root / "logs", probe_every=0.1)
-        process = start_watch(root / "logs", root / "state", out)
-        await_ready(process)
+        process = started(root / "logs", root / "state", out)
         seen: dict[str, float] = {}
         stop = threading.Event()
         reader = threading.Thread(target=arrivals, args=(out, seen, stop), daemon=True)
@@ -218,8 +206,7 @@ def soak(seconds: float, rotate: float) -> dict:
         root = Path(folder)
         out = root / "alerts.jsonl"
         writer = Writer(root / "logs", probe_every=1.0, rotate_every=rotate)
-        process = start_watch(root / "logs", root / "state", out)
-        await_ready(process)
+        process = started(root / "logs", root / "state", out)
         writing = threading.Thread(target=writer.run, daemon=True)
         writing.start()
         started, samples = time.monotonic(), []

@@ -12,6 +12,7 @@ from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import plan_hunt
 from rpcwatch.outputs.sinks import SinkSettings, make_sink
 from rpcwatch.watch.loop import Watch, WatchOptions
+from watch.zeek_writer import ConnLog, header
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +41,14 @@ class Live:
                            self._engine, sinks, messages=self.messages)
         self.watch.start()
         return self.watch
+
+    def begin(self, lines: int, sinks=None, **options) -> tuple[ConnLog, Path]:
+        """A conn.log of ``lines`` lines, read by a started watcher."""
+        log, path = ConnLog(), self.logs / "conn.log"
+        path.write_bytes(header() + log.lines(lines))
+        self.start(sinks, **options)
+        self.run()
+        return log, path
 
     def run(self) -> None:
         """Batches until nothing is left to read or deliver."""

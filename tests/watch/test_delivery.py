@@ -37,11 +37,7 @@ def spooled(live):
 def test_outage_spools_then_delivers(live, httpserver):
     es = ElasticsearchStandIn(whole=list(DOWN))
     es.install(httpserver)
-    log = ConnLog()
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + log.lines(12))
-    live.start(sinks=sinks(live, httpserver), retry_max=0.05)
-    live.run()
+    log, path = live.begin(12, sinks=sinks(live, httpserver), retry_max=0.05)
     assert live.uids(RPC_RULE) == sorted(log.probes)  # the file sink is not held up
     assert es.documents == {} and spooled(live) == 4
     assert "not delivered: elasticsearch+http://127.0.0.1" in live.messages.getvalue()
@@ -63,11 +59,7 @@ def test_outage_spools_then_delivers(live, httpserver):
 def test_a_full_spool_pauses_reading_until_the_sink_returns(live, httpserver):
     es = ElasticsearchStandIn(whole=list(DOWN))
     es.install(httpserver)
-    log = ConnLog()
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + log.lines(12))
-    live.start(sinks=sinks(live, httpserver), retry_max=0.05, spool_limit=1)
-    live.run()
+    log, path = live.begin(12, sinks=sinks(live, httpserver), retry_max=0.05, spool_limit=1)
     first = sorted(log.probes)
     log.append(path, 12)
     for _ in range(3):
@@ -138,12 +130,18 @@ def correlations(live):
     return [a for a in live.alerts() if a["event"]["dataset"] == "correlation"]
 
 
-def test_a_window_spans_batches_and_its_episode_is_raised_once(live, sweep_plan):
-    live._plan = sweep_plan
+def start_sweep(live, plan, probes: int):
+    """A watcher running ``plan`` on a conn.log whose first ``probes`` lines it has read."""
+    live._plan = plan
     path = live.logs / "conn.log"
-    path.write_bytes(header() + sweep_lines(1, 2, 1717236000))
+    path.write_bytes(header() + sweep_lines(1, probes, 1717236000))
     live.start()
     live.run()
+    return path
+
+
+def test_a_window_spans_batches_and_its_episode_is_raised_once(live, sweep_plan):
+    path = start_sweep(live, sweep_plan, 2)
     with open(path, "ab") as fh:
         fh.write(sweep_lines(3, 2, 1717236060))
     live.run()
@@ -159,11 +157,7 @@ def test_a_window_spans_batches_and_its_episode_is_raised_once(live, sweep_plan)
                     reason="correlation windows survive a restart once the Correlator offers snapshot() and "
                            "restore(); this Correlator keeps its events in memory only")
 def test_restart_with_a_window_open(live, sweep_plan):
-    live._plan = sweep_plan
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + sweep_lines(1, 3, 1717236000))
-    live.start()
-    live.run()
+    path = start_sweep(live, sweep_plan, 3)
     live.stop()
     with open(path, "ab") as fh:
         fh.write(sweep_lines(4, 2, 1717236060))
@@ -179,12 +173,9 @@ def test_crash_between_delivery_and_commit(live, httpserver):
     it holds past its committed size, Elasticsearch answers 409 to each replay."""
     es = ElasticsearchStandIn()
     es.install(httpserver)
-    log = ConnLog()
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + log.lines(9))
-    watch = live.start(sinks=sinks(live, httpserver))
-    live.run()
+    log, path = live.begin(9, sinks=sinks(live, httpserver))
     log.append(path, 12)
+    watch = live.watch
     pieces = watch.follower.poll()
     watch.delivery.send(watch._detect(pieces))  # delivered ...
     assert len(live.uids(RPC_RULE)) == len(log.probes)

@@ -32,11 +32,7 @@ def change(live, mode):
 
 
 def test_growth_reads_complete_lines_once(live):
-    log = ConnLog()
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + log.lines(10))
-    live.start()
-    live.run()
+    log, path = live.begin(10)
     assert live.uids(RPC_RULE) == sorted(log.probes) and len(log.probes) == 4
     more = log.lines(3)  # lines 10, 11 and 12; line 12 is a probe, still being written
     with open(path, "ab") as fh:
@@ -74,11 +70,7 @@ def test_rename_into_a_dated_folder(live, mode):
 def test_rename_then_gzip(live, mode):
     """The rotated file is compressed and the original removed: only what lies past the
     checkpoint is read from the .gz (offsets count decompressed bytes)."""
-    log = ConnLog()
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + log.lines(30))
-    live.start()
-    live.run()
+    log, path = live.begin(30)
     log.append(path, 12)  # not yet read when the file is rotated
     with change(live, mode):
         rotated = live.logs / "conn.10:00:00-11:00:00.log"
@@ -92,11 +84,7 @@ def test_rename_then_gzip(live, mode):
 def test_gzip_being_written_is_read_when_complete(live):
     """Found after a restart, a .gz still being written (a truncated stream) is read past
     the checkpoint only once its stream is complete."""
-    log = ConnLog()
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + log.lines(30))
-    live.start()
-    live.run()
+    log, path = live.begin(30)
     live.stop()
     log.append(path, 12)
     data = gzip.compress(path.read_bytes())
@@ -115,11 +103,7 @@ def test_gzip_being_written_is_read_when_complete(live):
 def test_copytruncate(live, mode):
     """logrotate's copytruncate: the copy holds the unread lines, the truncated file starts
     again with new content."""
-    log = ConnLog()
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + log.lines(20))
-    live.start()
-    live.run()
+    log, path = live.begin(20)
     log.append(path, 10)
     with change(live, mode):
         shutil.copyfile(path, live.logs / "conn.log.1")
@@ -132,11 +116,7 @@ def test_copytruncate(live, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_new_file_with_an_identical_header(live, mode):
     """Same header (same #open second), different lines: a new file, read from its start."""
-    log = ConnLog()
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + log.lines(5))
-    live.start()
-    live.run()
+    log, path = live.begin(5)
     with change(live, mode):
         os.rename(path, live.logs / "conn.old.log")
         path.write_bytes(header() + log.lines(5))
@@ -164,11 +144,7 @@ def test_identical_header_beside_the_old_file(live):
 def test_deleted_while_running_is_read_to_its_end(live):
     """The followed file stays open: lines written just before the file was deleted are
     still read, nothing is lost."""
-    log = ConnLog()
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + log.lines(9))
-    live.start()
-    live.run()
+    log, path = live.begin(9)
     log.append(path, 9)
     os.unlink(path)
     live.run()
@@ -177,11 +153,7 @@ def test_deleted_while_running_is_read_to_its_end(live):
 
 
 def test_deleted_while_stopped_before_it_was_read_is_reported_lost(live):
-    log = ConnLog()
-    path = live.logs / "conn.log"
-    path.write_bytes(header() + log.lines(9))
-    live.start()
-    live.run()
+    log, path = live.begin(9)
     partial = log.lines(1)
     with open(path, "ab") as fh:
         fh.write(partial[:40])  # a line being written when the watcher stopped

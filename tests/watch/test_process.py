@@ -17,19 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import rpcwatch_command
+from watch.processes import rpcwatch, start_watch, until_started
 from watch.zeek_writer import RPC_RULE, ConnLog, header
 from outputs.sinks.standins import ElasticsearchStandIn
 
 KILLS = 20
-
-
-def start(logs: Path, state: Path, *sinks: str, poll: float = 0.1) -> subprocess.Popen:
-    arguments = [str(logs), "--state", str(state), "--poll", str(poll)]
-    for sink in sinks:
-        arguments += ["--to", sink]
-    return subprocess.Popen(rpcwatch_command() + ["watch", *arguments], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(predicate, seconds: float = 30.0) -> None:
@@ -49,7 +41,7 @@ def test_sigterm_finishes_the_batch_and_exits_0_sighup_reopens_the_file(tmp_path
     logs.mkdir()
     log = ConnLog()
     (logs / "conn.log").write_bytes(header() + log.lines(30))
-    process = start(logs, tmp_path / "state", f"file:{out}")
+    process = start_watch(logs, tmp_path / "state", f"file:{out}", poll=0.1)
     wait_for(lambda: len(lines_of(out)) == len(log.probes))
     os.rename(out, tmp_path / "alerts.jsonl.1")  # logrotate, then its postrotate SIGHUP
     process.send_signal(signal.SIGHUP)
@@ -63,17 +55,6 @@ def test_sigterm_finishes_the_batch_and_exits_0_sighup_reopens_the_file(tmp_path
     uids = [a["original"]["uid"] for a in lines_of(tmp_path / "alerts.jsonl.1") + lines_of(out)]
     assert sorted(uids) == sorted(log.probes)
     assert "rpcwatch: stopped: 90 records read" in stderr
-
-
-def _until_delivering(process: subprocess.Popen) -> str:
-    """Standard error up to the line saying the sinks are open (start-up is done)."""
-    said = ""
-    while "delivering to elasticsearch" not in said:
-        line = process.stderr.readline()
-        if not line:
-            raise AssertionError(f"rpcwatch watch ended during start-up: {said}")
-        said += line
-    return said
 
 
 class GrowingLog:
@@ -128,7 +109,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, shared_
     subprocess.run(["python3", str(shared_tools / "gen_zeek_conn.py"), "--rows", "40000", "--seed", "11",
                     "--rpc-rate", "0.01", "--out", str(generated)], check=True, capture_output=True)
     truth = json.loads(Path(f"{generated}.truth.json").read_text())["expected_matches"]
-    reference = subprocess.run(rpcwatch_command() + ["hunt", str(generated), "--format", "jsonl", "-q"],
+    reference = subprocess.run(rpcwatch() + ["hunt", str(generated), "--format", "jsonl", "-q"],
                                capture_output=True, text=True, check=True)
     expected = {a["event"]["id"] for a in map(json.loads, reference.stdout.splitlines())
                 if a["event"]["dataset"] != "correlation"}
@@ -145,15 +126,15 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, shared_
     chance = random.Random(1)
     kills, said = 0, []
     while kills < KILLS or not writer.done.is_set():
-        process = start(logs, state, *sinks)
-        said.append(_until_delivering(process))
+        process = start_watch(logs, state, *sinks, poll=0.1)
+        said.append(until_started(process, len(sinks)))
         time.sleep(chance.uniform(0.0, 1.5))  # then kill it at any moment of its work
         process.kill()
         said[-1] += process.communicate()[1]
         kills += 1
     thread.join()
     assert writer.error is None
-    final = subprocess.run(rpcwatch_command() + ["watch", str(logs), "--state", str(state), "--once",
+    final = subprocess.run(rpcwatch() + ["watch", str(logs), "--state", str(state), "--once",
                                                  *[arg for sink in sinks for arg in ("--to", sink)]],
                            capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stderr

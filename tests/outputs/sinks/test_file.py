@@ -14,12 +14,18 @@ def file_sink(path):
     return make_sink(SinkSettings(f"file:{path}"))
 
 
-def test_appends_and_reports_its_committed_size(tmp_path, alerts):
-    path = tmp_path / "alerts.jsonl"
+def written(path, alerts):
+    """An open file sink that wrote and flushed ``alerts``."""
     sink = file_sink(path)
     sink.open()
-    sink.write(alerts[:2])
+    sink.write(alerts)
     assert sink.flush() == []
+    return sink
+
+
+def test_appends_and_reports_its_committed_size(tmp_path, alerts):
+    path = tmp_path / "alerts.jsonl"
+    sink = written(path, alerts[:2])
     assert [json.loads(line) for line in path.read_text().splitlines()] == alerts[:2]
     info = os.stat(path)
     assert sink.recovery() == {"dev": info.st_dev, "ino": info.st_ino, "size": info.st_size}
@@ -28,10 +34,7 @@ def test_appends_and_reports_its_committed_size(tmp_path, alerts):
 
 def test_recovery_truncates_what_a_crash_left_after_the_commit(tmp_path, alerts):
     path = tmp_path / "alerts.jsonl"
-    sink = file_sink(path)
-    sink.open()
-    sink.write(alerts[:2])
-    sink.flush()
+    sink = written(path, alerts[:2])
     committed = sink.recovery()
     sink.write(alerts[2:])  # written and fsync'd, then the process dies before its commit
     sink.flush()
@@ -45,10 +48,7 @@ def test_recovery_truncates_what_a_crash_left_after_the_commit(tmp_path, alerts)
 
 def test_a_replaced_file_is_not_touched(tmp_path, alerts):
     path = tmp_path / "alerts.jsonl"
-    sink = file_sink(path)
-    sink.open()
-    sink.write(alerts)
-    sink.flush()
+    sink = written(path, alerts)
     committed = {**sink.recovery(), "size": 10}
     sink.close()
     os.rename(path, tmp_path / "alerts.jsonl.1")  # logrotate while stopped
@@ -60,10 +60,7 @@ def test_a_replaced_file_is_not_touched(tmp_path, alerts):
 
 def test_reopen_follows_logrotate(tmp_path, alerts):
     path = tmp_path / "alerts.jsonl"
-    sink = file_sink(path)
-    sink.open()
-    sink.write(alerts[:1])
-    sink.flush()
+    sink = written(path, alerts[:1])
     os.rename(path, tmp_path / "alerts.jsonl.1")
     sink.reopen()
     sink.write(alerts[1:2])
