@@ -5,9 +5,12 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import time
 
 import pytest
 
+from rpcwatch.hunt import Hunt, plan_hunt
+from rpcwatch.sources import expand_inputs
 from watch.zeek_writer import RPC_RULE, ConnLog, header
 
 MODES = ("running", "stopped")
@@ -186,3 +189,38 @@ def test_json_lines_and_files_added_later(live):
     (live.logs / "later" / "conn.log").write_bytes(header() + log.lines(6))
     live.run()
     assert live.uids(RPC_RULE) == sorted([f"CJ{i}" for i in range(6)] + log.probes)
+
+
+INBOUND_135 = """
+title: Any inbound TCP/135
+logsource: {category: network_connection, product: windows}
+detection:
+    inbound: {Initiated: 'false', Protocol: tcp}
+    local_first: {SourcePort: 135}
+    remote_first: {DestinationPort: 135}
+    condition: inbound and (local_first or remote_first)
+"""
+
+
+@pytest.mark.corpus
+def test_evtx_is_read_once_when_it_stops_changing(live, corpus, tmp_path):
+    """EVTX cannot be read from the middle: read whole once unchanged for the settle time,
+    with the alerts `hunt` gives; a later change is not read again."""
+    (tmp_path / "inbound.yml").write_text(INBOUND_135)
+    live._plan = plan_hunt([str(tmp_path / "inbound.yml")], bundled=False)
+    source = corpus / "evtx-attack-samples/Discovery/dicovery_4661_net_group_domain_admins_target.evtx"
+    target = live.logs / "Security.evtx"
+    shutil.copyfile(source, target)
+    live.start()
+    live.run()
+    assert live.alerts() == []  # just written: it may still grow
+    time.sleep(0.3)
+    live.run()
+    expected = list(Hunt(list(expand_inputs([str(target)])), live._plan, live._engine))
+    assert len(live.alerts()) == len(expected) == 2
+    assert sorted(a["event"]["id"] for a in live.alerts()) == sorted(a["event"]["id"] for a in expected)
+    with open(target, "ab") as fh:
+        fh.write(b"\0" * 4096)
+    time.sleep(0.3)
+    live.run()
+    assert len(live.alerts()) == 2

@@ -193,8 +193,9 @@ class Follower:
                         entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
                 except OSError:
                     continue
-                cached = self._listings[folder] = (mtime, [e.path for e in entries if e.is_dir(follow_symlinks=False)],
-                                                   [e.path for e in entries if not e.is_dir(follow_symlinks=False)])
+                folders_in = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+                files_in = [e.path for e in entries if not e.is_dir(follow_symlinks=False)]
+                cached = self._listings[folder] = (mtime, folders_in, files_in)
             folders.extend(reversed(cached[1]))
             for path in cached[2]:
                 yield path, unchanged
@@ -363,9 +364,10 @@ class Follower:
         if record.id in self._readers:
             return self._readers[record.id]
         head = self._head(holder, HEAD_SIZE) or b""
-        if b"\n" not in head and len(head) < HEAD_SIZE and not holder.compressed:
+        reader = sniff_reader(head)
+        if reader is None and b"\n" not in head and len(head) < HEAD_SIZE and not holder.compressed:
             return None  # not one complete line yet: too early to tell the format
-        reader = self._readers[record.id] = sniff_reader(head)
+        self._readers[record.id] = reader
         if record.format != (reader.format_name if reader else UNSUPPORTED):
             record.format = reader.format_name if reader else UNSUPPORTED
             self._mark(record)

@@ -19,10 +19,11 @@ from typing import IO, Sequence
 
 from rpcwatch.hunt import Engine, Hunt, HuntPlan
 from rpcwatch.outputs.sinks.base import Sink
+from rpcwatch.outputs.sinks.file import FileSink
 from rpcwatch.outputs.table import safe_text
 from rpcwatch.sigma.correlation import Correlator
 from rpcwatch.sources import ReadStats
-from rpcwatch.watch.delivery import Delivery
+from rpcwatch.watch.delivery import Delivery, SinkOutcome
 from rpcwatch.watch.follow import Follower, Piece
 from rpcwatch.watch.state import StateStore
 
@@ -46,7 +47,6 @@ class WatchOptions:
 @dataclass
 class WatchTotals:
     batches: int = 0
-    lines_bytes: int = 0
     records: int = 0
     alerts: int = 0
     skipped: int = 0
@@ -61,7 +61,8 @@ class Watch:
         self._plan, self._engine = plan, engine
         self._messages = messages
         self.store = StateStore(options.state)
-        exclude = {str(sink.path) for sink in sinks if hasattr(sink, "path")} | \
+        # never follow what rpcwatch itself writes
+        exclude = {str(sink.path) for sink in sinks if isinstance(sink, FileSink)} | \
             {str(self.store.path), f"{self.store.path}-wal", f"{self.store.path}-shm"}
         self.follower = Follower(self.store, options.paths, exclude, options.settle)
         self.delivery = Delivery(sinks, self.store, options.spool_limit, options.retry_max, self.say)
@@ -113,10 +114,10 @@ class Watch:
         documents = self._detect(pieces) if pieces else []
         if not documents and not pieces and not self.delivery.spooled:
             if self.follower.changed:
-                self._commit(pieces, [], [])
+                self._commit(pieces, [])
             return False
         outcomes = self.delivery.send(documents, force=self.options.once)
-        self._commit(pieces, documents, outcomes)
+        self._commit(pieces, outcomes)
         read_more = bool(pieces) and (self.follower.behind or self.options.once)
         return read_more or any(outcome.unspool for outcome in outcomes)
 
@@ -126,7 +127,6 @@ class Watch:
         alerts = list(hunt)
         self._report_reading(hunt.report.stats)
         self.totals.batches += 1
-        self.totals.lines_bytes += sum(len(p.data) for p in pieces if p.data is not None)
         alerts = self._new_only(alerts)
         self.totals.alerts += len(alerts)
         return alerts
@@ -147,7 +147,7 @@ class Watch:
             kept.append(alert)
         return kept
 
-    def _commit(self, pieces, documents, outcomes) -> None:
+    def _commit(self, pieces: list[Piece], outcomes: list[SinkOutcome]) -> None:
         self.follower.advance(pieces)
         with self.store.transaction() as tx:
             self.follower.save(tx)
