@@ -61,7 +61,7 @@ class Sink(ABC):
         self.url = urlsplit(settings.url)
         unknown = set(settings.options) - self.options - {"url"}
         if unknown:
-            raise SinkError(f"{self.name}: unknown option(s) {', '.join(sorted(unknown))} "
+            raise SinkError(f"{display_url(self.url)}: unknown option(s) {', '.join(sorted(unknown))} "
                             f"(accepted: {', '.join(sorted(self.options)) or 'none'})")
 
     @property
