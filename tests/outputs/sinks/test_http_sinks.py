@@ -249,3 +249,10 @@ def test_webhook_statuses(httpserver, alerts):
 
 def _ok(status: int = 200):
     return Response("ok", status=status)
+
+
+def test_a_webhook_secret_is_not_shown_in_an_option_error():
+    with pytest.raises(SinkError) as refused:
+        make_sink(SinkSettings("webhook+https://hooks.slack.com/services/T0/B0/SeCrEt", {"bacth": True}))
+    assert str(refused.value).startswith("webhook+https://hooks.slack.com/...: unknown option(s) bacth")
+    assert "SeCrEt" not in str(refused.value)

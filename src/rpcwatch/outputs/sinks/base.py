@@ -61,13 +61,17 @@ class Sink(ABC):
         self.url = urlsplit(settings.url)
         unknown = set(settings.options) - self.options - {"url"}
         if unknown:
-            raise SinkError(f"{display_url(self.url)}: unknown option(s) {', '.join(sorted(unknown))} "
+            raise SinkError(f"{self.shown(self.url)}: unknown option(s) {', '.join(sorted(unknown))} "
                             f"(accepted: {', '.join(sorted(self.options)) or 'none'})")
+
+    @classmethod
+    def shown(cls, url: SplitResult) -> str:
+        """A URL of this sink as shown in messages: scheme, host, port and path, never a secret."""
+        return display_url(url)
 
     @property
     def name(self) -> str:
-        """The sink as shown in messages: scheme, host, port and path, never a secret."""
-        return display_url(self.url)
+        return self.shown(self.url)
 
     @property
     def key(self) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 from typing import Sequence
+from urllib.parse import SplitResult
 
-from rpcwatch.outputs.sinks.base import AT_LEAST_ONCE, Rejection, SinkError, SinkSettings, SinkUnavailable
+from rpcwatch.outputs.sinks.base import (AT_LEAST_ONCE, Rejection, SinkError, SinkSettings, SinkUnavailable,
+                                         display_url)
 from rpcwatch.outputs.sinks.http import HTTP_OPTIONS, RETRY_STATUSES, HttpSink
 
 #: Slack's escapes for message text (&, <, >), also read correctly by Teams
@@ -31,10 +33,10 @@ class WebhookSink(HttpSink):
         self.batch = bool(self.option("batch", False))
         self._pending: list[dict] = []
 
-    @property
-    def name(self) -> str:
-        host = f"[{self.url.hostname}]" if ":" in (self.url.hostname or "") else self.url.hostname
-        return f"{self.url.scheme}://{host}{f':{self.url.port}' if self.url.port else ''}/..."
+    @classmethod
+    def shown(cls, url: SplitResult) -> str:
+        """The path of a webhook's URL is its secret (Slack, Teams): scheme and host only."""
+        return display_url(url._replace(path="/...", query=""))
 
     def write(self, documents: Sequence[dict]) -> None:
         self._pending.extend(documents)
