@@ -102,3 +102,21 @@ def test_default_state_directory(monkeypatch, tmp_path):
     monkeypatch.delenv("STATE_DIRECTORY")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert default_state_dir() == tmp_path / "rpcwatch"
+
+
+def test_one_watcher_per_state_directory(tmp_path):
+    from rpcwatch.watch.state import StateInUse, StateStore
+
+    first = StateStore(tmp_path / "state")
+    with pytest.raises(StateInUse, match="is in use by another rpcwatch watch"):
+        StateStore(tmp_path / "state")
+    result = watch(str(tmp_path), "--once", "--state", str(tmp_path / "state"))
+    assert result.returncode == 2 and "is in use by another rpcwatch watch" in result.stderr
+    first.close()
+    assert watch(str(tmp_path), "--once", "--state", str(tmp_path / "state")).returncode == 0
+
+
+def test_a_file_sink_that_cannot_open_is_a_usage_error(tmp_path):
+    (tmp_path / "taken").write_text("a file, not a directory")
+    result = watch(str(tmp_path), "--once", "--state", str(tmp_path / "s"), "--to", f"file:{tmp_path}/taken/a.jsonl")
+    assert result.returncode == 2 and "cannot open: " in result.stderr

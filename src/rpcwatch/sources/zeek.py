@@ -106,6 +106,17 @@ class ZeekHeader:
         return "zeek." + (self.path or log_path_for(self.fields, file_path))
 
 
+def _row_skipper(stats: ReadStats):
+    """Arrow's handler for a row of the wrong width. Not a method of the block: Arrow holds
+    the handler in C++, where the garbage collector cannot see a cycle back to the block,
+    so a bound method would keep every block (and its statistics) alive."""
+    def skip(row) -> str:
+        stats.skip(f"wrong number of fields (expected {row.expected_columns})", where=excerpt(row.text))
+        return "skip"
+
+    return skip
+
+
 class _Block:
     """Parses data lines of one header block into typed Arrow tables."""
 
@@ -118,16 +129,11 @@ class _Block:
         self._parse_options = pcsv.ParseOptions(
             delimiter=header.separator.decode("latin-1"), quote_char=False,
             escape_char=False, double_quote=False, ignore_empty_lines=True,
-            invalid_row_handler=self._invalid_row)
+            invalid_row_handler=_row_skipper(stats))
         self._convert_options = pcsv.ConvertOptions(
             column_types={n: pa.string() for n in names},
             null_values=[header.unset_field], strings_can_be_null=True,
             quoted_strings_can_be_null=False)
-
-    def _invalid_row(self, row) -> str:
-        self.stats.skip(f"wrong number of fields (expected {row.expected_columns})",
-                        where=excerpt(row.text))
-        return "skip"
 
     def parse(self, lines: bytes, raw: bool = False) -> pa.Table | None:
         """Typed rows of whole lines; with ``raw`` also the line itself (keyword rules

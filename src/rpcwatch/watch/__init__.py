@@ -7,11 +7,13 @@ rules and engine as ``hunt``, deliver to sinks, survive crashes and rotation.
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Sequence
 
 from rpcwatch.config import Config
 from rpcwatch.outputs.sinks import SinkError, SinkSettings, make_sinks
+from rpcwatch.watch.state import StateInUse
 
 
 class WatchError(Exception):
@@ -65,4 +67,13 @@ def run_watch(config: Config, paths: Sequence[str], rules: Sequence[str] = (), f
                            poll=poll or settings.poll, once=once,
                            spool_limit=int(settings.spool_limit_mb * 2**20), retry_max=settings.retry_max,
                            settle=settings.settle)
-    return Watch(options, plan, DuckDBEngine(), sinks).run()
+    try:
+        watch = Watch(options, plan, DuckDBEngine(), sinks)
+    except StateInUse as exc:
+        raise WatchError(str(exc)) from None
+    except (OSError, sqlite3.Error) as exc:
+        raise WatchError(f"state directory {options.state}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        return watch.run()
+    except SinkError as exc:  # a sink that cannot even open (a file sink in a directory it cannot write)
+        raise WatchError(str(exc)) from None

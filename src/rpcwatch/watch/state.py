@@ -17,7 +17,9 @@ Tables:
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -80,9 +82,20 @@ class FileRecord:
     last_seen: float
 
 
+class StateInUse(Exception):
+    """Another watcher holds the state directory."""
+
+
 class StateStore:
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
+        # one watcher per state directory: two would read the same lines twice
+        self._lock = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock)
+            raise StateInUse(f"{directory} is in use by another rpcwatch watch") from None
         self.path = directory / STATE_FILE
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -94,6 +107,7 @@ class StateStore:
 
     def close(self) -> None:
         self._db.close()
+        os.close(self._lock)
 
     # -- transactions -------------------------------------------------------------------
 

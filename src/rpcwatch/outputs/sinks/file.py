@@ -45,8 +45,11 @@ class FileSink(Sink):
         return self.name
 
     def open(self, recovery: dict | None = None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        except OSError as exc:
+            raise SinkError(f"{self.name}: cannot open: {exc.strerror or exc}") from None
         info = os.fstat(self._fd)
         self._flushed = info.st_size
         if recovery and (recovery.get("dev"), recovery.get("ino")) == (info.st_dev, info.st_ino) \
