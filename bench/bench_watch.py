@@ -96,7 +96,7 @@ class Writer:
         self.rotations += 1
 
 
-def started(logs: Path, state: Path, out: Path) -> subprocess.Popen:
+def running_watch(logs: Path, state: Path, out: Path) -> subprocess.Popen:
     """`rpcwatch watch` at its default poll interval, once its sink is open."""
     process = start_watch(logs, state, f"file:{out}")
     until_started(process, 1)
@@ -134,7 +134,7 @@ def latency_run(seconds: float) -> tuple[float, float, int]:
         root = Path(folder)
         out = root / "alerts.jsonl"
         writer = Writer(root / "logs", probe_every=0.1)
-        process = started(root / "logs", root / "state", out)
+        process = running_watch(root / "logs", root / "state", out)
         seen: dict[str, float] = {}
         stop = threading.Event()
         reader = threading.Thread(target=arrivals, args=(out, seen, stop), daemon=True)
@@ -206,13 +206,13 @@ def soak(seconds: float, rotate: float) -> dict:
         root = Path(folder)
         out = root / "alerts.jsonl"
         writer = Writer(root / "logs", probe_every=1.0, rotate_every=rotate)
-        process = started(root / "logs", root / "state", out)
+        process = running_watch(root / "logs", root / "state", out)
         writing = threading.Thread(target=writer.run, daemon=True)
         writing.start()
-        started, samples = time.monotonic(), []
-        while time.monotonic() - started < seconds:
+        began, samples = time.monotonic(), []
+        while time.monotonic() - began < seconds:
             time.sleep(5)
-            samples.append((time.monotonic() - started, rss_mib(process.pid)))
+            samples.append((time.monotonic() - began, rss_mib(process.pid)))
         writer.stop.set()
         writing.join()
         time.sleep(2)

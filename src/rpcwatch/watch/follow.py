@@ -402,6 +402,12 @@ class Follower:
         """A gzip'd file with no plain holder left: what lies past the offset, once the
         gzip stream is complete (a file still being compressed is retried when it changes)."""
         holder.tried_size = holder.size
+        if record.offset == record.size and _gzip_size(holder.path) == record.offset % 2**32:
+            # the usual rotation: the file was read to its end before it was compressed, as
+            # the gzip trailer's size says, without inflating it all again
+            record.complete = True
+            self._mark(record)
+            return None
         stats = ReadStats(holder.path)
         try:
             _, _, stream = open_decompressed(_input(holder.path), stats)
@@ -544,6 +550,16 @@ def _gzip_head(path: str, size: int) -> bytes | None:
             except zlib.error:
                 return None
     return bytes(out)
+
+
+def _gzip_size(path: str) -> int | None:
+    """The uncompressed size a gzip file's trailer states (of its last member, modulo 2**32)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            return int.from_bytes(fh.read(4), "little")
+    except OSError:
+        return None
 
 
 def _input(path: str) -> InputFile:
