@@ -9,7 +9,9 @@ throughput next to `rpcwatch hunt` on the same log, and a soak with rotation.
   the time it reaches the file sink is taken. p50 and p99 per run, medians over --runs.
 * throughput: a generated log (../shared/tools/gen_zeek_conn.py, cached in bench/out/)
   read by `rpcwatch watch --once` from a fresh state and by `rpcwatch hunt --workers 0`,
-  each pinned to one core (taskset -c 0), start-up included; median wall time of --runs.
+  alternately, each pinned to one core (taskset -c 0), start-up included; medians of
+  --runs of wall time and of CPU time (user + system: what the process itself used, which
+  other load on the machine does not change).
 * soak: `rpcwatch watch` for --soak seconds while the log grows (2,000 lines/s, a probe per
   second) and is rotated every --rotate seconds (rename into a dated folder, gzip,
   remove); resident memory sampled every 5 s; at the end every probe must have raised
@@ -21,6 +23,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -169,29 +172,35 @@ def one_core(command: list[str]) -> list[str]:
     return (["taskset", "-c", "0"] if shutil.which("taskset") else []) + command
 
 
-def timed(command: list[str], alerts_file: Path) -> tuple[float, int]:
+def timed(command: list[str], alerts_file: Path) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system) and the rule's alert count of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     count = sum(1 for text in alerts_file.read_text().splitlines() if json.loads(text)["rule"]["name"] == RPC_RULE)
-    return elapsed, count
+    return elapsed, cpu, count
 
 
-def throughput(rows: int, runs: int) -> dict:
+def throughput(rows: int, runs: int) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU seconds of each command, run alternately."""
     log, truth = generated(rows)
-    results: dict[str, list[float]] = {"watch --once": [], "hunt --workers 0": []}
+    results: dict[str, list[tuple[float, float]]] = {"watch --once": [], "hunt --workers 0": []}
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as folder:
             root = Path(folder)
-            elapsed, count = timed(one_core(rpcwatch() + ["watch", str(log), "--once", "--state", str(root / "s"),
-                                                          "--to", f"file:{root / 'w.jsonl'}"]), root / "w.jsonl")
-            assert count == truth, (count, truth)
-            results["watch --once"].append(elapsed)
-            elapsed, count = timed(one_core(rpcwatch() + ["hunt", str(log), "--workers", "0", "--format", "jsonl",
-                                                          "-q", "-o", str(root / "h.jsonl")]), root / "h.jsonl")
-            assert count == truth, (count, truth)
-            results["hunt --workers 0"].append(elapsed)
-    return {name: (statistics.median(times), rows / statistics.median(times)) for name, times in results.items()}
+            commands = {"watch --once": (["watch", str(log), "--once", "--state", str(root / "s"),
+                                          "--to", f"file:{root / 'w.jsonl'}"], root / "w.jsonl"),
+                        "hunt --workers 0": (["hunt", str(log), "--workers", "0", "--format", "jsonl", "-q",
+                                              "-o", str(root / "h.jsonl")], root / "h.jsonl")}
+            for name, (arguments, alerts_file) in commands.items():
+                elapsed, cpu, count = timed(one_core(rpcwatch() + arguments), alerts_file)
+                assert count == truth, (name, count, truth)
+                results[name].append((elapsed, cpu))
+    return {name: (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
+            for name, times in results.items()}
 
 
 def rss_mib(pid: int) -> float:
@@ -251,9 +260,11 @@ def main() -> None:
         print(f"  median: p50 {statistics.median(r[0] for r in runs) * 1000:.0f} ms, "
               f"p99 {statistics.median(r[1] for r in runs) * 1000:.0f} ms")
     if args.rows:
-        print(f"throughput on {args.rows:,} generated conn.log rows, one core, median of {args.runs}:")
-        for name, (elapsed, rate) in throughput(args.rows, args.runs).items():
-            print(f"  rpcwatch {name:<18} {elapsed:6.2f} s  {rate:,.0f} lines/s")
+        print(f"throughput on {args.rows:,} generated conn.log rows, one core (taskset -c 0), start-up "
+              f"included, median of {args.runs}:")
+        for name, (elapsed, cpu) in throughput(args.rows, args.runs).items():
+            print(f"  rpcwatch {name:<18} {elapsed:6.2f} s wall ({args.rows / elapsed:,.0f} lines/s), "
+                  f"{cpu:5.2f} s CPU ({args.rows / cpu:,.0f} lines per CPU second)")
     if args.soak:
         result = soak(args.soak, args.rotate)
         print(f"soak: {result['seconds']:.0f} s, {result['lines']:,} lines, {result['rotations']} rotations, "

@@ -45,7 +45,7 @@ def test_sigterm_finishes_the_batch_and_exits_0_sighup_reopens_the_file(tmp_path
     wait_for(lambda: len(lines_of(out)) == len(log.probes))
     os.rename(out, tmp_path / "alerts.jsonl.1")  # logrotate, then its postrotate SIGHUP
     process.send_signal(signal.SIGHUP)
-    time.sleep(0.3)
+    wait_for(out.exists)  # reopened: the sink created the file anew
     log.append(logs / "conn.log", 30)
     wait_for(lambda: len(lines_of(out)) == 10)
     log.append(logs / "conn.log", 30)

@@ -79,13 +79,12 @@ class Holder:
 
 @dataclass
 class Piece:
-    """New complete lines of one logical file (``data`` holds the resume context first),
-    or a whole file to read from disk (``data`` is None)."""
+    """What to read of one logical file now, as an input for the hunt machinery (new
+    complete lines after their resume context, or a whole file), and the offset after it."""
 
     record: FileRecord
-    path: str
+    source: InputFile
     end: int
-    data: bytes | None = None
 
 
 @dataclass
@@ -331,7 +330,7 @@ class Follower:
                 return
             piece = self._piece(record, settled, min(budget, PIECE_BYTES))
             if piece is not None:
-                budget -= len(piece.data) if piece.data is not None else PIECE_BYTES
+                budget -= piece.source.size or PIECE_BYTES
                 yield piece
 
     def _piece(self, record: FileRecord, settled: bool, limit: int) -> Piece | None:
@@ -388,15 +387,17 @@ class Follower:
         return context
 
     def _plain_piece(self, record: FileRecord, holder: Holder, context: bytes, limit: int) -> Piece | None:
-        if holder.size <= record.offset:
-            return None
-        data = os.pread(self._fd(holder), min(limit, holder.size - record.offset), record.offset)
-        self.behind |= record.offset + len(data) < holder.size
-        end = data.rfind(b"\n") + 1
-        if end == 0:
+        """The complete lines past the offset, read from the file when the hunt reads them
+        (no copy of the piece in memory)."""
+        stop = min(holder.size, record.offset + limit)
+        self.behind |= stop < holder.size
+        end = _after_last_line(self._fd(holder), record.offset, stop)
+        if end == record.offset:
             return None  # no complete line yet
-        data = data[:end]
-        return Piece(record, holder.path, record.offset + end, _with_context(context, data, record.offset))
+        context = context if record.offset else b""
+        fd, start = self._fd(holder), record.offset
+        source = InputFile(holder.path, lambda: _RangeStream(fd, start, end, context), len(context) + end - start)
+        return Piece(record, source, end)
 
     def _compressed_piece(self, record: FileRecord, holder: Holder, context: bytes) -> Piece | None:
         """A gzip'd file with no plain holder left: what lies past the offset, once the
@@ -425,7 +426,8 @@ class Follower:
             self._lose(record, "the last line of the compressed file has no end", len(rest) - end)
         record.complete = True  # after this batch's commit: nothing more will come
         self._mark(record)
-        return Piece(record, holder.path, record.offset + end, _with_context(context, rest[:end], record.offset))
+        data = (context if record.offset else b"") + rest[:end]
+        return Piece(record, InputFile(holder.path, lambda: io.BytesIO(data), len(data)), record.offset + end)
 
     def _whole(self, record: FileRecord, holder: Holder, settled: bool) -> Piece | None:
         if not settled and time.monotonic() - holder.changed < self._settle:
@@ -433,15 +435,8 @@ class Follower:
         record.complete = True
         record.size = holder.size
         self._mark(record)
-        return Piece(record, holder.path, holder.size)
-
-    def input_for(self, piece: Piece) -> InputFile:
-        """The piece as an input for the hunt machinery."""
-        if piece.data is None:
-            path = piece.path
-            return InputFile(path, lambda: open(path, "rb"), os.path.getsize(path), reopen_path=path)
-        data = piece.data
-        return InputFile(piece.path, lambda: io.BytesIO(data), len(data))
+        path = holder.path
+        return Piece(record, InputFile(path, lambda: open(path, "rb"), holder.size, reopen_path=path), holder.size)
 
     def advance(self, pieces: list[Piece]) -> None:
         """The pieces' alerts are delivered or spooled: their offsets may be committed."""
@@ -520,8 +515,59 @@ class Follower:
             self._close(holder)
 
 
-def _with_context(context: bytes, data: bytes, offset: int) -> bytes:
-    return data if offset == 0 else context + data
+def _after_last_line(fd: int, start: int, stop: int) -> int:
+    """The position after the last newline in [start, stop) of a file, or ``start``."""
+    position = stop
+    while position > start:
+        size = min(1 << 16, position - start)
+        at = os.pread(fd, size, position - size).rfind(b"\n")
+        if at >= 0:
+            return position - size + at + 1
+        position -= size
+    return start
+
+
+class _RangeStream(io.RawIOBase):
+    """``context`` and then bytes [start, end) of an open file, read straight into the
+    reader's buffers."""
+
+    def __init__(self, fd: int, start: int, end: int, context: bytes):
+        self._fd = os.dup(fd)  # the follower may close its descriptor before this is closed
+        self._position, self._end = start, end
+        self._context = memoryview(context)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        """Bytes straight from ``pread`` (the base class would read into a temporary
+        buffer and copy it)."""
+        if self._context:
+            size = len(self._context) if size is None or size < 0 else min(size, len(self._context))
+            data, self._context = bytes(self._context[:size]), self._context[size:]
+            return data
+        wanted = self._end - self._position if size is None or size < 0 else min(size, self._end - self._position)
+        data = os.pread(self._fd, wanted, self._position) if wanted > 0 else b""
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._context:
+            size = min(len(view), len(self._context))
+            view[:size], self._context = self._context[:size], self._context[size:]
+            return size
+        wanted = min(len(view), self._end - self._position)
+        if wanted <= 0:
+            return 0
+        size = os.preadv(self._fd, [view[:wanted]], self._position)
+        self._position += size
+        return size
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
 
 
 def _skip(stream, count: int) -> int:

@@ -122,8 +122,7 @@ class Watch:
         return read_more or any(outcome.unspool for outcome in outcomes)
 
     def _detect(self, pieces: list[Piece]) -> list[dict]:
-        hunt = Hunt([self.follower.input_for(piece) for piece in pieces], self._plan, self._engine,
-                    correlator=self.correlator)
+        hunt = Hunt([piece.source for piece in pieces], self._plan, self._engine, correlator=self.correlator)
         alerts = list(hunt)
         self._report_reading(hunt.report.stats)
         self.totals.batches += 1
