@@ -3,7 +3,6 @@ and go out when it returns), a full spool pauses reading instead of dropping ale
 correlations keep their windows across batches and restarts."""
 from __future__ import annotations
 
-import json
 import sqlite3
 import textwrap
 import time

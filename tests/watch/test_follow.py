@@ -165,7 +165,7 @@ def test_deleted_while_stopped_before_it_was_read_is_reported_lost(live):
     os.unlink(path)
     live.start()
     live.run()
-    assert f"deleted or moved away before it was read to the end: 40 bytes lost" in live.messages.getvalue()
+    assert "deleted or moved away before it was read to the end: 40 bytes lost" in live.messages.getvalue()
     assert live.watch.totals.lost_bytes == 40
     live.restart()
     live.run()

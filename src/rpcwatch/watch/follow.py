@@ -121,6 +121,7 @@ class Follower:
         self._seen: dict[str, tuple[tuple[int, int], os.stat_result]] = {}
         #: the last poll left data unread (a backlog): no pause before the next
         self.behind = False
+        self._turn = 0
 
     # -- discovery ------------------------------------------------------------------------
 
@@ -324,7 +325,10 @@ class Follower:
     def _pieces(self, settled: bool) -> Iterator[Piece]:
         budget = BATCH_BYTES
         self.behind = False
-        for record in list(self._records.values()):
+        records = list(self._records.values())
+        # each poll starts one file further: a backlog in some files cannot starve the others
+        self._turn = (self._turn + 1) % max(1, len(records))
+        for record in records[self._turn:] + records[:self._turn]:
             if budget <= 0:
                 self.behind = True  # more may wait: the next batch follows at once
                 return
