@@ -58,8 +58,9 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 STATE_FILE = "state.sqlite"
 CORRELATION_KEY = "correlation"
-#: ids of emitted correlation alerts are kept this long (an episode older than this is not re-raised)
-EMITTED_RETENTION = 7 * 86_400.0
+#: ids of emitted correlation alerts are kept this long: the correlation evaluator may
+#: evaluate an episode again for as long as it keeps its events (one row per episode)
+EMITTED_RETENTION = 366 * 86_400.0
 #: a file not seen for this long is forgotten (a copy of it appearing later is read again)
 FILE_RETENTION = 30 * 86_400.0
 
