@@ -147,7 +147,9 @@ def latency_run(seconds: float) -> tuple[float, float, int]:
         time.sleep(seconds)
         writer.stop.set()
         writing.join()
-        time.sleep(1.5)
+        deadline = time.monotonic() + 15
+        while len(seen) < len(writer.written) and time.monotonic() < deadline:
+            time.sleep(0.05)
         stop.set()
         process.send_signal(signal.SIGTERM)
         process.wait(30)
