@@ -85,11 +85,13 @@ class Sink(ABC):
 
     @abstractmethod
     def write(self, documents: Sequence[dict]) -> None:
-        ...
+        """Take a batch of alerts (JSON-ready dicts with ``event.id``)."""
 
     @abstractmethod
     def flush(self) -> list[Rejection]:
-        ...
+        """Return once the receiver acknowledged everything written since the last flush,
+        with the documents it refused for good; raise :class:`SinkUnavailable` (retry the
+        batch later) or :class:`SinkError` (the configuration is wrong)."""
 
     def recovery(self) -> dict | None:
         """Data to commit with the batch just flushed, handed to :meth:`open` after a crash."""
