@@ -421,3 +421,21 @@ def _walk(node: Any, parts: list[str]) -> Any:
         if key in node:
             return _walk(node[key], parts[cut:])
     return None
+
+
+# ---- alert documents (what sinks receive: the JSON of :meth:`Alert.to_dict`) --------------
+
+def document_field(document: Mapping[str, Any], dotted: str) -> Any:
+    """A field of an alert document by its dotted name, also inside ``original``, whose own
+    keys may hold dots (``original.id.orig_h``)."""
+    if dotted in document:
+        return document[dotted]
+    return _walk(document, dotted.split("."))
+
+
+def document_record_id(document: Mapping[str, Any]) -> str | None:
+    """The record an alert document stands for in its log, by its table's record id role."""
+    event = document.get("event") or {}
+    column = table_info(str(event.get("dataset", ""))).record_id
+    value = (document.get("original") or {}).get(column) if column else None
+    return None if value is None else str(value)

@@ -89,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_suppression_options(report)
     report.set_defaults(handler=_report)
 
+    watch = commands.add_parser("watch", help="follow logs as they are written and deliver alerts to sinks",
+                                description="Follow log files and directories as they grow and rotate; alert "
+                                            "within a second; checkpoints survive crashes (docs/live.md).")
+    watch.add_argument("paths", nargs="+", metavar="PATH", help="log files or directories (followed recursively)")
+    _add_rule_options(watch)
+    watch.add_argument("--state", metavar="DIR", help="checkpoints, correlation state and spool "
+                       "(default: $STATE_DIRECTORY, else ~/.local/state/rpcwatch)")
+    watch.add_argument("--to", action="append", default=[], metavar="SINK",
+                       help="file:PATH, syslog+tcp://H:P, syslog+tls://H:P, elasticsearch+https://H:P/INDEX, "
+                            "splunk-hec+https://H:P, webhook+https://... (repeatable; default: JSON lines on "
+                            "standard output); secrets come from the environment or rpcwatch.toml")
+    watch.add_argument("--syslog-format", choices=("rfc5424", "cef"), help="syslog message format (default rfc5424)")
+    watch.add_argument("--once", action="store_true", help="read what is new since the checkpoint, deliver, exit")
+    watch.add_argument("--poll", type=_seconds, metavar="S", help="seconds between looks at the files (default 0.25)")
+    watch.set_defaults(handler=_watch)
+
     export = commands.add_parser("export-parquet", help="logs to a Parquet dataset partitioned by table and date",
                                  description="Read logs with rpcwatch's readers and write them as Parquet, "
                                              "partitioned by table and day, for a cluster to hunt in.")
@@ -158,6 +174,16 @@ def _worker_count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 def _add_suppression_options(parser: argparse.ArgumentParser) -> None:
@@ -386,6 +412,20 @@ def _engine(args):
     try:
         return open_engine(args.engine, args.master)
     except EngineUnavailable as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _watch(args) -> int:
+    from rpcwatch.watch import WatchError, run_watch
+
+    _check_rule_paths(args)
+    for path in args.paths:
+        if not Path(path).exists():
+            raise UsageError(f"{path}: no such file or directory")
+    try:
+        return run_watch(_config(args), args.paths, args.rules, args.filters, not args.no_bundled_rules,
+                         args.state, args.to, args.syslog_format, args.once, args.poll)
+    except WatchError as exc:
         raise UsageError(str(exc)) from None
 
 

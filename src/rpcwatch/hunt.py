@@ -109,7 +109,12 @@ class Hunt:
     """Iterate to get alerts as they are found; the report is complete afterwards."""
 
     def __init__(self, inputs: list[InputFile], plan: HuntPlan, engine: Engine,
-                 on_bytes: Callable[[int], None] | None = None, sources: Sequence[BatchSource] = ()):
+                 on_bytes: Callable[[int], None] | None = None, sources: Sequence[BatchSource] = (),
+                 correlator: Correlator | None = None, watermark: float | None = None):
+        """``correlator``: one that outlives this hunt (live mode runs one hunt per batch of
+        new lines, and correlation windows span batches): its windows stay open at the end,
+        and only the episodes no event after ``watermark`` (epoch seconds) can extend are
+        reported."""
         self.plan = plan
         self._sources = sources
         self.engine = engine
@@ -118,10 +123,10 @@ class Hunt:
         self._reading = LogReading(inputs, plan.prefilter, self._count_bytes)
         self.report.stats = self._reading.stats
         self._columns: dict[str, set[str]] = defaultdict(set)
-        limits = current().limits
-        self._correlator = Correlator(plan.rule_set.correlations, CorrelationLimits(
-            max_reorder_events=limits.correlation_reorder_events, max_groups=limits.correlation_groups,
-            max_window_events=limits.correlation_window_events, max_held_events=limits.correlation_held_events))
+        self._correlator = correlator if correlator is not None else new_correlator(plan.rule_set.correlations)
+        self._live, self._watermark = correlator is not None, watermark
+        #: the newest time of an event the correlations observed (live mode's watermark)
+        self.newest_event: float | None = None
 
     def _count_bytes(self, size: int) -> None:
         self.report.bytes_on_disk += size
@@ -142,7 +147,10 @@ class Hunt:
                     yield alert
             # episodes closed early (only when more events came than the correlations hold)
             yield from self._correlation_alerts(self._correlator.poll())
-        yield from self._correlation_alerts(self._correlator.finish())
+        if self._live:
+            yield from self._correlation_alerts(self._correlator.poll(self._watermark))
+        else:
+            yield from self._correlation_alerts(self._correlator.finish())
         self.report.correlation_losses = self._correlator.losses()
         self.report.finished = time.perf_counter()
 
@@ -154,6 +162,7 @@ class Hunt:
     def _observe(self, bound: BoundRule, record: dict) -> None:
         time_of = event_time(record, table_info(bound.table))
         if time_of is not None:
+            self.newest_event = time_of if self.newest_event is None else max(self.newest_event, time_of)
             self._correlator.observe(bound.rule.key, Event(time_of, bound.rule.key, record, bound.renames,
                                                            bound.rule.title, bound.table))
 
@@ -185,6 +194,14 @@ class Hunt:
         for data in _unify(tables):
             for bound, rows in self.engine.match(data, rules):
                 yield bound, rows
+
+
+def new_correlator(correlations: Sequence) -> Correlator:
+    """A correlator with the run's limits ([limits] in rpcwatch.toml)."""
+    limits = current().limits
+    return Correlator(correlations, CorrelationLimits(
+        max_reorder_events=limits.correlation_reorder_events, max_groups=limits.correlation_groups,
+        max_window_events=limits.correlation_window_events, max_held_events=limits.correlation_held_events))
 
 
 def _with_file(batch: TableBatch) -> pa.Table:

@@ -107,6 +107,13 @@ class Reader(ABC):
     ) -> Iterator[TableBatch]:
         """Yield the input's records as Arrow tables, counting what was skipped in ``stats``."""
 
+    @classmethod
+    def resume_context(cls, head: bytes) -> bytes | None:
+        """What must stand before a later piece of a growing input for it to read alone,
+        given the input's first bytes: ``b""`` for line formats whose lines stand on their
+        own, ``None`` for formats that cannot be read from the middle (binary containers,
+        read once when complete). Live mode prepends it to each new piece."""
+        return None if b"\x00" in head[:4096] else b""
 
 #: epoch seconds a timestamp can have (the years 1 to 9999, what ISO-8601 and Python write)
 EARLIEST_SECONDS, LATEST_SECONDS = -62135596800.0, 253402300799.999

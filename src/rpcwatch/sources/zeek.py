@@ -102,6 +102,17 @@ class ZeekHeader:
         return "zeek." + (self.path or log_path_for(self.fields, file_path))
 
 
+def _row_skipper(stats: ReadStats):
+    """Arrow's handler for a row of the wrong width. Not a method of the block: Arrow holds
+    the handler in C++, where the garbage collector cannot see a cycle back to the block,
+    so a bound method would keep every block (and its statistics) alive."""
+    def skip(row) -> str:
+        stats.skip(f"wrong number of fields (expected {row.expected_columns})", where=excerpt(row.text))
+        return "skip"
+
+    return skip
+
+
 class _Block:
     """Parses data lines of one header block into typed Arrow tables."""
 
@@ -114,16 +125,11 @@ class _Block:
         self._parse_options = pcsv.ParseOptions(
             delimiter=header.separator.decode("latin-1"), quote_char=False,
             escape_char=False, double_quote=False, ignore_empty_lines=True,
-            invalid_row_handler=self._invalid_row)
+            invalid_row_handler=_row_skipper(stats))
         self._convert_options = pcsv.ConvertOptions(
             column_types={n: pa.string() for n in names},
             null_values=[header.unset_field], strings_can_be_null=True,
             quoted_strings_can_be_null=False)
-
-    def _invalid_row(self, row) -> str:
-        self.stats.skip(f"wrong number of fields (expected {row.expected_columns})",
-                        where=excerpt(row.text))
-        return "skip"
 
     def parse(self, lines: bytes, raw: bool = False) -> pa.Table | None:
         """Typed rows of whole lines; with ``raw`` also the line itself (keyword rules
@@ -240,6 +246,19 @@ class ZeekTsvReader(LineReader):
                prefilter: PrefilterPlan | None) -> LineParser:
         return _TsvParser(source, stream, stats, prefilter, self.format_name)
 
+    @classmethod
+    def resume_context(cls, head: bytes) -> bytes:
+        """The ``#`` header block at the start (separator, fields, types), or the field
+        names line of ``tsv=T``: a later piece of the log is read with it."""
+        lines = head.split(b"\n")
+        if plain_header(lines[0]) is not None:
+            return lines[0] + b"\n"
+        block = []
+        for line in lines[:-1]:  # the last element is an incomplete line
+            if not line.startswith(b"#") or line.startswith(b"#close"):
+                break
+            block.append(line + b"\n")
+        return b"".join(block)
 
 def plain_header(line: bytes) -> list[str] | None:
     """The field names of a ``tsv=T`` log's first line, or None."""
