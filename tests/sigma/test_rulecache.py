@@ -35,13 +35,15 @@ def cache(tmp_path, monkeypatch) -> Path:
 def compiles(monkeypatch) -> list[int]:
     """How many times the rules were compiled rather than read from the cache."""
     calls: list[int] = []
-    compile_rule_set = loader.compile_rule_set
+    from rpcwatch.sigma import parse
+
+    compile_rule_set = parse.compile_rule_set
 
     def counted(*args):
         calls.append(1)
         return compile_rule_set(*args)
 
-    monkeypatch.setattr(loader, "compile_rule_set", counted)
+    monkeypatch.setattr(parse, "compile_rule_set", counted)
     return calls
 
 

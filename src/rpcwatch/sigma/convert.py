@@ -31,7 +31,8 @@ from sigma.rule import SigmaRule
 from rpcwatch.config import Config
 from rpcwatch.sigma.compiler import RuleError, compile_rule
 from rpcwatch.sigma.expr import fields_of
-from rpcwatch.sigma.loader import apply_networks, bundled_rule_files, parse_file, rule_files
+from rpcwatch.sigma.loader import bundled_rule_files, rule_files
+from rpcwatch.sigma.parse import apply_networks, parse_file
 from rpcwatch.schema import default_schema, table_info
 from rpcwatch.sigma.logsources import BoundRule, Route, bind, route_service, routes_for, runs_on
 from rpcwatch.sigma.sql import Dialect, SparkDialect, SqlPrinter, Unprintable

@@ -48,16 +48,10 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields
 from heapq import heappop, heappush
 from itertools import islice
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-from sigma.correlations import (
-    CorrelationConditionAND,
-    CorrelationConditionNOT,
-    CorrelationConditionOR,
-    SigmaCorrelationCondition,
-    SigmaCorrelationRule,
-    SigmaExtendedCorrelationCondition,
-)
+if TYPE_CHECKING:  # pySigma is imported only to compile and to read extended conditions
+    from sigma.correlations import SigmaCorrelationRule
 
 from rpcwatch.alerts import Alert, RuleRef, iso_timestamp
 from rpcwatch.schema import table_info
@@ -129,6 +123,8 @@ class CompiledCorrelation:
 
 
 def compile_correlation(rule: SigmaCorrelationRule, key_of, path: str = "") -> CompiledCorrelation:
+    from sigma.correlations import SigmaCorrelationCondition, SigmaExtendedCorrelationCondition
+
     """``key_of`` maps a referenced pySigma rule object to its compiled key."""
     references = rule.referenced_rules if getattr(rule, "referenced_rules", None) else (rule.rules or [])
     keys = tuple(key_of(ref.rule) for ref in references)
@@ -523,6 +519,8 @@ class _Evaluation:
         if present not in self._expression_results:
             keys = {key for number, key in enumerate(self.rules) if present >> number & 1}
             names = {name for name, key in self.correlation.rule_names.items() if key in keys}
+            from sigma.correlations import SigmaExtendedCorrelationCondition
+
             condition = SigmaExtendedCorrelationCondition(self.correlation.expression)
             self._expression_results[present] = _eval_extended(condition._parsed, names)
         return self._expression_results[present]
@@ -712,6 +710,8 @@ def _stronger(op: str | None, old: Any, new: Any) -> Any:
 
 
 def _eval_extended(node, names: set[str]) -> bool:
+    from sigma.correlations import CorrelationConditionAND, CorrelationConditionNOT, CorrelationConditionOR
+
     if isinstance(node, CorrelationConditionAND):
         return all(_eval_extended(arg, names) for arg in node.args)
     if isinstance(node, CorrelationConditionOR):

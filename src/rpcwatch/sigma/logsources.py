@@ -18,12 +18,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from rpcwatch.datafiles import load_yaml
-from rpcwatch.sigma.compiler import (
-    CompiledRule,
-    RuleError,
-    compile_selection,
-    pattern_of,
-)
+from rpcwatch.sigma.compiled import CompiledRule, RuleError
 from rpcwatch.sigma.expr import (
     FALSE,
     TRUE,
@@ -101,17 +96,29 @@ def _load_yaml(name: str) -> dict:
     return load_yaml("rpcwatch.sigma", "mappings", name)
 
 
+def _selection(definition: Mapping) -> Expr:
+    from rpcwatch.sigma.compiler import compile_selection  # pySigma: only when routes are built
+
+    return compile_selection(definition)
+
+
+def _pattern(text: str) -> Pattern:
+    from rpcwatch.sigma.compiler import pattern_of
+
+    return pattern_of(text)
+
+
 @lru_cache(maxsize=1)
 def _logsource_entries() -> tuple[tuple[Mapping[str, str], tuple[Route, ...]], ...]:
     entries = []
     for entry in _load_yaml("logsources.yml")["logsources"]:
         routes = tuple(
             Route(table=route["table"],
-                  where=compile_selection(route["where"]) if route.get("where") else None,
+                  where=_selection(route["where"]) if route.get("where") else None,
                   fields=route.get("fields", {}) or {},
                   values={k: {str(a).lower(): str(b) for a, b in v.items()}
                           for k, v in (route.get("values", {}) or {}).items()},
-                  prefixes={k: {str(a).lower(): pattern_of(str(b)) for a, b in v.items()}
+                  prefixes={k: {str(a).lower(): _pattern(str(b)) for a, b in v.items()}
                             for k, v in (route.get("prefixes", {}) or {}).items()},
                   absent=frozenset(route["absent"] or ()) if "absent" in route else None,
                   unsupported=frozenset(name.lower() for name in route.get("unsupported", ()) or ()),

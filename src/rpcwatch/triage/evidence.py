@@ -27,7 +27,7 @@ from rpcwatch.config import Config
 from rpcwatch.hunt import Engine, Hunt, HuntPlan, HuntReport, plan_bound
 from rpcwatch.networks import address_spellings, parse_address
 from rpcwatch.schema import FILE_COLUMN, Literal, LiteralSet, TableInfo, known_tables, table_info
-from rpcwatch.sigma.compiler import CompiledRule
+from rpcwatch.sigma.compiled import CompiledRule
 from rpcwatch.sigma.expr import (
     FALSE,
     BoolTest,
