@@ -153,9 +153,9 @@ def main() -> None:
             out.write(HEADER)
             for i in range(hosts):
                 out.write(row(i, port=135))
-        show(f"slow sweep of {hosts:,} hosts, bundled rules", median_of(runs, lambda: run([str(sweep)])))
+        show(f"slow sweep of {hosts:,} hosts, bundled rules", median_of(runs, lambda sweep=sweep: run([str(sweep)])))
         rule = Path(__file__).resolve().parents[1] / "src/rpcwatch/rules/zeek_conn_rpc_from_internet.yml"
-        show(f"  baseline: the conn rule alone", median_of(runs, lambda: run(
+        show("  baseline: the conn rule alone", median_of(runs, lambda sweep=sweep, rule=rule: run(
             [str(sweep), "--no-bundled-rules", "--rules", str(rule)])))
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from rpcwatch import __version__
 from rpcwatch.engines import ENGINES
@@ -336,7 +336,7 @@ def _hunt(args) -> int:
 
 
 def _run_triage(args, incidents: bool, suppression=None):
-    from rpcwatch.outputs.summary import print_summary, print_evidence_summary
+    from rpcwatch.outputs.summary import print_evidence_summary, print_summary
     from rpcwatch.triage.run import run_triage
 
     run = _prepare(args)
@@ -542,8 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so plainly, traceback on request
         if args.debug:
             traceback.print_exc()
-        print(f"rpcwatch: internal error: {type(exc).__name__}: {terminal_text(str(exc))} (run with --debug for details)",
-              file=sys.stderr)
+        print(f"rpcwatch: internal error: {type(exc).__name__}: {terminal_text(str(exc))}"
+              " (run with --debug for details)", file=sys.stderr)
         return EXIT_INTERNAL
 
 

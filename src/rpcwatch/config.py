@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from rpcwatch.context import LimitError, Limits
 from rpcwatch.networks import DEFAULT_INTERNAL, DEFAULT_NON_ROUTABLE, NetworkError, NetworkSet
@@ -71,7 +71,7 @@ class Config:
     watch: WatchSettings = field(default_factory=WatchSettings)
     source: str = "defaults"
 
-    def with_internal(self, cidrs: Sequence[str]) -> "Config":
+    def with_internal(self, cidrs: Sequence[str]) -> Config:
         """``--internal`` given on the command line replaces the internal list."""
         if not cidrs:
             return self

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from correlation_reference import Found, Observed, found_in, reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from correlation_reference import Found, Observed, found_in, reference
 from rpcwatch.sigma.correlation import (
     CompiledCorrelation,
     CorrelationLimits,

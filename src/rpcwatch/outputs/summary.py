@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from rpcwatch.hunt import HuntPlan, HuntReport
-from rpcwatch.triage.run import TriageResult
 from rpcwatch.outputs.table import safe_text
+from rpcwatch.triage.run import TriageResult
 
 
 def _size(count: float) -> str:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from sigma.collection import SigmaCollection
@@ -29,12 +30,12 @@ from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 
 from rpcwatch.config import Config
+from rpcwatch.schema import default_schema
 from rpcwatch.sigma.compiler import RuleError, compile_rule
 from rpcwatch.sigma.expr import fields_of
 from rpcwatch.sigma.loader import bundled_rule_files, rule_files
-from rpcwatch.sigma.parse import apply_networks, parse_file
-from rpcwatch.schema import default_schema, table_info
 from rpcwatch.sigma.logsources import BoundRule, Route, bind, route_service, routes_for, runs_on
+from rpcwatch.sigma.parse import apply_networks, parse_file
 from rpcwatch.sigma.sql import Dialect, SparkDialect, SqlPrinter, Unprintable
 from rpcwatch.sigma.targets import Target, TargetUnavailable, target
 from rpcwatch.sources.windows import SYSTEM_FIELD_TYPES, WINDOWS_TABLE
@@ -223,7 +224,7 @@ def pipeline(file_name: str | None) -> ProcessingPipeline:
     return ProcessingPipeline.from_yaml(_pipeline_text(file_name))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pipeline_text(file_name: str) -> str:
     return (resources.files("rpcwatch.sigma") / "pipelines" / file_name).read_text(encoding="utf-8")
 

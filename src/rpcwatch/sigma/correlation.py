@@ -45,10 +45,11 @@ import hashlib
 import json
 import math
 from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from heapq import heappop, heappush
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pySigma is imported only to compile and to read extended conditions
     from sigma.correlations import SigmaCorrelationRule
@@ -629,7 +630,8 @@ class _Evaluation:
             self.groups[group.key] = group
             self.held += len(group.window)
             heappush(self.ages, (last, group.serial, group.key))
-        self.closed = [(int(serial), _thaw(group), _load_episode(episode)) for serial, group, episode in state["closed"]]
+        self.closed = [(int(serial), _thaw(group), _load_episode(episode))
+                       for serial, group, episode in state["closed"]]
         self.losses.update(state["losses"])
         self.group_columns = {table: dict(columns) for table, columns in state.get("group_columns", {}).items()}
 

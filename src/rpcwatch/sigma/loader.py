@@ -9,10 +9,10 @@ never stops a rule set (SigmaHQ's repository layout loads as it is).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import yaml
 

@@ -13,9 +13,10 @@ text, are not taken.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 from rpcwatch.datafiles import load_yaml
 from rpcwatch.sigma.compiled import CompiledRule, RuleError

@@ -8,8 +8,8 @@ never stops a rule set (SigmaHQ's repository layout loads as it is).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 from sigma.collection import SigmaCollection
@@ -109,7 +109,7 @@ def _compiled(files: list[Path], filter_files: list[Path], config: Config) -> Ru
     return rule_set
 
 
-def _keys(documents) -> "_IdentityKeys":
+def _keys(documents) -> _IdentityKeys:
     keys = _IdentityKeys()
     for index, document in enumerate(documents):
         keys[document] = str(document.id) if document.id else f"{document.title}#{index}"

@@ -5,9 +5,9 @@ are left out so validation works offline (``tag_format`` still checks every tag'
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from sigma.collection import SigmaCollection
 from sigma.validation import SigmaValidator
@@ -68,6 +68,6 @@ def _runnable_findings(files: list[Path]) -> list[Finding]:
     from rpcwatch.sigma.loader import load_rule_set
 
     rule_set = load_rule_set([str(f) for f in files], bundled=False)
+    not_rules = ("not a Sigma document", "cannot read", "YAML document")
     return [Finding(p.path, p.title, p.id, "rpcwatch", "error", f"not runnable: {p.reason}")
-            for p in rule_set.problems if not p.reason.startswith(("not a Sigma document", "cannot read", "YAML document"))
-            and p.title]
+            for p in rule_set.problems if not p.reason.startswith(not_rules) and p.title]

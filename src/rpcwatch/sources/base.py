@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, Iterator
+from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -77,10 +78,10 @@ class ReadStats:
         return sum(self.skipped.values())
 
 
-READERS: list[type["Reader"]] = []
+READERS: list[type[Reader]] = []
 
 
-def register(reader: type["Reader"]) -> type["Reader"]:
+def register(reader: type[Reader]) -> type[Reader]:
     """Class decorator: make a reader known to format sniffing (first registered, first asked)."""
     READERS.append(reader)
     return reader

@@ -19,10 +19,11 @@ import struct
 import tempfile
 import warnings
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import evtx as evtx_parser
 

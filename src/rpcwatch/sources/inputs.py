@@ -9,10 +9,11 @@ import stat
 import sys
 import threading
 import zipfile
-from functools import lru_cache
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 try:  # ISA-L inflates gzip about three times faster than zlib; same API.
     from isal import isal_zlib as _zlib

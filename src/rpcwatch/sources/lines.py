@@ -28,7 +28,8 @@ from __future__ import annotations
 import io
 import re
 from abc import abstractmethod
-from typing import BinaryIO, ClassVar, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO, ClassVar
 
 from rpcwatch.sources.base import Reader, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile

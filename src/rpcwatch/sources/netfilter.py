@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import re
 import time
-from datetime import datetime, timezone
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -200,7 +201,7 @@ def _syslog_times(text: pa.Array, reference: float) -> pa.Array:
     zoned = pc.if_else(pc.match_substring_regex(text, "(?:Z|[+-][0-9]{2}:?[0-9]{2})$"), text,
                        pc.binary_join_element_wise(text, "Z", ""))
     iso_times = _iso_times(pc.if_else(iso, zoned, pa.scalar(None, pa.string())))
-    year = datetime.fromtimestamp(reference, timezone.utc).year
+    year = datetime.fromtimestamp(reference, UTC).year
     latest = pa.scalar(int((reference + 86_400) * 1_000_000), pa.timestamp("us", "UTC"))
     bsd = pc.if_else(iso, pa.scalar(None, pa.string()), text)
     bsd_times = _in_year(bsd, year)

@@ -18,17 +18,19 @@ turns it off entirely).
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import re2
 
 from rpcwatch.schema import Literal, LiteralSet
 
+
 def _number_pattern(text: str, fmt: str) -> str:
     integer, _, fraction = text.partition(".")
     negative = integer.startswith("-")
     digits = integer.lstrip("-").lstrip("0") or "0"
-    body = re.escape(digits) + (r"\." + re.escape(fraction.rstrip("0")) + "0*" if fraction.rstrip("0") else r"(?:\.0*)?")
+    significant = fraction.rstrip("0")
+    body = re.escape(digits) + (r"\." + re.escape(significant) + "0*" if significant else r"(?:\.0*)?")
     body = " *" + ("-" if negative else "") + "0*" + body + " *"
     if fmt == "zeek-tsv":
         return rf"(?:^|[\t,]){body}(?:[\t,\r]|$)"

@@ -17,9 +17,10 @@ it is found and reported (:attr:`Run.oversize`), its neighbours are kept.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 from rpcwatch.context import current
 from rpcwatch.sources.inputs import iter_line_chunks, without_long_lines

@@ -11,7 +11,8 @@ Arrow's CSV reader with a space as the delimiter.
 from __future__ import annotations
 
 import re
-from typing import BinaryIO, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc

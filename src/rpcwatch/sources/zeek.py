@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 from pathlib import PurePath
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -504,14 +506,14 @@ def _parse_text_times(column: pa.Array) -> pa.Array:
 
 
 def _iso_to_micros(value: str | None) -> int | None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         return int(moment.timestamp() * 1_000_000)
     except (ValueError, OverflowError):
         return None

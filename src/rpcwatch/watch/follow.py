@@ -32,9 +32,9 @@ import stat
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from rpcwatch.sources import ReadStats, sniff_reader
 from rpcwatch.sources.base import Reader

@@ -22,9 +22,9 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -112,7 +112,7 @@ class StateStore:
 
     # -- transactions -------------------------------------------------------------------
 
-    def transaction(self) -> "Transaction":
+    def transaction(self) -> Transaction:
         return Transaction(self._db)
 
     # -- reads ---------------------------------------------------------------------------
@@ -164,7 +164,7 @@ class Transaction:
     def __init__(self, db: sqlite3.Connection):
         self._db = db
 
-    def __enter__(self) -> "Transaction":
+    def __enter__(self) -> Transaction:
         self._db.execute("BEGIN IMMEDIATE")
         return self
 

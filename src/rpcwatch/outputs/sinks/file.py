@@ -11,8 +11,8 @@ is retried, so a retry never leaves half a batch behind.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from rpcwatch.outputs.jsonl import dumps
 from rpcwatch.outputs.sinks.base import NO_DUPLICATES, Rejection, Sink, SinkError, SinkSettings, SinkUnavailable

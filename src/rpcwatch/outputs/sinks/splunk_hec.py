@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 from rpcwatch.alerts import epoch_micros
 from rpcwatch.outputs.sinks.base import AT_LEAST_ONCE, Rejection, SinkError, SinkSettings, SinkUnavailable

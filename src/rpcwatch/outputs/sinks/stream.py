@@ -5,7 +5,8 @@ yet checkpointed is written again: at least once."""
 from __future__ import annotations
 
 import sys
-from typing import IO, Sequence
+from collections.abc import Sequence
+from typing import IO
 
 from rpcwatch.outputs.jsonl import dumps
 from rpcwatch.outputs.sinks.base import AT_LEAST_ONCE, Rejection, Sink, SinkSettings, SinkUnavailable
