@@ -28,6 +28,9 @@ ZIP_MAGIC = b"PK\x03\x04"
 COMPRESSED_BLOCK = 1 << 20
 #: inflated bytes handed out per inflater call (what corruption can cost on standard input)
 INFLATE_PIECE = 64 << 10
+#: inflated bytes prepared per read of a gzip stream: deflate inflates up to 1,032 times its
+#: size, so one compressed block may stand for a GiB; it is inflated this much at a time
+INFLATE_BATCH = 4 << 20
 #: inflated data is prepared this far ahead of the reader, in blocks of this size
 READ_AHEAD_BLOCK, READ_AHEAD_DEPTH = 4 << 20, 8
 HEAD_SIZE = 64 * 1024
@@ -192,6 +195,9 @@ class GzipStream(io.RawIOBase):
         #: where the current member starts (compressed), and what it has produced so far
         self._member_start = 0
         self._member_out = 0
+        #: the compressed block being inflated: where it starts, and what is left of it
+        self._block_start = 0
+        self._input = b""
 
     def readable(self) -> bool:
         return True
@@ -205,35 +211,40 @@ class GzipStream(io.RawIOBase):
         return size
 
     def _inflate_more(self) -> bytes:
-        block_start = self.compressed_read
-        block = self._raw.read(COMPRESSED_BLOCK)
-        self.compressed_read += len(block)
-        if not block:
-            self._done = True
-            if not self._inflater.eof and self.compressed_read:
-                self._stats.lose("truncated gzip: the data after the cut is lost",
-                                 where=f"after {self.compressed_read} compressed bytes")
-            return b""
+        """Up to about :data:`INFLATE_BATCH` inflated bytes (memory bounded however well
+        the data compresses), reading the next compressed block when this one is used up."""
+        if not self._input:
+            self._block_start = self.compressed_read
+            self._input = self._raw.read(COMPRESSED_BLOCK)
+            self.compressed_read += len(self._input)
+            if not self._input:
+                self._done = True
+                if not self._inflater.eof and self.compressed_read:
+                    self._stats.lose("truncated gzip: the data after the cut is lost",
+                                     where=f"after {self.compressed_read} compressed bytes")
+                return b""
         out: list[bytes] = []
-        data = block
+        data, produced = self._input, 0
         try:
-            while data:
+            while data and produced < INFLATE_BATCH:
                 if self._inflater.eof:  # a member ended: another one, or garbage
                     if not data.startswith(GZIP_MAGIC):
                         self._stats.lose("trailing garbage after gzip data")
-                        self._done = True
+                        self._done, data = True, b""
                         break
                     self._inflater = _zlib.decompressobj(31)
                     self._member_start, self._member_out = self.compressed_read - len(data), 0
                 piece = self._inflater.decompress(data, INFLATE_PIECE)
                 out.append(piece)
+                produced += len(piece)
                 self._member_out += len(piece)
                 data = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
         except _zlib.error as exc:
-            out.append(self._salvage(block_start))
+            out.append(self._salvage(self._block_start))
             self._stats.lose(f"corrupt gzip data ({exc}): the rest is unreadable",
                              where=f"near compressed byte {self.compressed_read - len(data)}")
-            self._done = True
+            self._done, data = True, b""
+        self._input = data
         return b"".join(out)
 
     def _salvage(self, failing_block: int) -> bytes:
@@ -255,7 +266,9 @@ class GzipStream(io.RawIOBase):
                     if not chunk:
                         return b""
                     ahead -= len(chunk)
-                    produced += len(inflater.decompress(chunk))
+                    while chunk:  # in pieces: what was handed out already is not kept
+                        produced += len(inflater.decompress(chunk, INFLATE_PIECE))
+                        chunk = inflater.unconsumed_tail
                 for byte in iter(lambda: raw.read(1), b""):
                     piece = inflater.decompress(byte)
                     if produced + len(piece) > self._member_out:
