@@ -58,10 +58,11 @@ def median_of(runs: int, make) -> tuple[float, float, int]:
     return (statistics.median(r[0] for r in results), statistics.median(r[1] for r in results), results[-1][2])
 
 
-def feed(generator, target) -> None:
+def feed(generator, target, other_end) -> None:
     """Write ``generator``'s chunks into a pipe from a child process (no file on disk)."""
     pid = os.fork()
     if pid == 0:
+        os.close(other_end)  # else the pipe keeps a reader after rpcwatch ends and never breaks
         try:
             with os.fdopen(target, "wb") as out:
                 for chunk in generator():
@@ -74,7 +75,7 @@ def feed(generator, target) -> None:
 
 def piped(generator, args: list[str], timeout: float | None = None) -> tuple[float, float, int]:
     read_end, write_end = os.pipe()
-    feed(generator, write_end)
+    feed(generator, write_end, read_end)
     with os.fdopen(read_end, "rb") as stdin:
         result = run(["-", *args], stdin=stdin, timeout=timeout)
     os.waitpid(-1, 0)  # the feeder
