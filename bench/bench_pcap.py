@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
@@ -32,16 +31,17 @@ READER_SCRIPT = """
 import sys
 import rpcwatch.sources.pcap
 from rpcwatch.sources import LogReading, expand_inputs
-from rpcwatch.workers import start_workers, workers_ready
+from rpcwatch.context import RunContext
 if sys.argv[2] == "single":
     rpcwatch.sources.pcap.PARALLEL_MIN_SIZE = float("inf")
 inputs = list(expand_inputs(sys.argv[1:2]))
-start_workers(sys.argv[1:2])
-workers_ready()
-reading = LogReading(inputs)
-rows = {}
-for batch in reading.batches():
-    rows[batch.table] = rows.get(batch.table, 0) + batch.data.num_rows
+with RunContext() as run:
+    run.workers.start(sys.argv[1:2])
+    run.workers.ready()
+    reading = LogReading(inputs)
+    rows = {}
+    for batch in reading.batches():
+        rows[batch.table] = rows.get(batch.table, 0) + batch.data.num_rows
 print(reading.stats[0].records, rows.get("zeek.conn", 0), rows.get("zeek.dce_rpc", 0))
 """
 
@@ -155,7 +155,7 @@ def main() -> None:
     packets = int(reader.output.split()[0])
     print(f"capture: {size_mb:.0f} MB, {packets} packets; reader output (packets, conn rows, dce_rpc rows): "
           f"{reader.output}")
-    print(f"(peak RSS of the worker variant is the largest single process)")
+    print("(peak RSS of the worker variant is the largest single process)")
     print(f"{'':24} {'median s':>9} {'packets/s':>11} {'MB/s':>7} {'CPU s':>7} {'peak RSS MB':>12}  wall s per run")
     for name, results in runs.items():
         run = median(results)

@@ -9,9 +9,10 @@ Logs come from bench_hunt.py's generator (../shared/tools/gen_zeek_conn.py --see
 within each run (hunt, triage, report, hunt, ...) so that they share whatever else the
 machine is doing; wall time is the median of --runs, peak memory the largest resident set
 seen. The log is read once before the runs, so that no command pays for the disk alone;
-the machine's load average is printed with each size. The generated log is a worst case for triage: its TCP/135 sources are random
-internet hosts and about half of its internal hosts get an established session from one,
-so the evidence pass reads nearly every line and builds thousands of baselines.
+the machine's load average is printed with each size. The generated log is a worst case
+for triage: its TCP/135 sources are random internet hosts and about half of its internal
+hosts get an established session from one, so the evidence pass reads nearly every line
+and builds thousands of baselines.
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from documents import documents
+
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
@@ -84,7 +84,8 @@ def test_internal_networks_make_a_source_internal(corpus):
     assert len(alerts) == 29  # 152.32.151.121 and 152.32.164.18 are now ours
 
 
-def test_examples(repo_root=Path(__file__).resolve().parent.parent):
+def test_examples():
+    repo_root = Path(__file__).resolve().parent.parent
     alerts, report = hunt([repo_root / "examples"])
     counts = Counter(a["rule"]["name"] for a in alerts)
     assert counts == {RPC: 7, DCE: 6, "Remote Execution over DCE/RPC from Internet": 2,

@@ -26,9 +26,15 @@ class Limits:
 
     #: a line longer than this is skipped and counted (its neighbours are kept)
     max_line_bytes: int = 8 << 20
+    #: per correlation rule (docs/sigma-support.md): events waiting to be put in time
+    #: order, groups held, events in one group's window, events in all windows
+    correlation_reorder_events: int = 200_000
+    correlation_groups: int = 100_000
+    correlation_window_events: int = 100_000
+    correlation_held_events: int = 500_000
 
     @classmethod
-    def from_mapping(cls, values: dict, where: str) -> "Limits":
+    def from_mapping(cls, values: dict, where: str) -> Limits:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -44,9 +50,11 @@ class Limits:
 class RunContext:
     limits: Limits = field(default_factory=Limits)
     workers: WorkerPool = field(default_factory=WorkerPool)
+    #: compiled prefilter matchers by pattern (each learns whether it pays, per run)
+    line_matchers: dict = field(default_factory=dict)
     _token: Token | None = field(default=None, repr=False)
 
-    def __enter__(self) -> "RunContext":
+    def __enter__(self) -> RunContext:
         self._token = _current.set(self)
         return self
 

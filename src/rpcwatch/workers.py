@@ -12,9 +12,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Sequence
 
 #: plain files smaller than this are read in-process (workers cost a start-up)
 PARALLEL_MIN_SIZE = 48 << 20

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from synthetic_network import START, ZeekLogWriter
 
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
@@ -14,7 +15,6 @@ from rpcwatch.hunt import plan_hunt
 from rpcwatch.sources import expand_inputs
 from rpcwatch.triage.circumstantial import poisson_tail
 from rpcwatch.triage.run import run_triage
-from synthetic_network import START, ZeekLogWriter
 
 SOURCE, VICTIM = "185.220.101.7", "10.1.1.20"
 HOUR = 3600.0
@@ -30,7 +30,7 @@ class Day:
         self.log = ZeekLogWriter(self.rng, ipaddress.ip_network("10.0.0.0/8"))
         self.log.connection(SESSION, SOURCE, VICTIM, 135, sent=0, received=72)
 
-    def usual(self, every: float = 600, since: float = START, until: float = START + 24 * HOUR) -> "Day":
+    def usual(self, every: float = 600, since: float = START, until: float = START + 24 * HOUR) -> Day:
         """Its domain controller over SMB and a web site, every ``every`` seconds."""
         ts = since
         while ts < until:
@@ -39,7 +39,7 @@ class Day:
             ts += every
         return self
 
-    def browsing(self, per_hour: float, since: float = START, until: float = START + 24 * HOUR) -> "Day":
+    def browsing(self, per_hour: float, since: float = START, until: float = START + 24 * HOUR) -> Day:
         ts = since
         while ts < until:
             ts += self.rng.expovariate(per_hour / HOUR)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import otrf_psexec
 import pyarrow as pa
 import pytest
 
-import otrf_psexec
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import plan_hunt
@@ -182,8 +182,9 @@ def test_psexec_network_reaches_remote_execution_with_svcctl(psexec):
     assert [h.address for h in result.exposure] == [otrf_psexec.VICTIM]
 
 
-def _with_windows(result, folder, windows, config=Config()):
+def _with_windows(result, folder, windows, config=None):
     """The evidence pass over the Zeek logs and the host recording's table."""
+    config = config or Config()
     evidence = EvidencePass(targets_of(result.alerts, AddressScope(config)), config)
     for batch in LogReading(list(expand_inputs([str(folder)]))).batches():
         evidence.add(batch.table, batch.data, batch.path)

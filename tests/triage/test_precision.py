@@ -4,13 +4,13 @@ escalated by the victims' ordinary traffic."""
 from __future__ import annotations
 
 import pytest
+from synthetic_network import generate_network_day
 
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import plan_hunt
 from rpcwatch.sources import expand_inputs
 from rpcwatch.triage.run import run_triage
-from synthetic_network import generate_network_day
 
 
 @pytest.fixture(scope="module", params=[1, 2, 3])

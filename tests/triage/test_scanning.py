@@ -17,7 +17,8 @@ def probe(source: str, target: str, seconds: float, outcome: str = "rejected", p
     return source, Flow(evidence, source, target, 135, "internet", "internal", port)
 
 
-def targets(probes, config=Config()) -> list[tuple[str, int, int]]:
+def targets(probes, config=None) -> list[tuple[str, int, int]]:
+    config = config or Config()
     return [(f.target, f.probes, len(f.sources)) for f in fold_scanning(probes, {}, config)]
 
 

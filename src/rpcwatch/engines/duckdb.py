@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bisect
 import warnings
-from typing import Iterator, Sequence
+from collections.abc import Iterator
 
 import duckdb
 import numpy as np

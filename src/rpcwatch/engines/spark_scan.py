@@ -12,15 +12,15 @@ local file does.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rpcwatch.schema import FILE_COLUMN
 from rpcwatch.engines.query import rules_query
 from rpcwatch.engines.spark import SparkEngine
+from rpcwatch.schema import FILE_COLUMN
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import lowered_name
 from rpcwatch.sources import ReadStats, TableBatch

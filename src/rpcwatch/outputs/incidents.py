@@ -91,7 +91,8 @@ def _dumps(document: dict) -> str:
 
 
 def write_jsonl(findings: Findings, stream: IO[str]) -> int:
-    for finding in [*findings.incidents, *findings.scanning]:
+    every: list[Incident | ScanningFinding] = [*findings.incidents, *findings.scanning]
+    for finding in every:
         stream.write(_dumps(finding.to_dict()) + "\n")
     return len(findings.incidents) + len(findings.scanning)
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Iterable
+from collections.abc import Iterable
+from typing import IO, Any
 
 from rpcwatch.alerts import Alert
 

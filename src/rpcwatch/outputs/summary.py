@@ -55,9 +55,11 @@ def print_summary(report: HuntReport, plan: HuntPlan, stream: IO[str], verbose: 
     _line(console, "time", f"{elapsed:.2f} s ({report.records / elapsed:,.0f} records/s, "
           f"{_size(report.bytes_on_disk / elapsed)}/s)")
     _problems(console, report, verbose)
+    for loss in report.correlation_losses:
+        console.print(Text.assemble(Text("correlation limit reached: ", style="yellow"), safe_text(loss)))
     for problem in plan.problems:
-        console.print(Text.assemble(Text("rule not runnable: ", style="yellow"), safe_text(problem.title or problem.path),
-                                    " - ", safe_text(problem.reason)))
+        console.print(Text.assemble(Text("rule not runnable: ", style="yellow"),
+                                    safe_text(problem.title or problem.path), " - ", safe_text(problem.reason)))
 
 
 def _problems(console: Console, report: HuntReport, verbose: bool) -> None:
@@ -70,7 +72,8 @@ def _problems(console: Console, report: HuntReport, verbose: bool) -> None:
         problems += [(f"{count:,} repaired", reason, ", ".join(stats.examples.get(reason, [])))
                      for reason, count in stats.warnings.items()]
         for what, reason, where in problems:
-            parts = [safe_text(stats.path), ": ", Text(what, style="yellow"), ": ", safe_text(reason)]
+            parts: list[str | Text] = [safe_text(stats.path), ": ", Text(what, style="yellow"), ": ",
+                                       safe_text(reason)]
             if verbose and where:
                 parts += [" (at ", safe_text(where), ")"]
             console.print(Text.assemble(*parts))

@@ -10,8 +10,9 @@ block of lines instead.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Iterable, Sequence
+from typing import IO, Any
 
 from rich import box
 from rich.console import Console

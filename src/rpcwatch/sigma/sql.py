@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import pyarrow as pa
 
@@ -38,7 +38,6 @@ from rpcwatch.sigma.expr import (
     Wildcard,
     plain_text,
 )
-
 
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)")
 _TRUE_WORDS = ("true", "t")
@@ -438,8 +437,8 @@ class SqlPrinter:
 
     # ---- one value ------------------------------------------------------------------
     def value_test(self, expr: str, dtype: pa.DataType, test: Test) -> str:
-        if isinstance(test, NullTest):
-            return f"({expr} IS NULL)"
+        if isinstance(test, NullTest):  # no value: unset, or empty text (docs/sigma-support.md)
+            return f"({expr} IS NULL OR {expr} = '')" if _is_string(dtype) else f"({expr} IS NULL)"
         if isinstance(test, ExistsTest):
             return f"({expr} IS {'NOT ' if test.exists else ''}NULL)"
         if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
@@ -487,7 +486,8 @@ class SqlPrinter:
         return f"({self.dialect.like(value, pattern)})"
 
     def number_test(self, expr: str, dtype: pa.DataType, test: NumberTest) -> str:
-        if not isinstance(test.value, (int, float)) or (isinstance(test.value, float) and not math.isfinite(test.value)):
+        value = test.value
+        if not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
             return "FALSE"
         if _is_numeric(dtype):
             value = expr

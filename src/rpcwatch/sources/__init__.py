@@ -6,13 +6,14 @@ decorated with :func:`~rpcwatch.sources.base.register`, imported below.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from rpcwatch import workers
-from rpcwatch.sources import evtx, pcap, winjson, zeek  # noqa: F401  (registers their readers)
-from rpcwatch.sources.base import READERS, ReadStats, Reader, TableBatch
+from rpcwatch.sources import ecs, evtx, netfilter, pcap, suricata, vpcflow, winjson, zeek  # noqa: F401  (registers)
+from rpcwatch.sources.base import READERS, Reader, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputError, InputFile, expand_inputs, open_decompressed
 from rpcwatch.sources.prefilter import PrefilterPlan
 

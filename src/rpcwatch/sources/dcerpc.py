@@ -18,10 +18,10 @@ import json
 import re
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Callable
 
 PTYPE_REQUEST = 0
 PTYPE_RESPONSE = 2

@@ -5,13 +5,15 @@ import io
 import os
 import queue
 import re
+import stat
 import sys
 import threading
 import zipfile
-from functools import lru_cache
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 try:  # ISA-L inflates gzip about three times faster than zlib; same API.
     from isal import isal_zlib as _zlib
@@ -24,6 +26,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 ZIP_MAGIC = b"PK\x03\x04"
 COMPRESSED_BLOCK = 1 << 20
+#: inflated bytes handed out per inflater call (what corruption can cost on standard input)
+INFLATE_PIECE = 64 << 10
+#: inflated bytes prepared per read of a gzip stream: deflate inflates up to 1,032 times its
+#: size, so one compressed block may stand for a GiB; it is inflated this much at a time
+INFLATE_BATCH = 4 << 20
 #: inflated data is prepared this far ahead of the reader, in blocks of this size
 READ_AHEAD_BLOCK, READ_AHEAD_DEPTH = 4 << 20, 8
 HEAD_SIZE = 64 * 1024
@@ -63,20 +70,62 @@ def expand_inputs(paths: list[str]) -> Iterator[InputFile]:
             continue
         path = Path(given)
         if path.is_dir():
-            for file in _walk(path):
-                yield from _file_inputs(file)
+            yield from _directory_inputs(path)
         elif path.exists():
-            yield from _file_inputs(path)
+            yield from _file_inputs(path)  # a FIFO named here is read: <(zcat log.gz) is one
         else:
             raise InputError(f"{given}: no such file or directory")
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
+def _directory_inputs(root: Path) -> Iterator[InputFile]:
+    """The regular files under a directory, recursively; what cannot be read there is an
+    input that says why (an unreadable folder, a FIFO or device that would block the
+    run), and a directory without files says so too."""
+    found = False
+    problems: list[OSError] = []
+
+    def unreadable(problem: OSError) -> None:
+        nonlocal found
+        found = True
+        problems.append(problem)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            found = True
+            kind = _special_kind(path)
+            if kind:
+                yield InputFile(str(path), _raiser(OSError(f"not a regular file ({kind}); skipped")))
+            else:
+                yield from _file_inputs(path)
+        yield from _unreadable(problems)
+    yield from _unreadable(problems)
+    if not found and not problems:
+        yield InputFile(str(root), _raiser(OSError("directory holds no files")))
+
+
+def _unreadable(problems: list[OSError]) -> Iterator[InputFile]:
+    """Folders os.walk could not list, as inputs that say why."""
+    for problem in problems:
+        yield InputFile(str(problem.filename), _raiser(problem))
+    problems.clear()
+
+
+def _special_kind(path: Path) -> str | None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # reported when it is opened
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _file_inputs(path: Path) -> Iterator[InputFile]:
@@ -124,20 +173,31 @@ def _size(path: Path) -> int | None:
 class GzipStream(io.RawIOBase):
     """Inflate gzip data, tolerating what the ``gzip`` module does not.
 
-    ``gzip.GzipFile`` raises on a truncated file and drops the data it had already
-    inflated in that call; rotated Zeek logs copied while being written are often
-    truncated. This stream returns every byte that could be inflated, records the
+    ``gzip.GzipFile`` raises on a truncated or corrupt file and drops the data it had
+    already inflated in that call; rotated Zeek logs copied while being written are
+    often truncated. This stream returns every byte that could be inflated, records the
     truncation or corruption in ``stats``, and handles concatenated members.
+
+    Inflation hands out at most :data:`INFLATE_PIECE` bytes per call, so corruption
+    costs at most the piece it was found in; for a file that can be opened again that
+    piece too is recovered (:meth:`_salvage`), so every byte before the damage is kept.
     """
 
-    def __init__(self, raw: BinaryIO, stats: ReadStats):
+    def __init__(self, raw: BinaryIO, stats: ReadStats, reopen: Callable[[], BinaryIO] | None = None):
         self._raw = raw
         self._stats = stats
+        self._reopen = reopen
         self._inflater = _zlib.decompressobj(31)
         self._pending = b""
         self._offset = 0  # how much of _pending was handed out (no re-slicing per read)
         self._done = False
         self.compressed_read = 0
+        #: where the current member starts (compressed), and what it has produced so far
+        self._member_start = 0
+        self._member_out = 0
+        #: the compressed block being inflated: where it starts, and what is left of it
+        self._block_start = 0
+        self._input = b""
 
     def readable(self) -> bool:
         return True
@@ -151,30 +211,74 @@ class GzipStream(io.RawIOBase):
         return size
 
     def _inflate_more(self) -> bytes:
-        block = self._raw.read(COMPRESSED_BLOCK)
-        self.compressed_read += len(block)
-        if not block:
-            self._done = True
-            if not self._inflater.eof and self.compressed_read:
-                self._stats.lose("truncated gzip: the data after the cut is lost",
-                                 where=f"after {self.compressed_read} compressed bytes")
-            return b""
-        out = []
+        """Up to about :data:`INFLATE_BATCH` inflated bytes (memory bounded however well
+        the data compresses), reading the next compressed block when this one is used up."""
+        if not self._input:
+            self._block_start = self.compressed_read
+            self._input = self._raw.read(COMPRESSED_BLOCK)
+            self.compressed_read += len(self._input)
+            if not self._input:
+                self._done = True
+                if not self._inflater.eof and self.compressed_read:
+                    self._stats.lose("truncated gzip: the data after the cut is lost",
+                                     where=f"after {self.compressed_read} compressed bytes")
+                return b""
+        out: list[bytes] = []
+        data, produced = self._input, 0
         try:
-            out.append(self._inflater.decompress(block))
-            while self._inflater.eof and self._inflater.unused_data:
-                rest = self._inflater.unused_data
-                if not rest.startswith(GZIP_MAGIC):
-                    self._stats.lose("trailing garbage after gzip data")
-                    self._done = True
-                    break
-                self._inflater = _zlib.decompressobj(31)
-                out.append(self._inflater.decompress(rest))
+            while data and produced < INFLATE_BATCH:
+                if self._inflater.eof:  # a member ended: another one, or garbage
+                    if not data.startswith(GZIP_MAGIC):
+                        self._stats.lose("trailing garbage after gzip data")
+                        self._done, data = True, b""
+                        break
+                    self._inflater = _zlib.decompressobj(31)
+                    self._member_start, self._member_out = self.compressed_read - len(data), 0
+                piece = self._inflater.decompress(data, INFLATE_PIECE)
+                out.append(piece)
+                produced += len(piece)
+                self._member_out += len(piece)
+                data = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
         except _zlib.error as exc:
+            out.append(self._salvage(self._block_start))
             self._stats.lose(f"corrupt gzip data ({exc}): the rest is unreadable",
-                             where=f"near compressed byte {self.compressed_read}")
-            self._done = True
+                             where=f"near compressed byte {self.compressed_read - len(data)}")
+            self._done, data = True, b""
+        self._input = data
         return b"".join(out)
+
+    def _salvage(self, failing_block: int) -> bytes:
+        """What the current member inflates to beyond what was handed out, up to the damage:
+        inflated again from the member's start with ``zlib``, the failing block one byte at
+        a time (an error then costs no output before it). Nothing for input that cannot be
+        opened again (standard input)."""
+        if self._reopen is None:
+            return b""
+        import zlib
+
+        inflater, produced, kept = zlib.decompressobj(31), 0, []
+        try:
+            with self._reopen() as raw:
+                raw.seek(self._member_start)
+                ahead = failing_block - self._member_start
+                while ahead > 0:
+                    chunk = raw.read(min(COMPRESSED_BLOCK, ahead))
+                    if not chunk:
+                        return b""
+                    ahead -= len(chunk)
+                    while chunk:  # in pieces: what was handed out already is not kept
+                        produced += len(inflater.decompress(chunk, INFLATE_PIECE))
+                        chunk = inflater.unconsumed_tail
+                for byte in iter(lambda: raw.read(1), b""):
+                    piece = inflater.decompress(byte)
+                    if produced + len(piece) > self._member_out:
+                        kept.append(piece[max(0, self._member_out - produced):])
+                    produced += len(piece)
+                    if inflater.eof:
+                        break
+        except (OSError, zlib.error):
+            pass
+        return b"".join(kept)
 
     def close(self) -> None:
         try:
@@ -330,7 +434,8 @@ def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, b
     head = _read_at_least(raw, 2)
     stream: BinaryIO = PeekStream(head, raw)
     if head.startswith(GZIP_MAGIC):
-        stream = ReadAheadStream(GzipStream(stream, stats))
+        reopen = (lambda path=source.reopen_path: open(path, "rb")) if source.reopen_path else None
+        stream = ReadAheadStream(GzipStream(stream, stats, reopen))
         source = replace(source, disk_path=None)
     head = _read_at_least(stream, HEAD_SIZE)
     if head.startswith(UTF8_BOM):  # text saved by Windows tools: the mark is not content

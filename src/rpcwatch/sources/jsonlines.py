@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import json
 import re
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pjson
+import re2
 
 from rpcwatch.sources.base import ReadStats
 from rpcwatch.sources.lines import LineParser, excerpt
@@ -28,6 +30,16 @@ _SCALAR_VALUE = rb"-?[0-9][0-9.eE+-]*|true|false"
 _SINGLE_VALUE = rb'"(?:[^"\\]|\\.)*"|' + _SCALAR_VALUE
 #: each retry learns one more field, so this bounds the work on hostile input
 MAX_REPARSES = 32
+#: objects and arrays nested deeper than this are not parsed: no log nests deeper than a
+#: few levels, and a parser's recursion is bounded by its stack (Arrow's crashes the
+#: process past a few thousand levels)
+MAX_JSON_DEPTH = 64
+#: a line with more openings than MAX_JSON_DEPTH may nest that deep; only such lines are
+#: measured (one RE2 pass finds them; no other line is looked at)
+_MANY_OPENINGS = re2.compile(b"(?m)^(?:[^\\n\\[{]*[\\[{]){%d}" % (MAX_JSON_DEPTH + 1))
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+#: a UTF-16 surrogate half on its own cannot be text (Python refuses to encode it)
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 #: what the scan counts in JSON lines: the joint between two objects
 JSON_LINES_MARKER = b"}\n{"
 
@@ -58,6 +70,45 @@ class JsonLinesParser(LineParser):
 
 
 
+def shallow_lines(data: bytes, stats: ReadStats) -> bytes:
+    """The block without lines nested deeper than :data:`MAX_JSON_DEPTH` (each counted)."""
+    if _MANY_OPENINGS.search(data) is None:
+        return data
+    kept = []
+    for line in data.splitlines(keepends=True):
+        if _MANY_OPENINGS.search(line) is not None and json_depth(line) > MAX_JSON_DEPTH:
+            stats.skip(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", where=excerpt(line))
+        else:
+            kept.append(line)
+    return b"".join(kept)
+
+
+def json_depth(line: bytes) -> int:
+    """How deep objects and arrays nest in a line (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for token in _JSON_TOKEN.finditer(line):
+        char = token.group()[:1]
+        if char in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in b"]}":
+            depth -= 1
+    return deepest
+
+
+def _text_only(value: Any) -> Any:
+    """JSON values with lone surrogate halves (``"\\ud800"``) written as the escape text they
+    came as, so they can be stored as text."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value) \
+            if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, list):
+        return [_text_only(v) for v in value]
+    if isinstance(value, dict):
+        return {_text_only(k): _text_only(v) for k, v in value.items()}
+    return value
+
+
 def parse_json_lines_slowly(data: bytes, stats: ReadStats) -> pa.Table | None:
     """The block did not parse as a whole: find the broken lines, report them, and
     rebuild the good ones (values of conflicting types become strings)."""
@@ -73,19 +124,25 @@ def parse_json_lines_slowly(data: bytes, stats: ReadStats) -> pa.Table | None:
         if not isinstance(value, dict):
             stats.skip("not a JSON object (malformed line)", where=excerpt(line))
             continue
+        if b"\\u" in line:
+            text_only = _text_only(value)
+            if text_only != value:
+                stats.warn("lone UTF-16 surrogate escape in a string (kept as the text \\uXXXX)",
+                           where=excerpt(line))
+                value = text_only
         rows.append(flatten_dict(value))
     if not rows:
         return None
     try:
         return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # numbers beyond 64 bits, mixed kinds
         names = list(dict.fromkeys(name for row in rows for name in row))
         columns = {}
         for name in names:
             values = [row.get(name) for row in rows]
             try:
                 columns[name] = pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
                 stats.warn(f"field {name} has values of different types (kept as text)")
                 columns[name] = pa.array([as_text(v) for v in values], type=pa.string())
         return pa.table(columns)
@@ -169,6 +226,7 @@ class JsonBlockParser:
         self._parse_options = pjson.ParseOptions()
 
     def parse(self, data: bytes) -> pa.Table | None:
+        data = shallow_lines(data, self._stats)
         if not data.strip():
             return None
         data = self._rewrite(data)

@@ -25,9 +25,11 @@ Adding a format (docs/architecture.md has the worked example)::
 """
 from __future__ import annotations
 
+import io
 import re
 from abc import abstractmethod
-from typing import BinaryIO, ClassVar, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO, ClassVar
 
 from rpcwatch.sources.base import Reader, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
@@ -38,6 +40,7 @@ from rpcwatch.sources.scan import Run, line_runs, run_bytes
 #: header, as btest baselines sort it) are held back up to this size
 PENDING_LIMIT = 64 << 20
 _BLANK_LINES = re.compile(rb"(?m)^[ \t\r]*\n")
+_WHITESPACE_LINE = re.compile(rb"(?m)^[ \t\r]+\n")
 
 
 class LineParser:
@@ -52,6 +55,9 @@ class LineParser:
     scan_filter: LineFilter | None = None
     #: the table the lines now being read belong to, when known before parsing
     table: str | None = None
+    #: why the lines now being read cannot be read at all (a header block the format
+    #: cannot use): they are counted as skipped with this reason
+    unreadable: str | None = None
 
     def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
                  scan_filter: LineFilter | None = None):
@@ -68,8 +74,8 @@ class LineParser:
         return True
 
     def header(self, lines: bytes) -> bool:
-        """``#`` header lines (formats whose reader sets ``headers``); True when data held
-        back until now can be read."""
+        """Header lines (formats whose reader sets ``headers``); True when data held back
+        until now can be read."""
         return False
 
     @abstractmethod
@@ -90,14 +96,48 @@ class LineParser:
         """The records of whole, well-formed lines as Arrow tables."""
 
 
+class RewrittenStream(io.RawIOBase):
+    """A stream of another stream's bytes rewritten block by block (pretty-printed JSON as
+    one object per line), for a :class:`LineParser` to read lines from."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self._pending = b""
+        self._position = 0
+
+    @abstractmethod
+    def next_block(self) -> bytes | None:
+        """The next rewritten bytes (maybe none for now); None at the end."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._position >= len(self._pending):
+            block = self.next_block()
+            if block is None:
+                return 0
+            self._pending, self._position = block, 0
+        size = min(len(buffer), len(self._pending) - self._position)
+        buffer[:size] = memoryview(self._pending)[self._position:self._position + size]
+        self._position += size
+        return size
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
 class LineReader(Reader):
     """A line-oriented format: subclasses give :meth:`parser`."""
 
     #: counted per run by the scan for :meth:`LineParser.well_formed` (TSV: separators;
     #: JSON lines: ``}\n{`` joints)
     marker: ClassVar[bytes] = b"\n"
-    #: ``#`` lines are header lines, not data
-    headers: ClassVar[bool] = False
+    #: how header lines start (Zeek TSV: ``#``), empty when the format has none
+    headers: ClassVar[bytes] = b""
 
     @abstractmethod
     def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
@@ -121,6 +161,9 @@ class LineReader(Reader):
                     held = []
                 continue
             if not run.lines:
+                continue
+            if parser.unreadable:
+                stats.skip(parser.unreadable, count=run.lines)
                 continue
             if not parser.ready:
                 if sum(r.length for r in held) < PENDING_LIMIT:
@@ -190,8 +233,7 @@ def repair_utf8(data: bytes, stats: ReadStats) -> bytes:
 def _checked_lines(data: bytes, parser: LineParser, stats: ReadStats) -> tuple[bytes, int]:
     """The block without blank lines and without malformed lines (each counted and named);
     and how many records (non-blank lines) it held."""
-    if b"\n\n" in data or data[:1] == b"\n" or _BLANK_LINES.search(data):
-        data = _BLANK_LINES.sub(b"", data)
+    data = without_blank_lines(data)
     if not data.strip():
         return b"", 0
     lines = data.count(b"\n") + (not data.endswith(b"\n"))
@@ -205,6 +247,19 @@ def _checked_lines(data: bytes, parser: LineParser, stats: ReadStats) -> tuple[b
         else:
             stats.skip(reason, where=excerpt(line))
     return b"".join(kept), lines
+
+
+def without_blank_lines(data: bytes) -> bytes:
+    """The block without empty and whitespace-only lines. Runs of newlines are folded by
+    ``bytes.replace`` (each pass halves them), so a block of millions of empty lines
+    costs a few passes, not an object per line."""
+    while b"\n\n" in data:
+        data = data.replace(b"\n\n", b"\n")
+    if data.startswith(b"\n"):
+        data = data[1:]
+    if _WHITESPACE_LINE.search(data):
+        data = _BLANK_LINES.sub(b"", data)
+    return data
 
 
 def _lines_of(data: bytes) -> Iterator[bytes]:

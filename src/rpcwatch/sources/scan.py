@@ -17,13 +17,14 @@ it is found and reported (:attr:`Run.oversize`), its neighbours are kept.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 from rpcwatch.context import current
 from rpcwatch.sources.inputs import iter_line_chunks, without_long_lines
-from rpcwatch.sources.prefilter import compile_line_pattern, kept_lines
+from rpcwatch.sources.prefilter import compile_line_pattern
 from rpcwatch.workers import PARALLEL_MIN_SIZE, worker_pool
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class Run:
     data: bytes | None = None
     #: offsets of lines longer than the limit, left out just before this run
     oversize: tuple[int, ...] = ()
+    #: the run holds a carriage return somewhere (a CRLF line end, or a CR inside a line)
+    returns: bool = False
 
 
 def _filter(pattern: bytes | None):
@@ -74,50 +77,53 @@ def _is_clean(data: bytes) -> bool:
 
 
 def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
-               headers: bool, keep_data: bool) -> list[Run]:
+               headers: bytes, keep_data: bool) -> list[Run]:
     """Cut a block of whole lines into runs. ``pattern`` is the prefilter's line regex
-    (``None`` keeps every line; an empty pattern keeps none); ``headers`` says whether
-    ``#`` lines are headers (TSV) or data."""
-    regex = _filter(pattern)
+    (``None`` keeps every line; an empty pattern keeps none); ``headers`` is how header
+    lines start (Zeek TSV: ``#``; VPC flow logs: ``version ``), empty when a format has none."""
+    matcher = _filter(pattern)
     runs = []
     start, size = 0, len(block)
     while start < size:
-        if headers and block.startswith(b"#", start):
+        if headers and block.startswith(headers, start):
             end = start
-            while end < size and block.startswith(b"#", end):
+            while end < size and block.startswith(headers, end):
                 newline = block.find(b"\n", end)
                 end = size if newline < 0 else newline + 1
             runs.append(Run(offset + start, end - start, header=block[start:end]))
             start = end
             continue
-        end = _next_header_line(block, start) if headers else size
+        end = _next_header_line(block, start, headers) if headers else size
         data = block[start:end]
         if pattern == b"":
             kept = b""
-        elif regex is None:
+        elif matcher is None:
             kept = data
         else:
-            kept = kept_lines(regex, pattern, data)
+            kept = matcher.kept(data)
         body = data[:-1] if data.endswith(b"\n") else data
         runs.append(Run(offset + start, end - start, lines=data.count(b"\n") + (not data.endswith(b"\n")),
                         marks=data.count(marker), clean=_is_clean(data), edges=body[:1] + body[-1:],
-                        kept=kept, data=data if keep_data else None))
+                        kept=kept, data=data if keep_data else None, returns=b"\r" in data))
         start = end
     return runs
 
 
-def _next_header_line(block: bytes, start: int) -> int:
-    """Where the next line starting with ``#`` begins (or the end). Looks for the byte
-    ``#`` alone (a memchr scan) and checks that it starts a line: much faster than a
-    search for ``\\n#`` in data where ``#`` is rare."""
-    at = block.find(b"#", start)
+def _next_header_line(block: bytes, start: int, headers: bytes) -> int:
+    """Where the next header line begins (or the end). A one-byte start (``#``) is looked
+    for alone (a memchr scan), then checked to start a line: much faster than a search
+    for ``\\n#`` in data where ``#`` is rare. A longer start is found with its newline."""
+    if len(headers) > 1:
+        at = block.find(b"\n" + headers, start)
+        return len(block) if at < 0 else at + 1
+    at = block.find(headers, start)
     while at > 0 and block[at - 1] != 0x0A:
-        at = block.find(b"#", at + 1)
+        at = block.find(headers, at + 1)
     return len(block) if at < 0 else at
 
 
 def _scan_range(path: str, start: int, end: int, marker: bytes, pattern: bytes | None,
-                headers: bool, first: bool, max_line: int) -> list[Run]:
+                headers: bytes, first: bool, max_line: int) -> list[Run]:
     """Worker task: the whole lines that begin in [start, end) of a file. A line that
     goes on more than ``max_line`` bytes is left out, reported in the last run."""
     with open(path, "rb", buffering=0) as fh:
@@ -164,7 +170,7 @@ def _find_newline(fh, position: int, until: int) -> int:
 
 
 def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, pattern: bytes | None,
-                          headers: bool, max_line: int) -> Iterator[Run] | None:
+                          headers: bytes, max_line: int) -> Iterator[Run] | None:
     """Runs of a plain file from ``start`` on, scanned by worker processes, in file order;
     ``None`` when the file is too small to be worth it or there is a single core."""
     pool = worker_pool() if size - start >= PARALLEL_MIN_SIZE else None
@@ -177,7 +183,7 @@ def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, patte
 
 
 def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter: LineFilter | None,
-              marker: bytes, headers: bool, start: int = 0) -> Iterator[Run]:
+              marker: bytes, headers: bytes, start: int = 0) -> Iterator[Run]:
     """The runs of an input from ``start``: scanned by workers when the input is a large
     plain file and a filter does most of the work, else block by block from ``stream``."""
     pattern = None if line_filter is None else line_filter.pattern

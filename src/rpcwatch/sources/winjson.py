@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +28,7 @@ from rpcwatch.datafiles import load_yaml
 from rpcwatch.sources.base import ReadStats, TableBatch, register
 from rpcwatch.sources.inputs import UTF8_BOM, InputFile
 from rpcwatch.sources.jsonlines import JSON_LINES_MARKER, JsonBlockParser, JsonLinesParser
-from rpcwatch.sources.lines import LineParser, LineReader
+from rpcwatch.sources.lines import LineParser, LineReader, RewrittenStream
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
 from rpcwatch.sources.windows import WINDOWS_TABLE, EventJsonTables, conform_system_fields, is_system_field
 
@@ -106,33 +107,15 @@ class _WindowsJsonParser(JsonLinesParser):
             yield TableBatch(WINDOWS_TABLE, table, self.source.path, self.shape)
 
 
-class _OneObjectPerLine(io.RawIOBase):
+class _OneObjectPerLine(RewrittenStream):
     """evtx_dump's pretty-printed objects as one object per line (see :func:`_pretty_records`)."""
 
     def __init__(self, raw: BinaryIO):
-        self._raw = raw
+        super().__init__(raw)
         self._records = _pretty_records(iter(lambda: raw.read(1 << 24), b""))
-        self._pending = b""
-        self._offset = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while self._offset >= len(self._pending):
-            self._pending, self._offset = next(self._records, b""), 0
-            if not self._pending:
-                return 0
-        size = min(len(buffer), len(self._pending) - self._offset)
-        buffer[:size] = memoryview(self._pending)[self._offset:self._offset + size]
-        self._offset += size
-        return size
-
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
+    def next_block(self) -> bytes | None:
+        return next(self._records, None)
 
 
 def _is_pretty(first: bytes) -> bool:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 from pathlib import PurePath
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from rpcwatch.schema import RAW_COLUMN, ZEEK_FLOAT_TYPES, ZEEK_INT_TYPES
-from rpcwatch.sources.base import ReadStats, TableBatch, register
+from rpcwatch.sources.base import ReadStats, TableBatch, register, representable_seconds
 from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.jsonlines import JSON_LINES_MARKER, JsonLinesParser, excerpt, flatten_dict
 from rpcwatch.sources.lines import LineParser, LineReader
@@ -102,6 +104,17 @@ class ZeekHeader:
         return "zeek." + (self.path or log_path_for(self.fields, file_path))
 
 
+def _row_skipper(stats: ReadStats):
+    """Arrow's handler for a row of the wrong width. Not a method of the block: Arrow holds
+    the handler in C++, where the garbage collector cannot see a cycle back to the block,
+    so a bound method would keep every block (and its statistics) alive."""
+    def skip(row) -> str:
+        stats.skip(f"wrong number of fields (expected {row.expected_columns})", where=excerpt(row.text))
+        return "skip"
+
+    return skip
+
+
 class _Block:
     """Parses data lines of one header block into typed Arrow tables."""
 
@@ -119,16 +132,11 @@ class _Block:
         self._parse_options = pcsv.ParseOptions(
             delimiter=header.separator.decode("latin-1"), quote_char=False,
             escape_char=False, double_quote=False, ignore_empty_lines=True,
-            invalid_row_handler=self._invalid_row)
+            invalid_row_handler=_row_skipper(stats))
         self._convert_options = pcsv.ConvertOptions(
             column_types={n: pa.string() for n in names}, include_columns=included,
             null_values=[header.unset_field], strings_can_be_null=True,
             quoted_strings_can_be_null=False)
-
-    def _invalid_row(self, row) -> str:
-        self.stats.skip(f"wrong number of fields (expected {row.expected_columns})",
-                        where=excerpt(row.text))
-        return "skip"
 
     def parse(self, lines: bytes, raw: bool = False) -> pa.Table | None:
         """Typed rows of whole lines; with ``raw`` also the line itself (keyword rules
@@ -170,7 +178,8 @@ class _Block:
         if zeek_type in ZEEK_INT_TYPES:
             return self._cast(name, zeek_type, column, pa.int64(), _INT_RE)
         if zeek_type in ZEEK_FLOAT_TYPES:
-            return self._cast(name, zeek_type, column, pa.float64(), _FLOAT_RE)
+            seconds = self._cast(name, zeek_type, column, pa.float64(), _FLOAT_RE)
+            return representable_seconds(seconds, name, self.stats) if zeek_type == "time" else seconds
         if zeek_type == "bool":
             truth = pc.equal(column, "T")
             known = pc.or_(truth, pc.equal(column, "F"))
@@ -186,11 +195,30 @@ class _Block:
         try:
             return pc.cast(column, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            valid = pc.match_substring_regex(column, pattern)
-            bad = pc.sum(pc.invert(pc.fill_null(valid, True))).as_py() or 0
-            self.stats.warn(f"invalid {zeek_type} value in field {name} (kept as unset)",
-                            count=bad)
-            return pc.cast(pc.if_else(valid, column, pa.scalar(None, pa.string())), target)
+            pass
+        valid = pc.match_substring_regex(column, pattern)
+        bad = pc.sum(pc.invert(pc.fill_null(valid, True))).as_py() or 0
+        if bad:
+            self.stats.warn(f"invalid {zeek_type} value in field {name} (kept as unset)", count=bad)
+        kept = pc.if_else(valid, column, pa.scalar(None, pa.string()))
+        try:
+            return pc.cast(kept, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # well-formed but beyond the type (a Zeek count above 2**63 - 1): value by value,
+            # only in the block that has one
+            values = [_in_range(v, target) for v in kept.to_pylist()]
+            out = sum(1 for v, k in zip(values, kept.to_pylist()) if v is None and k is not None)
+            self.stats.warn(f"{zeek_type} value out of range in field {name} (kept as unset)", count=out)
+            return pa.array(values, type=target)
+
+
+def _in_range(text: str | None, target: pa.DataType) -> int | float | None:
+    if text is None:
+        return None
+    if pa.types.is_integer(target):
+        number = int(text)
+        return number if -(1 << 63) <= number < (1 << 63) else None
+    return float(text)
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -209,20 +237,35 @@ class ZeekTsvReader(LineReader):
 
     format_name = "zeek-tsv"
     marker = b"\t"
-    headers = True
+    headers = b"#"
 
     @classmethod
     def sniff(cls, head: bytes) -> bool:
         lines = head.lstrip(b"\r\n").split(b"\n", 256)[:256]
-        if any(line.startswith((b"#separator", b"#fields\t")) for line in lines):
-            return True  # also when diff-sorted data comes before the header (btest baselines)
-        first = next((line for line in lines if not line.startswith(b"###")), b"")
-        return plain_header(first) is not None
+        if lines[0].startswith((b"#separator", b"#fields\t")):
+            return True
+        if lines[0].startswith(b"###"):  # btest baselines: diff-sorted, data may precede the header
+            return any(line.startswith((b"#separator", b"#fields\t")) for line in lines) or \
+                plain_header(next((line for line in lines if not line.startswith(b"###")), b"")) is not None
+        return plain_header(lines[0]) is not None
 
     def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         return _TsvParser(source, stream, stats, prefilter, self.format_name)
 
+    @classmethod
+    def resume_context(cls, head: bytes) -> bytes:
+        """The ``#`` header block at the start (separator, fields, types), or the field
+        names line of ``tsv=T``: a later piece of the log is read with it."""
+        lines = head.split(b"\n")
+        if plain_header(lines[0]) is not None:
+            return lines[0] + b"\n"
+        block = []
+        for line in lines[:-1]:  # the last element is an incomplete line
+            if not line.startswith(b"#") or line.startswith(b"#close"):
+                break
+            block.append(line + b"\n")
+        return b"".join(block)
 
 def plain_header(line: bytes) -> list[str] | None:
     """The field names of a ``tsv=T`` log's first line, or None."""
@@ -266,13 +309,9 @@ class _TsvParser(LineParser):
         if not started:
             return False
         problem = _unusable_separator(self.meta.separator)
-        if problem:
-            self.stats.warn(f"#separator {problem}: the lines of this header block are not read",
-                            where=excerpt(self.meta.separator))
-            self.block = None
-            return False
-        self.block = _Block(self.meta, self.source, self.stats, self._prefilter)
-        return True
+        self.unreadable = f"data line under a #separator that {problem}" if problem else None
+        self.block = None if problem else _Block(self.meta, self.source, self.stats, self._prefilter)
+        return not problem
 
     def line_filter(self) -> LineFilter | None:
         if self._prefilter is None or self.block is None:
@@ -284,14 +323,18 @@ class _TsvParser(LineParser):
         return len(self.meta.fields) - 1
 
     def well_formed(self, run: Run) -> bool:
-        return self._expected > 0 and self.meta.separator == b"\t" and run.marks == self._expected * run.lines
+        return self._expected > 0 and self.meta.separator == b"\t" and run.marks == self._expected * run.lines \
+            and not run.returns
 
     def quick_check(self, data: bytes, lines: int) -> bool:
-        return self._expected > 0 and data.count(self.meta.separator) == self._expected * lines
+        return self._expected > 0 and data.count(self.meta.separator) == self._expected * lines \
+            and b"\r" not in data
 
     def malformed(self, line: bytes) -> str | None:
         if line.count(self.meta.separator) != self._expected:
             return f"wrong number of fields (expected {self._expected + 1})"
+        if b"\r" in line.rstrip(b"\r\n"):  # Arrow would end the row there; Zeek writes \x0d
+            return "carriage return inside a line"
         return None
 
     def parse(self, lines: bytes) -> Iterator[TableBatch]:
@@ -307,7 +350,7 @@ def _unusable_separator(separator: bytes) -> str | None:
     if len(separator) != 1:
         return f"is {len(separator)} bytes long (one byte expected)"
     if separator in (b"\n", b"\r", b"\x00") or separator >= b"\x80":
-        return "is not a usable field separator"
+        return f"is not a usable field separator ({separator!r})"
     return None
 
 
@@ -434,15 +477,16 @@ def _epoch_seconds(column: pa.ChunkedArray, stats: ReadStats) -> pa.Array:
     """``ts`` as float seconds whatever Zeek's ``json_timestamps`` setting was."""
     column = column.combine_chunks()
     if pa.types.is_timestamp(column.type):
-        return pc.divide(pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()), 1e6)
+        micros = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64())
+        return pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6)
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        return _from_epoch_number(pc.cast(column, pa.float64()))
+        return representable_seconds(_from_epoch_number(pc.cast(column, pa.float64(), safe=False)), "ts", stats)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         seconds = _parse_text_times(column)
         bad = pc.sum(pc.and_(pc.is_valid(column), pc.is_null(seconds))).as_py() or 0
         if bad:
             stats.warn("invalid ts value (kept as unset)", count=bad)
-        return seconds
+        return representable_seconds(seconds, "ts", stats)
     stats.warn(f"ts of unexpected type {column.type} (kept as unset)", count=len(column))
     return pa.nulls(len(column), pa.float64())
 
@@ -463,18 +507,18 @@ def _parse_text_times(column: pa.Array) -> pa.Array:
         micros = pc.cast(pc.cast(normalised, pa.timestamp("us")), pa.int64())
     except pa.ArrowInvalid:
         micros = pa.array([_iso_to_micros(v) for v in normalised.to_pylist()], type=pa.int64())
-    return pc.coalesce(as_number, pc.divide(pc.cast(micros, pa.float64()), 1e6))
+    return pc.coalesce(as_number, pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6))
 
 
 def _iso_to_micros(value: str | None) -> int | None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1_000_000)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1_000_000)

@@ -17,8 +17,8 @@ make the log hold; a host past them is named, and its baseline is marked as capp
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -116,7 +116,7 @@ class ContactLog:
     span and count of its baseline) and :meth:`add_contacts` (the connections that make
     contacts); :meth:`baselines` gives one :class:`VictimBaseline` per victim."""
 
-    def __init__(self, victims: Sequence[str], starts: Sequence[int], limits: EvidenceLimits):
+    def __init__(self, victims: Sequence[str], starts: Sequence[int] | np.ndarray, limits: EvidenceLimits):
         self.victims = list(victims)
         self.limits = limits
         self._starts = np.asarray(starts, dtype=np.int64)

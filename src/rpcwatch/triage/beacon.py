@@ -14,9 +14,9 @@ has not had one, so they are left out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 #: RITA counts skewness only when the quartiles are this far apart (seconds, bytes):
 #: below it, jitter alone decides the sign
@@ -38,7 +38,7 @@ class BeaconScore:
                 f"(timestamp score {self.timestamp:.2f}{sizes}; beacon score {self.score:.2f})")
 
 
-def beacon_score(times: Sequence[float], sizes: Sequence[float] | None = None) -> BeaconScore | None:
+def beacon_score(times: ArrayLike, sizes: ArrayLike | None = None) -> BeaconScore | None:
     """The score of connections at ``times`` (epoch seconds) that sent ``sizes`` bytes;
     None below four connections or three distinct intervals (too few to judge)."""
     stamps = np.sort(np.asarray(times, dtype=np.float64))

@@ -1,9 +1,9 @@
 """The advisory's attack chain as data (``triage/data/chain.yml``)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Mapping
 
 from rpcwatch.triage.data import load
 
@@ -76,7 +76,7 @@ class Chain:
     def execution_micros(self) -> int:
         return int(self.execution_window * MICROS)
 
-    def with_window(self, seconds: float | None) -> "Chain":
+    def with_window(self, seconds: float | None) -> Chain:
         """The chain with another window for circumstantial evidence (``--evidence-window``)."""
         if seconds is None:
             return self

@@ -29,9 +29,10 @@ import math
 import threading
 import time
 from collections import defaultdict
-from queue import Full, Queue
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from queue import Full, Queue
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +47,8 @@ from rpcwatch.sources import InputFile, LogReading, TableBatch
 from rpcwatch.sources.prefilter import PrefilterPlan
 from rpcwatch.triage.baseline import ANY_PORT, DYNAMIC_RPC_PORT, ContactLog, VictimBaseline
 from rpcwatch.triage.chain import Chain, attack_chain
-from rpcwatch.triage.later import COLUMNS as LATER_COLUMNS, LaterConnections
+from rpcwatch.triage.later import COLUMNS as LATER_COLUMNS
+from rpcwatch.triage.later import LaterConnections
 from rpcwatch.triage.scope import AddressScope
 
 SOURCE_RECORDS = "records of the sources"
@@ -106,9 +108,10 @@ class Evidence:
 
     @property
     def identity(self) -> tuple:
-        """Records found by several searches (and as alerts) count once."""
-        return (self.table, self.file, self.record_id, self.micros, self.rpc_operation, self.host,
-                self.event_code)
+        """Records found by several searches (and as alerts) count once. All that a record
+        says is its identity: a record id alone is not unique in every log (Suricata's
+        flow_id is shared by a flow's alert, flow and protocol events)."""
+        return tuple(getattr(self, name) for name in self.__slots__ if name != "search")
 
     def ref(self, strength: str | None = None) -> dict[str, Any]:
         """Where to find the record, and what it says in one line."""
@@ -299,7 +302,8 @@ class EvidencePass:
             sets = ([bounded] if info.is_network else []) + ([self._host_literals()] if _has_host_events(info)
                                                                 else [])
             if sets:
-                by_table[info.name] = None if any(s is None for s in sets) else frozenset().union(*sets)
+                known = [s for s in sets if s is not None]
+                by_table[info.name] = frozenset().union(*known) if len(known) == len(sets) else None
         columns = {info.name: columns_read(info) for info in known_tables() if info.name in by_table}
         return PrefilterPlan(by_table, enabled=enabled, columns=columns)
 
@@ -369,8 +373,8 @@ class EvidencePass:
             self._host_names(victim[mine], _role(data, info, "host.name"), mine)
         self._victims_contacts(info, data, path, client, server, mine, micros)
 
-    def _victims_contacts(self, info: TableInfo, data: pa.Table, path: str | None, client: "_Addresses",
-                          server: "_Addresses", mine: np.ndarray, micros: np.ndarray) -> None:
+    def _victims_contacts(self, info: TableInfo, data: pa.Table, path: str | None, client: _Addresses,
+                          server: _Addresses, mine: np.ndarray, micros: np.ndarray) -> None:
         """The victims' connections that make contacts: to other internal hosts on a lateral
         port or by RPC, or to the internet; those near an alert are kept as columns too."""
         port = _integers(_role(data, info, "destination.port"), data.num_rows)
@@ -584,7 +588,7 @@ class _AddressBook:
         # the last row holds the codes of an unset value
         self._codes = np.array([self.UNSET], dtype=np.int64)
 
-    def column(self, values: pa.Array | None, size: int) -> "_Addresses":
+    def column(self, values: pa.Array | None, size: int) -> _Addresses:
         values = pa.nulls(size, pa.string()) if values is None else values.cast(pa.string())
         encoded = pc.dictionary_encode(values)
         spellings = encoded.dictionary
@@ -636,7 +640,7 @@ class _Addresses:
             internal |= _filled(sensor_local)
         return internal
 
-    def same_as(self, other: "_Addresses") -> np.ndarray:
+    def same_as(self, other: _Addresses) -> np.ndarray:
         return (self.number == other.number) & (self.number >= 0)
 
 
@@ -691,8 +695,8 @@ def _micros(values: pa.Array | None, size: int) -> np.ndarray:
         micros = values.cast(pa.timestamp("us")).cast(pa.int64())
         return _filled_int(micros, _NO_TIME)
     encoded = pc.dictionary_encode(values.cast(pa.string()))
-    table = [epoch_micros(iso_timestamp(text)) for text in encoded.dictionary.to_pylist()]
-    table = np.array([_NO_TIME if t is None else t for t in table] + [_NO_TIME], dtype=np.int64)
+    parsed = [epoch_micros(iso_timestamp(text)) for text in encoded.dictionary.to_pylist()]
+    table = np.array([_NO_TIME if t is None else t for t in parsed] + [_NO_TIME], dtype=np.int64)
     indices = _filled_int(encoded.indices.cast(pa.int64()), len(table) - 1)
     return table[indices]
 

@@ -9,9 +9,9 @@ the host as its source; for an inbound event the producers disagree on which sid
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Collection, Iterable, Iterator
 
 from rpcwatch.networks import parse_address
 from rpcwatch.triage.evidence import Evidence
@@ -33,8 +33,8 @@ def canonical(address: str | None) -> str | None:
 @dataclass(frozen=True)
 class Flow:
     evidence: Evidence
-    client: str | None
-    server: str | None
+    client: str
+    server: str
     server_port: int | None
     client_scope: str
     server_scope: str
@@ -95,14 +95,15 @@ def connections(flows: Iterable[Flow]) -> list[list[Flow]]:
         else:
             by_ports[(flow.client, flow.server, flow.client_port, flow.server_port)].append(flow)
     for same_ports in by_ports.values():
-        same_ports.sort(key=lambda f: f.micros)
+        same_ports.sort(key=lambda f: f.micros or 0)
         ids: set = set()
-        last = None
+        last: int | None = None
         for flow in same_ports:
-            if last is None or (flow.micros - last > SAME_CONNECTION_MICROS and flow.evidence.record_id not in ids):
+            micros = flow.micros or 0  # flows without a time were grouped alone above
+            if last is None or (micros - last > SAME_CONNECTION_MICROS and flow.evidence.record_id not in ids):
                 grouped.append([])
                 ids = set()
             grouped[-1].append(flow)
             ids.add(flow.evidence.record_id)
-            last = flow.micros
+            last = micros
     return grouped

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from rpcwatch.alerts import Alert, iso_from_micros
 from rpcwatch.config import Config
@@ -176,8 +177,9 @@ class IncidentBuilder:
                 inbound.add(parties[0])
                 self.alerts_by_source[parties[0]].append(alert)
         for alert in alerts:  # correlations name the source alone
-            if alert.correlation is not None and canonical(alert.source_ip) in inbound:
-                self.alerts_by_source[canonical(alert.source_ip)].append(alert)
+            named = canonical(alert.source_ip)
+            if alert.correlation is not None and named is not None and named in inbound:
+                self.alerts_by_source[named].append(alert)
         # correlation alerts summarise records that are evidence on their own already
         records = _unique([evidence_from_alert(a, ALERT_SEARCH) for a in alerts if a.original is not None]
                           + list(evidence.records()))
@@ -188,8 +190,8 @@ class IncidentBuilder:
         self.processes = sorted((e for e in records if e.is_process or self._is_service_install(e)),
                                 key=_time_order)
         self.hosts = hosts_by_address(self.flows)
-        for victim, names in evidence.hosts.items():
-            self.hosts.setdefault(victim, set()).update(names)
+        for victim, host_names in evidence.hosts.items():
+            self.hosts.setdefault(victim, set()).update(host_names)
 
     def build(self) -> Findings:
         incidents, probes = [], []
@@ -237,7 +239,7 @@ class IncidentBuilder:
         return flow.server_scope == "internal" and flow.server_port == self.chain.rpc_port and \
             flow.evidence.transport in (None, "tcp")
 
-    def _direct(self, victim: str, inbound: list[Flow]) -> "_Direct":
+    def _direct(self, victim: str, inbound: list[Flow]) -> _Direct:
         """The stages the source's own records show on one victim."""
         chain = self.chain
         to_mapper = [f for f in inbound if f.server_port == chain.rpc_port and f.evidence.transport in (None, "tcp")]
@@ -278,7 +280,7 @@ class IncidentBuilder:
         return record.event_code in self.chain.service_install_codes and record.source_ip is None \
             and record.parent_image is None
 
-    def _judge(self, source: str, victim: str, found: "_Direct") -> Judgement:
+    def _judge(self, source: str, victim: str, found: _Direct) -> Judgement:
         """The victim's later behaviour, judged against its baseline (``circumstantial.py``)."""
         number = self.victim_numbers.get(victim)
         if found.stage < 2 or not found.times or number is None:
@@ -288,7 +290,7 @@ class IncidentBuilder:
         return self.judge.judge(self.evidence.peers.get(source), self.baselines.get(victim),
                                 [(t, t + window) for t in anchors], self.evidence.later.of(number), found.stage)
 
-    def _progress(self, victim: str, found: "_Direct", judgement: Judgement,
+    def _progress(self, victim: str, found: _Direct, judgement: Judgement,
                   findings: list[StageFinding]) -> VictimProgress:
         """Adds this victim's evidence to each stage; returns its progress."""
         for number, records in found.stages.items():
@@ -316,7 +318,7 @@ class IncidentBuilder:
         return reason
 
     # ---- what the inputs cannot show ------------------------------------------------------
-    def _victim_missing(self, victim: str, found: "_Direct", findings: list[StageFinding]) -> None:
+    def _victim_missing(self, victim: str, found: _Direct, findings: list[StageFinding]) -> None:
         if found.stage < 2:
             return
         if _host_logs(self.tables) and not self.hosts.get(victim):
@@ -403,9 +405,10 @@ def _summary(finding: StageFinding, source: str, chain: Chain) -> str:
 def _one_per_connection(records: list[Evidence], source: str) -> list[Evidence]:
     """One record per connection of the source (a connection seen by Zeek and by Sysmon is
     one), the established one where there is one."""
-    flows = [Flow(e, source, canonical(e.source_ip), e.source_port, "", "", e.destination_port)
+    flows = [Flow(e, source, canonical(e.source_ip) or "", e.source_port, "", "", e.destination_port)
              if canonical(e.destination_ip) == source else
-             Flow(e, canonical(e.source_ip), canonical(e.destination_ip), e.destination_port, "", "", e.source_port)
+             Flow(e, canonical(e.source_ip) or "", canonical(e.destination_ip) or "", e.destination_port, "", "",
+                  e.source_port)
              for e in records]
     return [next((f.evidence for f in group if f.established), group[0].evidence) for group in connections(flows)]
 

@@ -94,7 +94,7 @@ class LaterConnections:
 
     def rows(self, ids: np.ndarray) -> list[tuple[str, str | None, pa.Table]]:
         """The matched rows of the given connections, per input batch: (table, path, rows)."""
-        found = []
+        found: list[tuple[str, str | None, pa.Table]] = []
         if not len(ids):
             return found
         batches, rows = self._columns["batch"][ids], self._columns["row"][ids]

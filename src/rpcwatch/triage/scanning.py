@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from rpcwatch.alerts import Alert, iso_from_micros
 from rpcwatch.config import Config

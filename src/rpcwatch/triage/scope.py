@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 

@@ -2,8 +2,8 @@
 draws them (and escapes the labels like every other value)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from rpcwatch.alerts import Alert, iso_from_micros
 

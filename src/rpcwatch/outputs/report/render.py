@@ -10,16 +10,18 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import Counter
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from jinja2 import Environment, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
 from rpcwatch import __version__
 from rpcwatch.alerts import Alert
+from rpcwatch.outputs.files import open_output
 from rpcwatch.outputs.jsonl import dumps
 from rpcwatch.outputs.report.actions import actions
 from rpcwatch.outputs.report.charts import ranking, timeline
@@ -52,16 +54,18 @@ def render_report(result: TriageResult, beside: dict[str, str] | None = None) ->
     return template.render(css=Markup(css), css_hash=f"sha256-{digest}", view=_view(result, beside or {}))
 
 
-def write_report(result: TriageResult, path: Path) -> dict[str, Path]:
+def write_report(result: TriageResult, path: Path, force: bool = False) -> dict[str, Path]:
     """Write the page to ``path``, and each section that does not fit in full beside it;
-    returns the files written beside."""
+    returns the files written beside. Every file is opened as ``-o`` is (a symbolic link
+    only with ``force``; :func:`rpcwatch.outputs.files.open_output`)."""
     sections = _sections(result)
     beside = {name: path.with_name(f"{path.stem}.{name}.jsonl") for name, records in sections.items()
               if len(records) > LIMITS[name]}
     for name, file in beside.items():
-        with open(file, "w", encoding="utf-8") as stream:
+        with open_output(str(file), force=force) as stream:
             stream.writelines(dumps(record) + "\n" for record in _records(sections[name]))
-    path.write_text(render_report(result, {name: file.name for name, file in beside.items()}), encoding="utf-8")
+    with open_output(str(path), force=force) as stream:
+        stream.write(render_report(result, {name: file.name for name, file in beside.items()}))
     return beside
 
 
@@ -85,7 +89,7 @@ def _view(result: TriageResult, beside: dict[str, str]) -> dict[str, Any]:
     shown = _time_ordered(result.shown)
     return {
         "version": __version__,
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "actions": actions(result),
         "counts": {"alerts": len(alerts), "shown": len(result.shown), "incidents": len(result.incidents),
                    "scanning": len(result.scanning), "exposed": len(result.exposure), "records": report.records,
