@@ -167,8 +167,8 @@ def test_triage_on_rita_is_one_scanning_finding_and_no_incident(corpus):
     found = json.loads(result.stdout)
     assert found["incidents"] == []
     [finding] = found["scanning"]
-    assert (finding["target"], finding["sources"], finding["probes"], finding["outcomes"]) == (
-        "64.225.56.201", 29, 31, {"rejected": 31})
+    assert (finding["target"], finding["sources"], finding["probes"], finding["outcomes"],
+            finding["unknown_outcome"]) == ("64.225.56.201", 29, 31, {"rejected": 31}, 0)
     assert len(finding["source_addresses"]) == 29 and finding["top_sources"][:2] == [
         {"address": "172.104.242.173", "probes": 2}, {"address": "83.97.73.157", "probes": 2}]
 

@@ -90,10 +90,13 @@ def test_spark_and_duckdb_build_the_same_incidents(corpus, spark_engine):
     examples = Path(__file__).resolve().parents[2] / "examples"
     paths = [str(examples), str(corpus / "rita")]
 
-    def incidents(engine) -> list[dict]:
+    def findings(engine) -> list[dict]:
         result = run_triage(list(expand_inputs(paths)), plan_hunt(), engine)
-        return [incident.to_dict() for incident in result.incidents]
+        return [finding.to_dict() for finding in [*result.incidents, *result.scanning]]
 
-    expected = incidents(DuckDBEngine())
-    assert len(expected) > 10
-    assert incidents(spark_engine) == expected
+    expected = findings(DuckDBEngine())
+    # the examples' intruder; its sweep, its IPv6 probe and the RITA sensor's 29 scanners folded
+    assert [(f["kind"], f.get("source") or f["target"]) for f in expected] == [
+        ("incident", "167.94.138.44"), ("scanning", "64.225.56.201"), ("scanning", "10.20.0.0/24"),
+        ("scanning", "fd12:3456:789a:1::20")]
+    assert findings(spark_engine) == expected

@@ -50,6 +50,11 @@ def triage(paths: Iterable[Path | str]) -> TriageResult:
     return run_triage(paths_of(paths), plan_hunt(), DuckDBEngine())
 
 
+def scanning(result: TriageResult) -> list[tuple[str, list[str], dict[str, int]]]:
+    """(target, sources, outcomes) of each internet-scanning finding, by target."""
+    return sorted((s.target, sorted(s.sources), dict(s.outcomes)) for s in result.scanning)
+
+
 def detections(alerts: Iterable[Alert]) -> list[Alert]:
     return [a for a in alerts if a.rule.name == RPC]
 

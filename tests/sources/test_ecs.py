@@ -112,8 +112,9 @@ def test_a_truncated_text_keeps_its_whole_documents_and_counts_the_cut_one(tmp_p
 
 def test_triage_places_the_sources_and_the_allowed_flow(corpus):
     result = net.triage([corpus / PLANTED])
-    assert sorted(i.source for i in result.incidents) == ["193.163.125.10", "45.155.205.233", "78.24.182.42",
-                                                          "81.2.69.143"]
+    assert [(i.source, i.stage, i.direct_stage) for i in result.incidents] == [("78.24.182.42", 2, 2)]
+    assert net.scanning(result) == [("10.4.0.5", ["193.163.125.10", "45.155.205.233"], {"unknown": 2}),
+                                    ("172.16.54.114", ["81.2.69.143"], {"blocked": 1})]
     assert [(h.address, dict(h.sources)) for h in result.exposure] == [("172.31.16.139", {"78.24.182.42": 1})]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rpcwatch.outputs.report.actions import actions
 from rpcwatch.sources.netfilter import NETFILTER_TABLE, NOT_A_PACKET
 
 from . import network_sources as net
@@ -128,10 +129,19 @@ def test_other_syslog_messages_are_counted_whether_or_not_the_prefilter_runs(cor
 
 
 
-def test_triage_places_the_sources_without_claiming_exposure(corpus):
+def test_triage_folds_the_probes_of_unknown_outcome_without_claiming_exposure(corpus):
     result = net.triage([corpus / PLANTED])
-    assert sorted(i.source for i in result.incidents) == ["2a06:4880:1000::42", "67.43.156.15", "81.2.69.143"]
-    assert result.exposure == []  # a packet log says nothing of whether the host answered
+    assert result.incidents == []  # a packet log says nothing of whether the host answered: no session
+    assert net.scanning(result) == [("10.4.0.5", ["67.43.156.15"], {"unknown": 1}),
+                                    ("172.16.54.114", ["81.2.69.143"], {"unknown": 1}),
+                                    ("fd00:10:20::5", ["2a06:4880:1000::42"], {"unknown": 1})]
+    assert all(s.unknown_outcome == 1 for s in result.scanning)
+    assert result.exposure == []
+    # the report does not call them refused: it names the hosts to check
+    assert actions(result)["scanning"].endswith(
+        "0 probe(s) of TCP/135 from 3 internet source(s) on 3 target(s) were refused or unanswered: nothing to do "
+        "per scanner; keep TCP/135 closed at the perimeter. 3 probe(s) have no outcome in the logs (they do not say "
+        "whether the host answered): confirm TCP/135 is closed on 10.4.0.5, 172.16.54.114, fd00:10:20::5")
 
 
 def test_the_converted_sql_returns_the_hunted_packets(corpus, spark_session):

@@ -64,7 +64,9 @@ def test_an_alert_reads_the_event_through_the_table_roles(corpus):
 
 def test_triage_places_the_sources_and_the_exposed_host(corpus):
     result = net.triage([corpus / PLANTED])
-    assert sorted(i.source for i in result.incidents) == ["193.163.125.10", "2a06:4880:1000::42", "45.155.205.233"]
+    assert [(i.source, i.stage, i.direct_stage) for i in result.incidents] == [("45.155.205.233", 2, 2)]
+    assert net.scanning(result) == [("10.20.30.40", ["193.163.125.10"], {"unknown": 1}),
+                                    ("fd00:10:20::5", ["2a06:4880:1000::42"], {"no-reply": 1})]
     assert [(h.address, dict(h.sources)) for h in result.exposure] == [("192.168.156.70", {"45.155.205.233": 1})]
     assert result.evidence.tables_seen == {SURICATA_TABLE}
 

@@ -101,7 +101,8 @@ def test_header_lines_name_the_fields_of_the_lines_after_them(tmp_path):
 
 def test_triage_counts_accepted_flows_as_exposure(corpus):
     result = net.triage([corpus / FOLDER / "planted"])
-    assert sorted(i.source for i in result.incidents) == ["52.213.180.42", "78.24.182.42", "89.160.20.112"]
+    assert sorted((i.source, i.direct_stage) for i in result.incidents) == [("52.213.180.42", 2), ("78.24.182.42", 2)]
+    assert net.scanning(result) == [("10.0.5.7", ["89.160.20.112"], {"unknown": 1})]
     assert sorted((h.address, dict(h.sources)) for h in result.exposure) == [
         ("10.0.0.62", {"52.213.180.42": 1}), ("172.31.16.139", {"78.24.182.42": 1})]
 

@@ -94,9 +94,11 @@ def print_evidence_summary(result: TriageResult, stream: IO[str]) -> None:
     elif report is not None:
         _line(console, "incidents", "0")
     if result.scanning:
-        probes = sum(s.probes for s in result.scanning)
-        _line(console, "scanning", f"{len(result.scanning):,} target(s), {probes:,} refused or unanswered probe(s) "
-              f"from {len({a for s in result.scanning for a in s.sources}):,} source(s)")
+        unknown = sum(s.unknown_outcome for s in result.scanning)
+        refused = sum(s.probes for s in result.scanning) - unknown
+        _line(console, "scanning", f"{len(result.scanning):,} target(s), {refused:,} refused or unanswered probe(s)"
+              + (f" and {unknown:,} of unknown outcome" if unknown else "")
+              + f" from {len({a for s in result.scanning for a in s.sources}):,} source(s)")
     _line(console, "exposed hosts", f"{len(result.exposure):,}")
     for limit in result.evidence.limits:
         console.print(Text.assemble(Text("limit reached: ", style="yellow"), safe_text(limit)))

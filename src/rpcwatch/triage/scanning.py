@@ -2,7 +2,9 @@
 
 A source whose TCP/135 attempts were all refused or unanswered, and that did nothing else
 the logs show directly, is the internet's background noise; the analyst needs to know
-that (and how much) the hosts are scanned, not to read one incident per scanner. Probes
+that (and how much) the hosts are scanned, not to read one incident per scanner. A log
+that cannot tell whether the host answered (a packet log, a flow record without a state)
+leaves a probe's outcome unknown: it is folded too, and counted apart. Probes
 are folded per target: a host, or when several hosts of one network were probed, the
 smallest network on an octet boundary (IPv4 /24, /16, /8; IPv6 /64, /48, /32) that covers
 them within the configured internal network they belong to (or, for hosts that only the
@@ -22,6 +24,8 @@ from rpcwatch.triage.evidence import Evidence
 from rpcwatch.triage.flows import Flow, connections
 
 MAX_LISTED = 50
+#: outcomes that show the host refused a probe or never answered it
+REFUSED = frozenset({"rejected", "no-reply", "blocked"})
 TOP_SOURCES = 10
 _PREFIXES = {4: (32, 24, 16, 8), 6: (128, 64, 48, 32)}
 _SENSOR_LOCAL_GROUP = {4: 16, 6: 48}
@@ -47,10 +51,16 @@ class ScanningFinding:
     def probes(self) -> int:
         return sum(self.sources.values())
 
+    @property
+    def unknown_outcome(self) -> int:
+        """Probes the logs do not show refused or unanswered (they cannot say either way)."""
+        return sum(n for outcome, n in self.outcomes.items() if outcome not in REFUSED)
+
     def to_dict(self) -> dict[str, Any]:
         listed = sorted(self.evidence, key=lambda e: (e.micros is None, e.micros or 0))[:MAX_LISTED]
         return {"kind": "scanning", "id": self.id, "target": self.target, "probes": self.probes,
-                "outcomes": dict(self.outcomes.most_common()), "hosts": len(self.hosts),
+                "outcomes": dict(self.outcomes.most_common()), "unknown_outcome": self.unknown_outcome,
+                "hosts": len(self.hosts),
                 "probed_hosts": [{"address": a, "probes": n} for a, n in _ranked(self.hosts)[:TOP_SOURCES]],
                 "sources": len(self.sources),
                 "top_sources": [{"address": a, "probes": n} for a, n in _ranked(self.sources)[:TOP_SOURCES]],

@@ -7,7 +7,8 @@
 * **Harden**: every other host that accepted TCP/135 from the internet: close the port at
   the perimeter and review the RPC services it runs (the advisory's remedy).
 Internet scanning that was refused or unanswered needs no action per scanner; the report
-says so in one line.
+says so in one line, and names the targets of probes whose outcome the logs cannot show
+(confirm TCP/135 is closed there).
 """
 from __future__ import annotations
 
@@ -45,14 +46,23 @@ def actions(result: TriageResult) -> dict:
                                 f"accepted {sessions} TCP/135 session(s) from {len(host.sources)} internet "
                                 f"source(s) since {host.first_seen}: close TCP/135 at the perimeter and review "
                                 "the RPC services it runs", sources=[a for a, _ in host.sources.most_common(3)]))
-    scanning = None
-    if result.scanning:
-        probes = sum(s.probes for s in result.scanning)
-        sources = len({a for s in result.scanning for a in s.sources})
-        scanning = (f"{probes:,} probe(s) of TCP/135 from {sources:,} internet source(s) on "
-                    f"{len(result.scanning):,} target(s) were refused or unanswered: nothing to do per scanner; "
-                    "keep TCP/135 closed at the perimeter")
-    return {"steps": [step.__dict__ for step in steps], "scanning": scanning}
+    return {"steps": [step.__dict__ for step in steps], "scanning": _scanning_line(result)}
+
+
+def _scanning_line(result: TriageResult) -> str | None:
+    if not result.scanning:
+        return None
+    unknown = [s for s in result.scanning if s.unknown_outcome]
+    refused = sum(s.probes for s in result.scanning) - sum(s.unknown_outcome for s in unknown)
+    sources = len({a for s in result.scanning for a in s.sources})
+    line = (f"{refused:,} probe(s) of TCP/135 from {sources:,} internet source(s) on {len(result.scanning):,} "
+            "target(s) were refused or unanswered: nothing to do per scanner; keep TCP/135 closed at the perimeter")
+    if unknown:
+        targets = ", ".join(s.target for s in unknown[:5]) + (f" and {len(unknown) - 5:,} more" if len(unknown) > 5
+                                                               else "")
+        line += (f". {sum(s.unknown_outcome for s in unknown):,} probe(s) have no outcome in the logs (they do "
+                 f"not say whether the host answered): confirm TCP/135 is closed on {targets}")
+    return line
 
 
 def _isolate(incident, victim) -> str | None:
