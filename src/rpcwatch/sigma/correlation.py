@@ -624,7 +624,9 @@ class _Evaluation:
         self.next_group, self.next_episode = int(state["next_group"]), int(state["next_episode"])
         for key, serial, last, window, episode in state["groups"]:
             group = _Group(_thaw(key), int(serial), _aggregate(self.correlation, self.sequence))
-            group.last = last = float(last)  # a saved group has had its last event
+            if not isinstance(last, (int, float)):  # a saved group has had its last event
+                raise TypeError(f"group {serial} has no last event time")
+            group.last = last
             for moment, rule, value, time, reference, record_id, table in window:
                 group.window.append((moment, rule, _thaw(value), time, reference, record_id, table))
                 group.aggregate.add(rule, _thaw(value))
