@@ -195,7 +195,7 @@ def build_alerts(rule: Any, table: str, rows: pa.Table,
         names = [name for name in names if rows.column(name).null_count < rows.num_rows]
         rows = rows.select([*names, *(name for name in rows.column_names if name.startswith(HIDDEN_PREFIX))])
     fields_by_path: dict[str | None, list[str]] = {}
-    for record in rows.to_pylist():
+    for record in _records(rows):
         path = record.get(FILE_COLUMN)
         fields = fields_by_path.get(path)
         if fields is None:
@@ -206,6 +206,16 @@ def build_alerts(rule: Any, table: str, rows: pa.Table,
         original = {name: value if type(value) in _SIMPLE else _plain(value)
                     for name in fields if (value := record[name]) is not None or not info.sparse}
         yield alert_from_record(rule_ref, table, original, path, info)
+
+
+#: matched rows made into Python records at a time: a batch may hold 256 k matches (every
+#: record of an alerting flood), and a dict each at once would cost a GiB
+RECORDS_AT_A_TIME = 4096
+
+
+def _records(rows: pa.Table) -> Iterator[dict[str, Any]]:
+    for offset in range(0, rows.num_rows, RECORDS_AT_A_TIME):
+        yield from rows.slice(offset, RECORDS_AT_A_TIME).to_pylist()
 
 
 def alert_from_record(rule: RuleRef, table: str, original: dict[str, Any], path: str | None,

@@ -16,11 +16,18 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rpcwatch import __version__
 from rpcwatch.engines import ENGINES
 from rpcwatch.escaping import terminal_text
 from rpcwatch.outputs import WRITERS
+
+if TYPE_CHECKING:  # imported where used: the command line starts fast
+    from rich.progress import Progress
+
+    from rpcwatch.hunt import Engine, HuntPlan
+    from rpcwatch.sources.inputs import InputFile
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_INPUT, EXIT_FINDINGS = 0, 1, 2, 3, 4
 
@@ -240,9 +247,9 @@ def _config(args):
 class _Run:
     """What every command that hunts starts from."""
 
-    inputs: list
-    plan: object
-    engine: object
+    inputs: list[InputFile]
+    plan: HuntPlan
+    engine: Engine
     #: export-parquet datasets the Spark engine scans where they live
     datasets: list[str]
 
@@ -540,7 +547,7 @@ class _progress:
     def __init__(self, inputs, enabled: bool, passes: int = 1):
         self._total = sum(i.size or 0 for i in inputs) * passes
         self._enabled = enabled and self._total > (8 << 20)
-        self._bar = None
+        self._bar: Progress | None = None
 
     def __enter__(self) -> Callable[[int], None] | None:
         if not self._enabled:
@@ -548,11 +555,10 @@ class _progress:
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-        self._bar = Progress("reading", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                             TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True)
-        self._bar.__enter__()
-        task = self._bar.add_task("read", total=self._total)
-        bar = self._bar
+        bar = self._bar = Progress("reading", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                   TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True)
+        bar.__enter__()
+        task = bar.add_task("read", total=self._total)
         return lambda size: bar.advance(task, size)
 
     def __exit__(self, *exc) -> None:

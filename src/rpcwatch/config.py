@@ -34,6 +34,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from rpcwatch.context import LimitError, Limits
 from rpcwatch.networks import DEFAULT_INTERNAL, DEFAULT_NON_ROUTABLE, NetworkError, NetworkSet
@@ -154,7 +155,8 @@ def _watch(table, source: str) -> WatchSettings:
             raise ConfigError(f"{source}: watch.{key} must be a positive number")
     if "state" in table and not isinstance(table["state"], str):
         raise ConfigError(f"{source}: watch.state must be a directory name")
-    return WatchSettings(**{key: float(value) if key in numbers else value for key, value in table.items()})
+    checked: dict[str, Any] = {key: float(value) if key in numbers else value for key, value in table.items()}
+    return WatchSettings(**checked)
 
 
 def _networks(values, where: str) -> NetworkSet:

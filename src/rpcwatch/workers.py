@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.context import BaseContext
 
 #: plain files smaller than this are read in-process (workers cost a start-up)
 PARALLEL_MIN_SIZE = 48 << 20
@@ -53,6 +54,7 @@ class WorkerPool:
         if self.count() < 2 or _in_worker or self._broken:
             return None
         if self._pool is None:
+            context: BaseContext
             if "forkserver" in multiprocessing.get_all_start_methods():
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["rpcwatch.sources"])

@@ -157,7 +157,7 @@ class BatchShape:
     """The columns a set of rules reads, and a schema for them that only grows."""
 
     def __init__(self, rules: Sequence[BoundRule]):
-        wanted = set()
+        wanted: set[str] = set()
         self.all_text = False
         for rule in rules:
             wanted.update(name.lower() for name in fields_of(rule.expr))

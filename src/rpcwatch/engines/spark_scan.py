@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -60,7 +61,7 @@ def uri_inputs(session, uri: str) -> list[InputFile]:
         relative = path.toString()[len(root.toString()):]
         if not any(part.startswith((".", "_")) for part in relative.split("/") if part):
             files.append((path.toString(), status.getLen()))
-    return [InputFile(name, lambda n=name: HadoopStream(session, n), size=size) for name, size in sorted(files)]
+    return [InputFile(name, partial(HadoopStream, session, name), size=size) for name, size in sorted(files)]
 
 
 class HadoopStream(io.RawIOBase):

@@ -13,14 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-try:  # ISA-L inflates gzip about three times faster than zlib; same API.
-    from isal import isal_zlib as _zlib
-except ImportError:  # pragma: no cover - isal ships wheels for every platform we test on
-    import zlib as _zlib
+from isal import isal_zlib as _zlib  # ISA-L inflates gzip about three times faster than zlib; same API
 
-from rpcwatch.sources.base import ReadStats
+from rpcwatch.sources.base import ByteStream, ReadStats
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -47,7 +44,7 @@ class InputFile:
     """One log input. ``path`` is what users see in summaries and alerts (``log.file.path``)."""
 
     path: str
-    opener: Callable[[], BinaryIO]
+    opener: Callable[[], ByteStream]
     size: int | None = None
     #: the file on disk whose bytes are exactly the stream's (None for compressed, piped or
     #: archived input); readers may read ranges of it directly
@@ -57,7 +54,7 @@ class InputFile:
     #: the file on disk this input is (compressed or not), for a worker process to open again
     reopen_path: str | None = None
 
-    def open_raw(self) -> BinaryIO:
+    def open_raw(self) -> ByteStream:
         return self.opener()
 
 
@@ -66,7 +63,8 @@ def expand_inputs(paths: list[str]) -> Iterator[InputFile]:
     entries skipped), zip archives member by member, ``-`` as standard input."""
     for given in paths:
         if given == "-":
-            yield InputFile("-", lambda: sys.stdin.buffer)
+            # typeshed declares it BinaryIO, which has no readinto; it is an io.BufferedReader
+            yield InputFile("-", lambda: cast(io.BufferedReader, sys.stdin.buffer))
             continue
         path = Path(given)
         if path.is_dir():
@@ -138,7 +136,7 @@ def _file_inputs(path: Path) -> Iterator[InputFile]:
     if magic == ZIP_MAGIC and zipfile.is_zipfile(path):
         yield from _zip_members(path)
         return
-    yield InputFile(str(path), lambda p=path: open(p, "rb"), size=_size(path), disk_path=str(path),
+    yield InputFile(str(path), lambda: open(path, "rb"), size=_size(path), disk_path=str(path),
                     reopen_path=str(path))
 
 
@@ -150,14 +148,15 @@ def _zip_members(path: Path) -> Iterator[InputFile]:
         if Path(name).name.startswith("."):
             continue
 
-        def opener(p: Path = path, n: str = name) -> BinaryIO:
-            return zipfile.ZipFile(p).open(n)
+        def opener(p: Path = path, n: str = name) -> ByteStream:
+            # typeshed declares IO[bytes]; reading, it is a zipfile.ZipExtFile (a buffered reader)
+            return cast(zipfile.ZipExtFile, zipfile.ZipFile(p).open(n))
 
         yield InputFile(f"{path}!{name}", opener, size=member.file_size)
 
 
-def _raiser(exc: OSError) -> Callable[[], BinaryIO]:
-    def opener() -> BinaryIO:
+def _raiser(exc: OSError) -> Callable[[], ByteStream]:
+    def opener() -> ByteStream:
         raise exc
 
     return opener
@@ -183,7 +182,7 @@ class GzipStream(io.RawIOBase):
     piece too is recovered (:meth:`_salvage`), so every byte before the damage is kept.
     """
 
-    def __init__(self, raw: BinaryIO, stats: ReadStats, reopen: Callable[[], BinaryIO] | None = None):
+    def __init__(self, raw: ByteStream, stats: ReadStats, reopen: Callable[[], BinaryIO] | None = None):
         self._raw = raw
         self._stats = stats
         self._reopen = reopen
@@ -239,7 +238,7 @@ class GzipStream(io.RawIOBase):
                 produced += len(piece)
                 self._member_out += len(piece)
                 data = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
-        except _zlib.error as exc:
+        except _zlib.error as exc:  # type: ignore[misc]  # isal's stub declares error an instance
             out.append(self._salvage(self._block_start))
             self._stats.lose(f"corrupt gzip data ({exc}): the rest is unreadable",
                              where=f"near compressed byte {self.compressed_read - len(data)}")
@@ -294,7 +293,7 @@ class ReadAheadStream(io.RawIOBase):
     scans and parses one block on this thread, the next blocks are inflated on another
     core. Errors raised by ``raw`` reach the consumer at the point where they happened."""
 
-    def __init__(self, raw: BinaryIO, block_size: int = READ_AHEAD_BLOCK, depth: int = READ_AHEAD_DEPTH):
+    def __init__(self, raw: ByteStream, block_size: int = READ_AHEAD_BLOCK, depth: int = READ_AHEAD_DEPTH):
         self._raw = raw
         self._block_size = block_size
         self._blocks: queue.Queue = queue.Queue(maxsize=depth)
@@ -361,7 +360,7 @@ class TolerantStream(io.RawIOBase):
     """Turns an I/O error after the first bytes into end-of-data plus a recorded loss, so
     everything read before a failing disk or network share still gets processed."""
 
-    def __init__(self, raw: BinaryIO, stats: ReadStats):
+    def __init__(self, raw: ByteStream, stats: ReadStats):
         self._raw = raw
         self._stats = stats
         self._seen = 0
@@ -394,7 +393,7 @@ class TolerantStream(io.RawIOBase):
 class PeekStream(io.RawIOBase):
     """A stream whose first bytes have already been read (for sniffing) and are replayed."""
 
-    def __init__(self, head: bytes, rest: BinaryIO):
+    def __init__(self, head: bytes, rest: ByteStream):
         self._head = head
         self._rest = rest
 
@@ -426,15 +425,16 @@ class PeekStream(io.RawIOBase):
             super().close()
 
 
-def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, bytes, BinaryIO]:
+def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, bytes, io.BufferedReader]:
     """Open an input, undo gzip when the content says so, and return its first bytes
     (for sniffing) together with a stream that still yields them. The returned input
     has no ``disk_path`` when the stream is not the file's bytes as they are."""
     raw = TolerantStream(source.open_raw(), stats)
     head = _read_at_least(raw, 2)
-    stream: BinaryIO = PeekStream(head, raw)
+    stream: ByteStream = PeekStream(head, raw)
     if head.startswith(GZIP_MAGIC):
-        reopen = (lambda path=source.reopen_path: open(path, "rb")) if source.reopen_path else None
+        reopen_path = source.reopen_path
+        reopen = (lambda: open(reopen_path, "rb")) if reopen_path else None
         stream = ReadAheadStream(GzipStream(stream, stats, reopen))
         source = replace(source, disk_path=None)
     head = _read_at_least(stream, HEAD_SIZE)
@@ -444,8 +444,9 @@ def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, b
     return source, head, io.BufferedReader(PeekStream(head, stream), buffer_size=1 << 20)
 
 
-def _read_at_least(stream: BinaryIO, size: int) -> bytes:
-    parts, have = [], 0
+def _read_at_least(stream: ByteStream, size: int) -> bytes:
+    parts: list[bytes] = []
+    have = 0
     while have < size:
         block = stream.read(size - have)
         if not block:
@@ -465,7 +466,7 @@ class LineChunk:
     oversize: tuple[int, ...] = ()
 
 
-def iter_line_chunks(stream: BinaryIO, max_line: int, chunk_size: int = LINE_BLOCK) -> Iterator[LineChunk]:
+def iter_line_chunks(stream: io.BufferedReader, max_line: int, chunk_size: int = LINE_BLOCK) -> Iterator[LineChunk]:
     """Blocks of the stream that end on a line boundary (the last may end without a
     newline), leaving out every line longer than ``max_line`` bytes, so memory stays
     bounded however long a line is. ``stream`` must be buffered (:func:`open_decompressed`)."""
@@ -493,7 +494,7 @@ def iter_line_chunks(stream: BinaryIO, max_line: int, chunk_size: int = LINE_BLO
         yield LineChunk(block, start, tuple(oversize))
 
 
-def _skip_line(stream: BinaryIO) -> int:
+def _skip_line(stream: io.BufferedReader) -> int:
     """Read past the rest of a line without keeping it; the number of bytes passed."""
     passed = 0
     while True:

@@ -11,12 +11,12 @@ Arrow's vectorised regular expressions (RE2); no Python object is made per line.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,7 +67,7 @@ class NetfilterReader(LineReader):
             return False
         return any(_PACKET_LINE.search(line) for line in lines)
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         # Both shapes hold the kernel's text as it wrote it (PROTO=TCP, DPT=135, addresses);
         # rules compare case-insensitively and numbers as whole fields: the prefilter is sound.
@@ -93,7 +93,7 @@ def _reference_time(source: InputFile) -> float:
 class _SyslogParser(LineParser):
     table = NETFILTER_TABLE
 
-    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, scan_filter: LineFilter | None,
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, scan_filter: LineFilter | None,
                  reference: float):
         super().__init__(source, stream, stats, scan_filter)
         self.reference = reference

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import re2
 
@@ -70,7 +71,8 @@ class LineMatcher:
         self.pattern = pattern
         self._scanned = self._kept = 0
         self._database = _hyperscan_database(pattern.split(b"\n"))
-        self._line: object | None = None
+        #: the RE2 pattern used when Hyperscan cannot compile the alternatives (re2 has no type stubs)
+        self._line: Any = None
         if self._database is None:
             options = re2.Options()
             options.never_capture = True
@@ -94,7 +96,7 @@ class LineMatcher:
 
     def _lines(self, data: bytes) -> bytes:
         if self._database is None:
-            return b"".join(self._line.findall(data))  # type: ignore[attr-defined]
+            return b"".join(self._line.findall(data))
         ends: list[int] = []
         self._database.scan(data, match_event_handler=lambda _id, _start, end, _flags, _context: ends.append(end))
         lines, last = [], -1

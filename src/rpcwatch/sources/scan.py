@@ -16,11 +16,12 @@ it is found and reported (:attr:`Run.oversize`), its neighbours are kept.
 """
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from rpcwatch.context import current
 from rpcwatch.sources.inputs import iter_line_chunks, without_long_lines
@@ -182,7 +183,7 @@ def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, patte
     return (run for runs in results for run in runs)
 
 
-def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter: LineFilter | None,
+def line_runs(source: InputFile, stream: io.BufferedReader, stats: ReadStats, line_filter: LineFilter | None,
               marker: bytes, headers: bytes, start: int = 0) -> Iterator[Run]:
     """The runs of an input from ``start``: scanned by workers when the input is a large
     plain file and a filter does most of the work, else block by block from ``stream``."""
@@ -200,10 +201,10 @@ def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter
             return
     for chunk in iter_line_chunks(stream, max_line):
         stats.bytes_read += len(chunk.data)
-        runs = scan_block(chunk.data, start + chunk.offset, marker, pattern, headers, keep_data=True)
+        block_runs = scan_block(chunk.data, start + chunk.offset, marker, pattern, headers, keep_data=True)
         if chunk.oversize:
-            runs.insert(0, Run(start + chunk.offset, 0, oversize=chunk.oversize))
-        yield from runs
+            block_runs.insert(0, Run(start + chunk.offset, 0, oversize=chunk.oversize))
+        yield from block_runs
 
 
 def _first_or_none(runs: Iterator[Run] | None) -> Iterator[Run] | None:
@@ -228,5 +229,6 @@ def run_bytes(source: InputFile, run: Run) -> bytes:
     (only the rare run that needs a closer look)."""
     if run.data is not None:
         return run.data
+    assert source.disk_path is not None, "runs without their data come only from scanning a file on disk"
     with open(source.disk_path, "rb", buffering=0) as fh:
         return os.pread(fh.fileno(), run.length, run.offset)

@@ -10,9 +10,9 @@ Arrow's CSV reader with a space as the delimiter.
 """
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -100,7 +100,7 @@ class VpcFlowReader(LineReader):
             return fields is not None and {"srcaddr", "dstaddr"} & set(fields) != set()
         return _is_record(first)
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         # Records hold the values as AWS logs them: ports and protocol numbers as decimal
         # fields, which is what the routes' renamed values (tcp -> 6) are; the prefilter is sound.
@@ -112,7 +112,7 @@ class VpcFlowReader(LineReader):
 class _VpcParser(LineParser):
     table = VPC_TABLE
 
-    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, scan_filter,
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, scan_filter,
                  fields: Sequence[str] | None):
         super().__init__(source, stream, stats, scan_filter)
         #: the fields of the header in force; None: records are in a default format

@@ -8,13 +8,13 @@ rare lines that are broken.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from pathlib import PurePath
-from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,7 +51,7 @@ PATH_SIGNATURES = (
 _FIELD_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_.]*")
 
 
-def log_path_for(fields: list[str] | set[str], file_path: str) -> str:
+def log_path_for(fields: Iterable[str], file_path: str) -> str:
     """Name a Zeek log from its field names, else from Zeek's file naming
     (``conn.log``, ``conn.10:00:00-11:00:00.log.gz``, ``dce_rpc.json.gz``)."""
     names = set(fields)
@@ -249,7 +249,7 @@ class ZeekTsvReader(LineReader):
                 plain_header(next((line for line in lines if not line.startswith(b"###")), b"")) is not None
         return plain_header(lines[0]) is not None
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         return _TsvParser(source, stream, stats, prefilter, self.format_name)
 
@@ -281,7 +281,7 @@ def plain_header(line: bytes) -> list[str] | None:
 class _TsvParser(LineParser):
     """One TSV input: the header block in force, and the table its lines belong to."""
 
-    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, prefilter: PrefilterPlan | None,
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, prefilter: PrefilterPlan | None,
                  format_name: str):
         super().__init__(source, stream, stats)
         self._prefilter, self._format = prefilter, format_name
@@ -415,7 +415,7 @@ class ZeekJsonReader(LineReader):
             return False
         return b'"ts"' in line and any(key in line for key in cls._KEYS[1:])
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         log_table = self._table_of(stream.peek(1 << 16), source.path)
         scan_filter = None
@@ -439,7 +439,7 @@ class ZeekJsonReader(LineReader):
 
 
 class _ZeekJsonParser(JsonLinesParser):
-    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, scan_filter: LineFilter | None,
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, scan_filter: LineFilter | None,
                  log_table: str | None):
         super().__init__(source, stream, stats, scan_filter)
         self.table = log_table

@@ -79,7 +79,7 @@ class ElasticsearchSink(HttpSink):
                                       f"{len(documents)} documents")
             again = []
             for (document, line), item in zip(documents, items):
-                result = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+                result: dict = next(iter(item.values()), {}) if isinstance(item, dict) else {}
                 status = result.get("status", 0)
                 if status == 409:
                     self.duplicates += 1

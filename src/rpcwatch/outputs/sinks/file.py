@@ -67,10 +67,12 @@ class FileSink(Sink):
         try:
             if self._fd is None:
                 self.open()
+            fd = self._fd
+            assert fd is not None, "open() sets it or raises"
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
         except OSError as exc:
             self._undo()
             raise SinkUnavailable(f"{self.name}: {exc.strerror or exc}") from None

@@ -83,7 +83,7 @@ class SplunkHecSink(HttpSink):
         return rejected
 
     def _event(self, document: dict) -> bytes:
-        event = {**self._metadata, "event": document}
+        event: dict[str, object] = {**self._metadata, "event": document}
         seconds = _epoch(document.get("@timestamp"))
         if seconds is not None:
             event["time"] = seconds
