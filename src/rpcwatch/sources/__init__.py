@@ -44,9 +44,9 @@ class _CountingStream(io.RawIOBase):
         return data
 
     def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        size = self._raw.readinto(buffer) or 0  # straight into the reader's buffer: no copy
+        self._on_bytes(size)
+        return size
 
     def close(self) -> None:
         try:

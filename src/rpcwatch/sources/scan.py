@@ -21,6 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Iterator
 
+import numpy as np
+
 from rpcwatch.context import current
 from rpcwatch.sources.inputs import iter_line_chunks, without_long_lines
 from rpcwatch.sources.prefilter import compile_line_pattern
@@ -100,12 +102,39 @@ def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
             kept = data
         else:
             kept = matcher.kept(data)
-        body = data[:-1] if data.endswith(b"\n") else data
-        runs.append(Run(offset + start, end - start, lines=data.count(b"\n") + (not data.endswith(b"\n")),
-                        marks=data.count(marker), clean=_is_clean(data), edges=body[:1] + body[-1:],
-                        kept=kept, data=data if keep_data else None, returns=b"\r" in data))
+        lines, marks = _lines_and_marks(data, marker)
+        runs.append(Run(offset + start, end - start, lines=lines, marks=marks, clean=_is_clean(data),
+                        edges=_edges(data), kept=kept, data=data if keep_data else None, returns=b"\r" in data))
         start = end
     return runs
+
+
+def _lines_and_marks(data: bytes, marker: bytes) -> tuple[int, int]:
+    """The lines of a run (a last line without its newline counts) and the occurrences of
+    the format's marker. ``bytes.count`` goes byte by byte where the byte is frequent (a
+    TSV's tabs: about 600 MB/s); numpy compares many bytes per instruction (about 8 GB/s).
+    A marker around a newline (JSON lines' ``}\\n{``) is looked for at the newlines only;
+    it cannot overlap itself, so this counts what ``bytes.count`` counts."""
+    codes = np.frombuffer(data, np.uint8)
+    unterminated = not data.endswith(b"\n")
+    if len(marker) == 1:
+        return int(np.count_nonzero(codes == 10)) + unterminated, int(np.count_nonzero(codes == marker[0]))
+    at = marker.find(b"\n")
+    if at < 0:
+        return int(np.count_nonzero(codes == 10)) + unterminated, data.count(marker)
+    newlines = np.flatnonzero(codes == 10)
+    starts = newlines[(newlines >= at) & (newlines - at + len(marker) <= len(data))] - at
+    found = np.ones(len(starts), dtype=bool)
+    for index, byte in enumerate(marker):
+        if index != at:
+            found &= codes[starts + index] == byte
+    return len(newlines) + unterminated, int(np.count_nonzero(found))
+
+
+def _edges(data: bytes) -> bytes:
+    """The first byte and the last before a final newline (without copying the run)."""
+    end = len(data) - data.endswith(b"\n")
+    return data[:min(end, 1)] + data[max(end - 1, 0):end]
 
 
 def _next_header_line(block: bytes, start: int, headers: bytes) -> int:
