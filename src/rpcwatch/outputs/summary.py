@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rpcwatch.hunt import HuntPlan, HuntReport
-from rpcwatch.triage.run import TriageResult
 from rpcwatch.outputs.table import safe_text
+
+if TYPE_CHECKING:  # types only: a hunt's summary must not import triage's pipeline
+    from rpcwatch.hunt import HuntPlan, HuntReport
+    from rpcwatch.triage.run import TriageResult
 
 
 def _size(count: float) -> str:

@@ -200,8 +200,8 @@ def _find_newline(fh, position: int, until: int) -> int:
 def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, pattern: bytes | None,
                           headers: bytes, max_line: int) -> Iterator[Run] | None:
     """Runs of a plain file from ``start`` on, scanned by worker processes, in file order;
-    ``None`` when the file is too small to be worth it or there is a single core."""
-    pool = worker_pool() if size - start >= PARALLEL_MIN_SIZE else None
+    ``None`` when that does not pay (:func:`scan_pays_in_workers`) or there is a single core."""
+    pool = worker_pool() if scan_pays_in_workers(size - start, pattern) else None
     if pool is None:
         return None
     starts = range(start, size, RANGE_SIZE)
@@ -210,10 +210,19 @@ def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, patte
     return (run for runs in results for run in runs)
 
 
+def scan_pays_in_workers(size: int, pattern: bytes | None) -> bool:
+    """Whether worker processes should scan a plain file of ``size`` bytes range by range:
+    only a large file whose prefilter needs RE2 (a pattern Hyperscan cannot compile). With
+    Hyperscan the scan runs at over 1 GB/s in this process, and every benchmark log was read
+    slower by the workers than here: their start-up and the trip of the kept lines between
+    processes cost more than the share of the scan they take (docs/performance.md)."""
+    return bool(pattern) and size >= PARALLEL_MIN_SIZE and not compile_line_pattern(pattern).native
+
+
 def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter: LineFilter | None,
               marker: bytes, headers: bytes, start: int = 0) -> Iterator[Run]:
     """The runs of an input from ``start``: scanned by workers when the input is a large
-    plain file and a filter does most of the work, else block by block from ``stream``."""
+    plain file and that pays, else block by block from ``stream``."""
     pattern = None if line_filter is None else line_filter.pattern
     max_line = current().limits.max_line_bytes
     if source.disk_path and pattern is not None and source.size:
