@@ -29,10 +29,12 @@ class Command:
 
 @dataclass
 class Result:
-    #: median wall seconds, every round's seconds, largest peak resident set in MiB
+    #: median wall seconds, every round's seconds, largest peak resident set in MiB, median
+    #: CPU seconds (user and system, the process and its children: steadier on a busy machine)
     seconds: float
     rounds: list[float]
     peak_mib: float
+    cpu: float
     #: the last round's standard output
     output: str
 
@@ -40,20 +42,24 @@ class Result:
 def measure_rounds(commands: dict[str, Command], runs: int) -> dict[str, Result]:
     """Every command ``runs`` times, one after the other within each round."""
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     peaks = dict.fromkeys(commands, 0.0)
     outputs = dict.fromkeys(commands, "")
     for _ in range(runs):
         for name, command in commands.items():
-            seconds, peak, output = run_once(command)
+            seconds, peak, output, used = run_once(command)
             times[name].append(seconds)
+            cpu[name].append(used)
             peaks[name] = max(peaks[name], peak)
             outputs[name] = output
-    return {name: Result(statistics.median(times[name]), times[name], peaks[name], outputs[name])
-            for name in commands}
+    return {name: Result(statistics.median(times[name]), times[name], peaks[name], statistics.median(cpu[name]),
+                         outputs[name]) for name in commands}
 
 
-def run_once(command: Command) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in MiB (of the process and its waited-for children) and output."""
+def run_once(command: Command) -> tuple[float, float, str, float]:
+    """Wall seconds, peak RSS in MiB (of the process, or of its largest waited-for child),
+    output and CPU seconds. A process's own workers are its children: wait4 counts their
+    CPU once they are waited for."""
     env = {**os.environ, **command.env}
     start = time.perf_counter()
     process = subprocess.Popen(command.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
@@ -62,7 +68,7 @@ def run_once(command: Command) -> tuple[float, float, str]:
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) not in (0, 1):  # grep -c exits 1 when it finds nothing
         raise SystemExit(f"failed: {' '.join(command.argv)}")
-    return seconds, usage.ru_maxrss / 1024, stdout.decode()
+    return seconds, usage.ru_maxrss / 1024, stdout.decode(), usage.ru_utime + usage.ru_stime
 
 
 def rpcwatch(args: list[str], source: Path | None = None) -> Command:
