@@ -112,7 +112,7 @@ def main() -> None:
     compiled(REPO / "src")
     before = baseline_source(args.baseline) if args.baseline else None
 
-    print(f"{'rows':>9} {'format':7} {'MB':>5} | command          {'s':>6} {'RSS MiB':>8} "
+    print(f"{'rows':>9} {'format':7} {'MB':>5} | command          {'s':>6} {'CPU s':>6} {'RSS MiB':>8} "
           f"{'vs duckdb':>9} {'vs grep':>8} | alerts")
     for rows in args.rows:
         for fmt in args.formats:
@@ -137,7 +137,7 @@ def main() -> None:
                 elif name == "duckdb query":
                     check = result.output.strip() + (" ok" if int(result.output) == truth["expected_matches"]
                                                      else " MISMATCH")
-                print(f"{rows:>9} {fmt:7} {size:>5.0f} | {name:16} {result.seconds:>6.2f} {result.peak_mib:>8.0f} "
+                print(f"{rows:>9} {fmt:7} {size:>5.0f} | {name:16} {result.seconds:>6.2f} {result.cpu:>6.2f} {result.peak_mib:>8.0f} "
                       f"{result.seconds / duck:>8.2f}x {result.seconds / grep:>7.2f}x | {check}  "
                       f"[{' '.join(f'{t:.2f}' for t in result.rounds)}]", flush=True)
             print(flush=True)
