@@ -24,8 +24,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
+from datetime import UTC
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -132,10 +132,10 @@ def check(output: str, hosts: int, bundled: bool) -> str:
     sweeps = [a["correlation"] for a in alerts if a["rule"]["name"] == "RPC Sweep from Internet"]
     found = [(s["events_count"], s["value"], s["first_seen"], s["last_seen"]) for s in sweeps]
     count, window, first, last = truth["sweep"]
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     def iso(ts: float) -> str:
-        return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     want_sweeps = [(count, window, iso(first), iso(last))] if bundled else []
     ok = by_rule["Detect RPC from Internet"] == hosts and found == want_sweeps and len(by_rule) == 1 + bundled

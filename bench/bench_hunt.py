@@ -137,7 +137,8 @@ def main() -> None:
                 elif name == "duckdb query":
                     check = result.output.strip() + (" ok" if int(result.output) == truth["expected_matches"]
                                                      else " MISMATCH")
-                print(f"{rows:>9} {fmt:7} {size:>5.0f} | {name:16} {result.seconds:>6.2f} {result.cpu:>6.2f} {result.peak_mib:>8.0f} "
+                print(f"{rows:>9} {fmt:7} {size:>5.0f} | {name:16} {result.seconds:>6.2f} {result.cpu:>6.2f} "
+                      f"{result.peak_mib:>8.0f} "
                       f"{result.seconds / duck:>8.2f}x {result.seconds / grep:>7.2f}x | {check}  "
                       f"[{' '.join(f'{t:.2f}' for t in result.rounds)}]", flush=True)
             print(flush=True)

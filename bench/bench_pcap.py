@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
@@ -156,7 +155,7 @@ def main() -> None:
     packets = int(reader.output.split()[0])
     print(f"capture: {size_mb:.0f} MB, {packets} packets; reader output (packets, conn rows, dce_rpc rows): "
           f"{reader.output}")
-    print(f"(peak RSS of the worker variant is the largest single process)")
+    print("(peak RSS of the worker variant is the largest single process)")
     print(f"{'':24} {'median s':>9} {'packets/s':>11} {'MB/s':>7} {'CPU s':>7} {'peak RSS MB':>12}  wall s per run")
     for name, results in runs.items():
         run = median(results)

@@ -75,7 +75,8 @@ def main() -> None:
     print(f"{'run':8} {'wall s':>7} {'CPU s':>7}")
     for name in walls:
         print(f"{name:8} {wall[name]:>7.2f} {cpu[name]:>7.2f}")
-    print(f"cached - bundled: wall {wall['cached'] - wall['bundled']:+.2f} s, CPU {cpu['cached'] - cpu['bundled']:+.2f} s;"
+    print(f"cached - bundled: wall {wall['cached'] - wall['bundled']:+.2f} s,"
+          f" CPU {cpu['cached'] - cpu['bundled']:+.2f} s;"
           f" cold - cached: wall {wall['cold'] - wall['cached']:+.2f} s, CPU {cpu['cold'] - cpu['cached']:+.2f} s")
 
 

@@ -15,8 +15,8 @@ import gzip
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rpcwatch.hunt import plan_hunt
 from rpcwatch.sources import LogReading, expand_inputs

@@ -31,9 +31,9 @@ SEEDS = ("conn.log", "dce_rpc.log", ".log.gz", ".evtx", ".json", ".pcap", ".pcap
 
 with atheris.instrument_imports():
     from rpcwatch.context import Limits, RunContext
-    from rpcwatch.sources import LogReading, expand_inputs
-    from rpcwatch.sigma.loader import load_rule_set  # noqa: F401  (the plan below needs it)
     from rpcwatch.hunt import plan_hunt
+    from rpcwatch.sigma.loader import load_rule_set  # noqa: F401  (the plan below needs it)
+    from rpcwatch.sources import LogReading, expand_inputs
     from rpcwatch.workers import WorkerPool
 
 PLAN = plan_hunt().prefilter

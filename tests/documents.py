@@ -1,7 +1,7 @@
 """Alerts as the JSON documents users get (``hunt --format jsonl``): enriched, serialised."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from rpcwatch.alerts import Alert
 from rpcwatch.config import Config

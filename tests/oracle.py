@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache, lru_cache
 
 import re2
 
@@ -145,7 +145,7 @@ def _string(value, test: StringTest) -> bool:
     return _pattern_matcher(test)(value if test.case_sensitive else value.lower())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pattern_matcher(test: StringTest) -> Callable[[str], bool]:
     """Whole-value match of a pattern: equality, containment, prefix and suffix as string
     operations (most rule values are one of these), anything else as a regex."""
@@ -164,7 +164,7 @@ def _pattern_matcher(test: StringTest) -> Callable[[str], bool]:
     return lambda subject: regex.fullmatch(subject) is not None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _re2(test: RegexTest):
     flags = "".join(f for f, on in (("i", test.ignore_case), ("m", test.multiline), ("s", test.dotall)) if on)
     return re2.compile(f"(?{flags}){test.regex}" if flags else test.regex)
@@ -197,9 +197,9 @@ def _text(value) -> str:
 
 def _moment(value):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
+        return datetime.fromtimestamp(value, tz=UTC)
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -11,11 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from documents import documents
+
+from rpcwatch import hunt as hunt_module
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
-from rpcwatch import hunt as hunt_module
 from rpcwatch.hunt import Hunt, plan_hunt
 from rpcwatch.sources import expand_inputs, scan
 
@@ -85,7 +85,8 @@ def test_internal_networks_make_a_source_internal(corpus):
     assert len(alerts) == 29  # 152.32.151.121 and 152.32.164.18 are now ours
 
 
-def test_examples(repo_root=Path(__file__).resolve().parent.parent):
+def test_examples():
+    repo_root = Path(__file__).resolve().parent.parent
     alerts, report = hunt([repo_root / "examples"])
     counts = Counter(a["rule"]["name"] for a in alerts)
     assert counts == {RPC: 7, DCE: 6, "Remote Execution over DCE/RPC from Internet": 2,

@@ -7,14 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from documents import documents
+from sources.windows_corpus import parser_records
+
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
 from rpcwatch.sources import expand_inputs
-
-from sources.windows_corpus import parser_records
 
 WINDOWS_RULE = "Detect RPC from Internet - Windows"
 EVTX_INBOUND = {

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Mapping
+from typing import Any
 
 import pyarrow as pa
 
@@ -43,7 +44,7 @@ class RuleRef:
     guide: str | None = None
 
     @classmethod
-    def of(cls, rule: Any) -> "RuleRef":
+    def of(cls, rule: Any) -> RuleRef:
         """From a compiled rule or correlation (both carry these attributes)."""
         return cls(id=rule.id, name=rule.title, level=rule.level, tags=tuple(rule.tags),
                    reference=rule_reference(rule.path), guide=getattr(rule, "guide", "") or None)
@@ -194,7 +195,7 @@ def build_alerts(rule: Any, table: str, rows: pa.Table,
         names = [name for name in names if rows.column(name).null_count < rows.num_rows]
         rows = rows.select([*names, *(name for name in rows.column_names if name.startswith(HIDDEN_PREFIX))])
     fields_by_path: dict[str | None, list[str]] = {}
-    for record in rows.to_pylist():
+    for record in _records(rows):
         path = record.get(FILE_COLUMN)
         fields = fields_by_path.get(path)
         if fields is None:
@@ -205,6 +206,16 @@ def build_alerts(rule: Any, table: str, rows: pa.Table,
         original = {name: value if type(value) in _SIMPLE else _plain(value)
                     for name in fields if (value := record[name]) is not None or not info.sparse}
         yield alert_from_record(rule_ref, table, original, path, info)
+
+
+#: matched rows made into Python records at a time: a batch may hold 256 k matches (every
+#: record of an alerting flood), and a dict each at once would cost a GiB
+RECORDS_AT_A_TIME = 4096
+
+
+def _records(rows: pa.Table) -> Iterator[dict[str, Any]]:
+    for offset in range(0, rows.num_rows, RECORDS_AT_A_TIME):
+        yield from rows.slice(offset, RECORDS_AT_A_TIME).to_pylist()
 
 
 def alert_from_record(rule: RuleRef, table: str, original: dict[str, Any], path: str | None,
@@ -294,7 +305,7 @@ def event_time(record: Mapping[str, Any], info: TableInfo) -> float | None:
     if isinstance(value, (int, float)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     moment = _parse_iso(str(value))
     return None if moment is None else moment.timestamp()
 
@@ -305,7 +316,7 @@ def iso_timestamp(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        moment: datetime | None = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        moment: datetime | None = value if value.tzinfo else value.replace(tzinfo=UTC)
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         moment = _from_epoch(float(value))
     else:
@@ -316,7 +327,7 @@ def iso_timestamp(value: Any) -> str | None:
     if moment is None:
         return None
     try:
-        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     except (OverflowError, ValueError):  # 9999-12-31T23:59:59-01:00 is after year 9999 in UTC
         return None
 
@@ -325,7 +336,7 @@ def _from_epoch(seconds: float) -> datetime | None:
     if not math.isfinite(seconds):
         return None
     try:
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -335,7 +346,7 @@ def _parse_iso(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _as_number(value: Any) -> Any:
@@ -401,13 +412,13 @@ def epoch_micros(timestamp: str | None) -> int | None:
     moment = _parse_iso(timestamp)
     if moment is None:
         return None
-    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def iso_from_micros(micros: int) -> str:
     seconds, fraction = divmod(micros, 1_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{fraction:06d}Z"
 
 

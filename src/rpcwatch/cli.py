@@ -12,15 +12,22 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from rpcwatch import __version__
 from rpcwatch.engines import ENGINES
 from rpcwatch.escaping import terminal_text
 from rpcwatch.outputs import WRITERS
+
+if TYPE_CHECKING:  # imported where used: the command line starts fast
+    from rich.progress import Progress
+
+    from rpcwatch.hunt import Engine, HuntPlan
+    from rpcwatch.sources.inputs import InputFile
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_INPUT, EXIT_FINDINGS = 0, 1, 2, 3, 4
 
@@ -229,9 +236,9 @@ def _config(args):
 class _Run:
     """What every command that hunts starts from."""
 
-    inputs: list
-    plan: object
-    engine: object
+    inputs: list[InputFile]
+    plan: HuntPlan
+    engine: Engine
     #: export-parquet datasets the Spark engine scans where they live
     datasets: list[str]
 
@@ -337,7 +344,7 @@ def _hunt(args) -> int:
 
 
 def _run_triage(args, incidents: bool, suppression=None):
-    from rpcwatch.outputs.summary import print_summary, print_evidence_summary
+    from rpcwatch.outputs.summary import print_evidence_summary, print_summary
     from rpcwatch.triage.run import run_triage
 
     run = _prepare(args)
@@ -506,7 +513,7 @@ class _progress:
     def __init__(self, inputs, enabled: bool):
         self._total = sum(i.size or 0 for i in inputs)
         self._enabled = enabled and self._total > (8 << 20)
-        self._bar = None
+        self._bar: Progress | None = None
 
     def __enter__(self) -> Callable[[int], None] | None:
         if not self._enabled:
@@ -514,11 +521,10 @@ class _progress:
         from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-        self._bar = Progress("reading", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                             TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True)
-        self._bar.__enter__()
-        task = self._bar.add_task("read", total=self._total)
-        bar = self._bar
+        bar = self._bar = Progress("reading", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                                   TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True)
+        bar.__enter__()
+        task = bar.add_task("read", total=self._total)
         return lambda size: bar.advance(task, size)
 
     def __exit__(self, *exc) -> None:
@@ -543,8 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so plainly, traceback on request
         if args.debug:
             traceback.print_exc()
-        print(f"rpcwatch: internal error: {type(exc).__name__}: {terminal_text(str(exc))} (run with --debug for details)",
-              file=sys.stderr)
+        print(f"rpcwatch: internal error: {type(exc).__name__}: {terminal_text(str(exc))}"
+              " (run with --debug for details)", file=sys.stderr)
         return EXIT_INTERNAL
 
 

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 from rpcwatch.context import LimitError, Limits
 from rpcwatch.networks import DEFAULT_INTERNAL, DEFAULT_NON_ROUTABLE, NetworkError, NetworkSet
@@ -71,7 +72,7 @@ class Config:
     watch: WatchSettings = field(default_factory=WatchSettings)
     source: str = "defaults"
 
-    def with_internal(self, cidrs: Sequence[str]) -> "Config":
+    def with_internal(self, cidrs: Sequence[str]) -> Config:
         """``--internal`` given on the command line replaces the internal list."""
         if not cidrs:
             return self
@@ -154,7 +155,8 @@ def _watch(table, source: str) -> WatchSettings:
             raise ConfigError(f"{source}: watch.{key} must be a positive number")
     if "state" in table and not isinstance(table["state"], str):
         raise ConfigError(f"{source}: watch.state must be a directory name")
-    return WatchSettings(**{key: float(value) if key in numbers else value for key, value in table.items()})
+    checked: dict[str, Any] = {key: float(value) if key in numbers else value for key, value in table.items()}
+    return WatchSettings(**checked)
 
 
 def _networks(values, where: str) -> NetworkSet:

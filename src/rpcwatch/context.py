@@ -34,7 +34,7 @@ class Limits:
     correlation_held_events: int = 500_000
 
     @classmethod
-    def from_mapping(cls, values: dict, where: str) -> "Limits":
+    def from_mapping(cls, values: dict, where: str) -> Limits:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -54,7 +54,7 @@ class RunContext:
     line_matchers: dict = field(default_factory=dict)
     _token: Token | None = field(default=None, repr=False)
 
-    def __enter__(self) -> "RunContext":
+    def __enter__(self) -> RunContext:
         self._token = _current.set(self)
         return self
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -196,8 +197,7 @@ class Hunt:
     def _run(self, table: str, tables: list[pa.Table]) -> Iterator[tuple[BoundRule, pa.Table]]:
         rules = self.plan.by_table[table]
         for data in _unify(tables):
-            for bound, rows in self.engine.match(data, rules):
-                yield bound, rows
+            yield from self.engine.match(data, rules)
 
 
 def new_correlator(correlations: Sequence) -> Correlator:

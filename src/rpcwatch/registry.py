@@ -5,8 +5,9 @@ importing the implementations: Spark, rich or pySigma's backends would add secon
 start-up that needs none of them. Each entry is ``"module:attribute"``."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import import_module
-from typing import Any, Mapping
+from typing import Any
 
 
 class Registry:

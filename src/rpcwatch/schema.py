@@ -12,9 +12,11 @@ them all by declaring its roles.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal as TypingLiteral, Mapping
+from typing import Any
+from typing import Literal as TypingLiteral
 
 import pyarrow as pa
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Sequence
+from multiprocessing.context import BaseContext
 
 #: smaller files are never split between workers (they cost a start-up)
 PARALLEL_MIN_SIZE = 48 << 20
@@ -53,6 +54,7 @@ class WorkerPool:
         if self.count() < 2 or _in_worker or self._broken:
             return None
         if self._pool is None:
+            context: BaseContext
             if "forkserver" in multiprocessing.get_all_start_methods():
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["rpcwatch.sources"])

@@ -6,8 +6,8 @@ import json
 import textwrap
 
 import pytest
-
 from documents import documents
+
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
 from rpcwatch.outputs.summary import print_summary

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from correlation_reference import Found, Observed, found_in, reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from correlation_reference import Found, Observed, found_in, reference
 from rpcwatch.sigma.correlation import (
     CompiledCorrelation,
     CorrelationLimits,
@@ -341,6 +341,26 @@ def test_a_saved_state_of_another_version_is_refused():
         Correlator.restore([SWEEP], b"\x80\x04pickle")
     with pytest.raises(CorrelationStateError, match="not an rpcwatch correlation state"):
         Correlator.restore([SWEEP], b"[1, 2]")
+
+
+def test_a_damaged_group_or_closed_episode_is_refused_on_restore():
+    """A group without its last event time, or a closed episode without its episode,
+    makes the state damaged when it is restored, not a crash later when the groups
+    expire or the alerts are written."""
+    correlator = Correlator([SWEEP], CorrelationLimits(max_reorder_events=1))
+    for event in probes([0, 1, 2]):
+        feed(correlator, event)
+    saved = json.loads(correlator.snapshot())
+    assert [group[2] for group in saved["correlations"]["c1"]["groups"]] == [1]
+    no_last = json.loads(json.dumps(saved))
+    no_last["correlations"]["c1"]["groups"][0][2] = None
+    no_episode = json.loads(json.dumps(saved))
+    no_episode["correlations"]["c1"]["closed"] = [[0, ["a"], None]]
+    for damaged in (no_last, no_episode):
+        with pytest.raises(CorrelationStateError, match="correlation state is damaged: TypeError"):
+            Correlator.restore([SWEEP], json.dumps(damaged).encode())
+    assert [a.correlation["events_count"] for a in Correlator.restore([SWEEP], json.dumps(saved).encode()).finish()] \
+        == [3]
 
 
 def test_a_changed_rule_starts_afresh_and_says_so():

@@ -5,6 +5,7 @@ import json
 import textwrap
 
 from documents import documents
+
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
 from rpcwatch.sources import expand_inputs

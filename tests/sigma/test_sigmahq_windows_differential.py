@@ -4,9 +4,10 @@ and record by record."""
 from __future__ import annotations
 
 from collections import Counter
-import pytest
 
+import pytest
 from oracle import evaluate
+
 from rpcwatch.alerts import FILE_COLUMN
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt

@@ -147,9 +147,10 @@ def test_registry_set_rule_reads_security_4657_with_its_names(tmp_path):
 
 
 def test_rule_reading_a_field_4657_lacks_runs_on_sysmon_only():
+    from sigma.rule import SigmaRule
+
     from rpcwatch.sigma.compiler import compile_rule
     from rpcwatch.sigma.logsources import bind
-    from sigma.rule import SigmaRule
 
     rule = SigmaRule.from_yaml(REGISTRY_RULE.replace("Image|endswith", "User|contains"))
     bound = bind(compile_rule(rule))

@@ -3,8 +3,8 @@ netfilter, ECS) share: the bundled rules hunted, triaged and converted on their 
 and which reader content sniffing picks for every sample format."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import duckdb
 import pyarrow as pa

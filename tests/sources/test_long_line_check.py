@@ -1,7 +1,8 @@
 """The quick check that lets ``without_long_lines`` skip its regex agrees with the regex."""
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rpcwatch.sources.inputs import _long_line_pattern, without_long_lines
 

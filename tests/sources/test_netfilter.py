@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -56,8 +56,8 @@ def test_an_icmp_error_is_read_by_its_outer_header(corpus):
 def test_prefix_host_time_and_flags(corpus):
     data = net.tables([corpus / PLANTED])[NETFILTER_TABLE].to_pylist()
     written = (corpus / PLANTED).stat().st_mtime
-    year = datetime.fromtimestamp(written, timezone.utc).year
-    january = datetime(year, 1, 8, 3, 37, 9, tzinfo=timezone.utc)
+    year = datetime.fromtimestamp(written, UTC).year
+    january = datetime(year, 1, 8, 3, 37, 9, tzinfo=UTC)
     if january.timestamp() > written + 86_400:  # a file written in the first week of a year
         january = january.replace(year=year - 1)
     picked = [(row["host"], row["action"], row["IN"], row["OUT"], row["flags"]) for row in data]
@@ -67,7 +67,7 @@ def test_prefix_host_time_and_flags(corpus):
     assert picked[14] == ("ubuntu-bionic", None, None, "lo", None)  # the kernel's uptime stamp is no prefix
     assert picked[17] == ("MainFirewall", "[WAN_OUT-2000-A]", "eth0", "eth2", "ACK PSH")
     assert picked[22] == ("Abc-A1", "[SOMETHING-1234-A]", "abc.123", "abc.123", None)
-    assert data[1]["timestamp"] == datetime(2021, 3, 12, 14, 10, 18, tzinfo=timezone.utc).timestamp()
+    assert data[1]["timestamp"] == datetime(2021, 3, 12, 14, 10, 18, tzinfo=UTC).timestamp()
     assert data[4]["timestamp"] == january.timestamp()
     assert data[15]["SRC"] == "fe80:0000:0000:0000:0084:88ff:feae:790a"
 
@@ -78,7 +78,7 @@ def test_a_date_without_year_is_the_latest_not_after_the_log_was_written(tmp_pat
                    "PROTO=TCP SPT=1 DPT=135 SYN \n"
                    "Jan  2 00:00:01 gw kernel: DROP IN=eth0 OUT= SRC=45.155.205.233 DST=10.0.0.2 LEN=40 "
                    "PROTO=TCP SPT=2 DPT=135 SYN \n")
-    written = datetime(2024, 1, 5, tzinfo=timezone.utc).timestamp()
+    written = datetime(2024, 1, 5, tzinfo=UTC).timestamp()
     os.utime(log, (written, written))
     alerts, _ = net.hunt([log])
     assert sorted(a.timestamp for a in alerts) == ["2023-12-31T23:59:00.000000Z", "2024-01-02T00:00:01.000000Z"]
@@ -147,7 +147,7 @@ def write_log(folder: Path, records: list[tuple[str, str, int]]) -> Path:
     path = folder / "kern.log"
     with path.open("w") as out:
         for number, (src, dst, epoch) in enumerate(records):
-            stamp = datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             out.write(f"{stamp} gw kernel: [DROP] IN=eth0 OUT= SRC={src} DST={dst} LEN=60 TTL=50 ID={number} "
                       f"PROTO=TCP SPT={40000 + number} DPT=135 WINDOW=64240 RES=0x00 SYN URGP=0 \n")
     return path

@@ -13,10 +13,11 @@ import pyarrow as pa
 import pytest
 
 from rpcwatch.sources import sniff_reader
-from rpcwatch.sources.inputs import InputFile, open_decompressed
 from rpcwatch.sources.base import ReadStats
+from rpcwatch.sources.inputs import InputFile, open_decompressed
 from rpcwatch.sources.winjson import WindowsJsonReader
 from rpcwatch.sources.zeek import ZeekJsonReader
+
 from .windows_corpus import parser_records, port_135_events, read, sigma_text
 from .winlogbeat_fixtures import corpus_events, dotted, raw_winlogbeat, sysmon_module, write_ndjson
 

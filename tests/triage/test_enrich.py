@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_hunt import hunt
 
 from rpcwatch.config import Config
 from rpcwatch.networks import address_spellings, parse_address
@@ -11,7 +12,6 @@ from rpcwatch.triage.enrich import AlertEnricher
 from rpcwatch.triage.mitre import threat_of
 from rpcwatch.triage.risk import alert_risk, incident_risk, severity_of_stage
 from rpcwatch.triage.scope import AddressScope
-from test_hunt import hunt
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -28,6 +28,7 @@ def _check_enriched(alert: dict) -> None:
 
 def test_guides_only_when_asked():
     from documents import documents
+
     from rpcwatch.engines.duckdb import DuckDBEngine
     from rpcwatch.hunt import Hunt, plan_hunt
     from rpcwatch.sources import expand_inputs

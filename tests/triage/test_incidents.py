@@ -4,10 +4,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import otrf_psexec
 import pyarrow as pa
 import pytest
 
-import otrf_psexec
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import plan_hunt

@@ -8,12 +8,11 @@ import textwrap
 import time
 
 import pytest
+from outputs.sinks.standins import ElasticsearchStandIn
 
 from rpcwatch.hunt import plan_hunt
 from rpcwatch.outputs.sinks import SinkSettings, make_sink
-from rpcwatch.sigma.correlation import Correlator
 from watch.zeek_writer import RPC_RULE, ConnLog, header
-from outputs.sinks.standins import ElasticsearchStandIn
 
 DOWN = [503] * 1000
 

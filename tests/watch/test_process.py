@@ -16,10 +16,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from outputs.sinks.standins import ElasticsearchStandIn
 
 from watch.processes import rpcwatch, start_watch, until_started
 from watch.zeek_writer import RPC_RULE, ConnLog, header
-from outputs.sinks.standins import ElasticsearchStandIn
 
 KILLS = 20
 

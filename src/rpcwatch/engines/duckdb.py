@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import bisect
 import warnings
-from typing import Iterator, Sequence
+from collections.abc import Iterator
 
 import duckdb
 import numpy as np
@@ -83,11 +83,13 @@ class DuckDBEngine(SqlRuleEngine):
     def __init__(self, threads: int | None = None):
         super().__init__(Dialect())
         self.con = duckdb.connect(config={"threads": threads} if threads else {})
+        from duckdb.func import FunctionNullHandling, PythonUDFType
         from duckdb.sqltypes import BOOLEAN, VARCHAR
 
         self.con.create_function("rpcw_ip_in", AddressMatcher(self.dialect.network_lists), [VARCHAR, VARCHAR],
-                                 BOOLEAN, type="arrow", null_handling="special", side_effects=False)
-        self._statements: dict[str, object] = {}
+                                 BOOLEAN, type=PythonUDFType.ARROW, null_handling=FunctionNullHandling.SPECIAL,
+                                 side_effects=False)
+        self._statements: dict[str, duckdb.Statement] = {}
         self._indexes: dict[tuple[BoundRule, ...], RuleIndex] = {}
         self._pruned: dict[tuple, list[str]] = {}
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from typing import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rpcwatch.schema import RAW_COLUMN
 from rpcwatch.sigma.expr import fields_of, has_keywords
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import Dialect, SqlPrinter, Unprintable, lowered_name
-from rpcwatch.schema import RAW_COLUMN
 
 RULES_COLUMN = "__rules__"
 ROW_COLUMN = "__row__"
@@ -157,7 +157,7 @@ class BatchShape:
     """The columns a set of rules reads, and a schema for them that only grows."""
 
     def __init__(self, rules: Sequence[BoundRule]):
-        wanted = set()
+        wanted: set[str] = set()
         self.all_text = False
         for rule in rules:
             wanted.update(name.lower() for name in fields_of(rule.expr))

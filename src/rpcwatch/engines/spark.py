@@ -10,7 +10,7 @@ itself go through :mod:`rpcwatch.engines.spark_scan`.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -4,7 +4,8 @@ cell holding a lone CR is quoted instead of starting a new row."""
 from __future__ import annotations
 
 import csv as _csv
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
 from rpcwatch.alerts import Alert
 from rpcwatch.escaping import csv_cell

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from typing import IO, Any, Iterable
+from collections.abc import Iterable
+from typing import IO, Any
 
 from rpcwatch.alerts import Alert
 
@@ -15,7 +16,6 @@ def dumps(document: dict[str, Any]) -> str:
 def write(alerts: Iterable[Alert], stream: IO[str], guides: bool = False) -> int:
     count = 0
     for alert in alerts:
-        stream.write(dumps(alert.to_dict(guides)))
-        stream.write("\n")
+        stream.write(dumps(alert.to_dict(guides)) + "\n")
         count += 1
     return count

@@ -5,7 +5,7 @@ came from in ``__file__`` (alerts name it as ``log.file.path``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,8 +43,8 @@ def export_parquet(inputs: list[InputFile], directory: Path) -> ParquetExport:
         written: list[str] = []
         ds.write_dataset(data, directory, format="parquet", partitioning=list(PARTITIONS),
                          partitioning_flavor="hive", existing_data_behavior="overwrite_or_ignore",
-                         basename_template=f"part-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{number}-{{i}}.parquet",
-                         file_visitor=lambda f: written.append(f.path))
+                         basename_template=f"part-{datetime.now(UTC):%Y%m%dT%H%M%S}-{number}-{{i}}.parquet",
+                         file_visitor=lambda f, written=written: written.append(f.path))
         export.rows += data.num_rows
         export.files += len(written)
     return export

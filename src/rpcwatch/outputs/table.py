@@ -2,7 +2,8 @@
 terminal control sequences from a log can neither style nor move the terminal."""
 from __future__ import annotations
 
-from typing import IO, Any, Iterable
+from collections.abc import Iterable
+from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table

@@ -18,6 +18,7 @@ import re
 from sigma.conditions import ConditionFieldEqualsValueExpression
 from sigma.conversion.base import Backend
 from sigma.conversion.state import ConversionState
+from sigma.types import SigmaCIDRExpression
 
 from rpcwatch.sigma.targets import installed_backends
 
@@ -102,7 +103,9 @@ class KustoCorrections:
 
     def convert_condition_field_eq_val_cidr(self, cond: ConditionFieldEqualsValueExpression,
                                             state: ConversionState) -> str:
-        network = cond.value.network
+        value = cond.value
+        assert isinstance(value, SigmaCIDRExpression), "pySigma dispatches only CIDR values here"
+        network = value.network
         function = "ipv6_is_in_range" if isinstance(network, ipaddress.IPv6Network) else "ipv4_is_in_range"
         return f'{function}({self.escape_and_quote_field(cond.field)}, "{network}")'
 

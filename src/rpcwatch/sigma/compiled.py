@@ -3,8 +3,8 @@ pySigma, so a run whose rules come from the compiled-rule cache never loads it (
 takes a good share of a short run's start-up; it parses and compiles on a cache miss)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from rpcwatch.sigma.expr import Expr
 

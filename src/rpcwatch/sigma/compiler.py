@@ -6,7 +6,7 @@ module translates that tree and rejects, with a reason, what rpcwatch cannot run
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import re2
 from sigma.conditions import (

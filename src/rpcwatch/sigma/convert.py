@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from sigma.collection import SigmaCollection
@@ -29,12 +30,12 @@ from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 
 from rpcwatch.config import Config
+from rpcwatch.schema import default_schema
 from rpcwatch.sigma.compiler import RuleError, compile_rule
 from rpcwatch.sigma.expr import fields_of
-from rpcwatch.sigma.loader import bundled_rule_files, rule_files
-from rpcwatch.sigma.parse import apply_networks, parse_file
-from rpcwatch.schema import default_schema, table_info
+from rpcwatch.sigma.loader import RuleProblem, bundled_rule_files, rule_files
 from rpcwatch.sigma.logsources import BoundRule, Route, bind, route_service, routes_for, runs_on
+from rpcwatch.sigma.parse import apply_networks, parse_file
 from rpcwatch.sigma.sql import Dialect, SparkDialect, SqlPrinter, Unprintable
 from rpcwatch.sigma.targets import Target, TargetUnavailable, target
 from rpcwatch.sources.windows import SYSTEM_FIELD_TYPES, WINDOWS_TABLE
@@ -63,6 +64,7 @@ def comment_line(target_name: str, text: str) -> str | None:
 def _backend(target_: Target, pipeline_name: str, route: ProcessingPipeline | None = None) -> Backend:
     from rpcwatch.sigma.backends import backend_class  # pySigma's backends: only this command needs them
 
+    assert target_.backend is not None, "targets without an SQL dialect name a backend (targets.py)"
     chosen = pipeline(target_.pipelines[pipeline_name])
     return backend_class(target_.backend)(route + chosen if route is not None else chosen)
 
@@ -119,7 +121,7 @@ def convert(paths: Iterable[str | Path], target_name: str, pipeline_name: str | 
     # correlation rather than a query of its own.
     conversions += [_rule_conversion(rule, chosen, pipeline_name, config) for rule in rules]
     if correlations:
-        SigmaCollection(documents, resolve_references=False).resolve_rule_references()
+        SigmaCollection([*documents], resolve_references=False).resolve_rule_references()
         # a correlation is converted from its rules' conversions, by the same backend
         backend = _backend(chosen, pipeline_name)
         for rule in rules:
@@ -152,14 +154,15 @@ def _log_source_variants(rule: SigmaRule, config: Config) -> list[tuple[str, Pro
     if logsource["service"] or not logsource["category"]:
         return []
     routes = [(route_service(route), route) for route in routes_for(logsource)]
-    if not routes or any(service is None for service, _ in routes):
+    named = [(service, route) for service, route in routes if service is not None]
+    if not routes or len(named) < len(routes):
         return []
     try:
         compiled = compile_rule(rule, config.placeholders)
     except RuleError:  # rpcwatch cannot run it, a backend may still convert it: as it is
         return []
     return [(service, route_pipeline(route, {**logsource, "service": service}))
-            for service, route in routes if runs_on(route, compiled)]
+            for service, route in named if runs_on(route, compiled)]
 
 
 def route_pipeline(route: Route, logsource: dict[str, str | None]) -> ProcessingPipeline:
@@ -187,9 +190,9 @@ def _documents(files: Iterable[Path],
     the ones that cannot be parsed or configured as problems."""
     documents, problems = [], []
     for file in files:
-        for document, problem in parse_file(file):
-            if problem is not None:
-                problems.append(Conversion(problem.title or str(file), problem.id, problem=problem.reason))
+        for document in parse_file(file):
+            if isinstance(document, RuleProblem):
+                problems.append(Conversion(document.title or str(file), document.id, problem=document.reason))
                 continue
             try:
                 if isinstance(document, SigmaRule):
@@ -223,7 +226,7 @@ def pipeline(file_name: str | None) -> ProcessingPipeline:
     return ProcessingPipeline.from_yaml(_pipeline_text(file_name))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pipeline_text(file_name: str) -> str:
     return (resources.files("rpcwatch.sigma") / "pipelines" / file_name).read_text(encoding="utf-8")
 

@@ -45,10 +45,11 @@ import hashlib
 import json
 import math
 from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from heapq import heappop, heappush
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pySigma is imported only to compile and to read extended conditions
     from sigma.correlations import SigmaCorrelationRule
@@ -505,7 +506,7 @@ class _Evaluation:
         if correlation.type == "temporal":
             present = measured.bit_count()
             if correlation.expression:
-                return self._expression_holds(measured), present
+                return self._expression_holds(correlation.expression, measured), present
             if correlation.op is None:
                 return present >= len(self.rules), present
             return _OPS[correlation.op](present, correlation.value), present
@@ -513,15 +514,16 @@ class _Evaluation:
             return measured >= len(self.sequence), measured
         if measured is None:
             return False, None
+        assert correlation.op is not None, "a count or value correlation's condition always has an operator"
         return _OPS[correlation.op](measured, correlation.value), measured
 
-    def _expression_holds(self, present: int) -> bool:
+    def _expression_holds(self, expression: str, present: int) -> bool:
         if present not in self._expression_results:
             keys = {key for number, key in enumerate(self.rules) if present >> number & 1}
             names = {name for name, key in self.correlation.rule_names.items() if key in keys}
             from sigma.correlations import SigmaExtendedCorrelationCondition
 
-            condition = SigmaExtendedCorrelationCondition(self.correlation.expression)
+            condition = SigmaExtendedCorrelationCondition(expression)
             self._expression_results[present] = _eval_extended(condition._parsed, names)
         return self._expression_results[present]
 
@@ -545,6 +547,7 @@ class _Evaluation:
         in a window with an event still to come."""
         while self.groups and self.ages[0][0] < horizon:
             group = self._oldest()
+            assert group.last is not None, "a group gets its last event in the _evaluate that makes it, before expiry"
             if group.last >= horizon:
                 return
             self._drop(group)
@@ -621,6 +624,8 @@ class _Evaluation:
         self.next_group, self.next_episode = int(state["next_group"]), int(state["next_episode"])
         for key, serial, last, window, episode in state["groups"]:
             group = _Group(_thaw(key), int(serial), _aggregate(self.correlation, self.sequence))
+            if not isinstance(last, (int, float)):  # a saved group has had its last event
+                raise TypeError(f"group {serial} has no last event time")
             group.last = last
             for moment, rule, value, time, reference, record_id, table in window:
                 group.window.append((moment, rule, _thaw(value), time, reference, record_id, table))
@@ -629,7 +634,8 @@ class _Evaluation:
             self.groups[group.key] = group
             self.held += len(group.window)
             heappush(self.ages, (last, group.serial, group.key))
-        self.closed = [(int(serial), _thaw(group), _load_episode(episode)) for serial, group, episode in state["closed"]]
+        self.closed = [(int(serial), _thaw(group), _episode_from_state(episode))
+                       for serial, group, episode in state["closed"]]
         self.losses.update(state["losses"])
         self.group_columns = {table: dict(columns) for table, columns in state.get("group_columns", {}).items()}
 
@@ -660,8 +666,10 @@ def _episode_state(episode: _Episode | None) -> list | None:
 
 
 def _load_episode(state: list | None) -> _Episode | None:
-    if state is None:
-        return None
+    return None if state is None else _episode_from_state(state)
+
+
+def _episode_from_state(state: list) -> _Episode:
     first, last, value, count, listed, table = state
     return _Episode(first, last, value, int(count), [tuple(item) for item in listed], table)
 

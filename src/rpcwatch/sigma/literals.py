@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
+from rpcwatch.schema import SAFE_LITERAL, Literal, LiteralSet
 from rpcwatch.sigma.expr import (
     And,
     Const,
@@ -21,7 +22,6 @@ from rpcwatch.sigma.expr import (
     StringTest,
     plain_text,
 )
-from rpcwatch.schema import SAFE_LITERAL, Literal, LiteralSet
 
 #: string values that compare against booleans (``T`` in Zeek TSV), so their text is not required
 _BOOLEAN_WORDS = {"true", "false", "t", "f"}

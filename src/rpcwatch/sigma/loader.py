@@ -9,10 +9,10 @@ never stops a rule set (SigmaHQ's repository layout loads as it is).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import yaml
 
@@ -114,10 +114,12 @@ def load_yaml_documents(text: str, path: str) -> tuple[list, list[RuleProblem]]:
     libyaml's parser (``FAST_LOADER``) does the parsing: SigmaCollection.from_yaml uses
     PyYAML's pure-Python one, which spends most of the time of loading thousands of rules."""
     loader = FAST_LOADER(text)
-    documents, refused = [], []
+    documents: list = []
+    refused: list[RuleProblem] = []
     try:
         while loader.check_node():
             node = loader.get_node()
+            assert node is not None, "check_node() said a document follows"
             reason = _over_yaml_limits(node)
             if reason is None:
                 documents.append(loader.construct_document(node))

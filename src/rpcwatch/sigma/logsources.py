@@ -13,9 +13,10 @@ text, are not taken.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 from rpcwatch.datafiles import load_yaml
 from rpcwatch.sigma.compiled import CompiledRule, RuleError
@@ -146,7 +147,7 @@ def route_service(route: Route) -> str | None:
 
 @lru_cache(maxsize=1)
 def _services_by_selection() -> Mapping[tuple[str, str | None], str]:
-    services = {}
+    services: dict[tuple[str, str | None], str] = {}
     for match, routes in _logsource_entries():
         if set(match) == {"product", "service"} and len(routes) == 1:
             channel = routes[0].selection.get("Channel")

@@ -8,8 +8,8 @@ never stops a rule set (SigmaHQ's repository layout loads as it is).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 from sigma.collection import SigmaCollection
@@ -84,14 +84,14 @@ def _compiled(files: list[Path], filter_files: list[Path], config: Config) -> Ru
     documents: list[SigmaRule | SigmaCorrelationRule] = []
     filter_documents: list[SigmaFilter] = []
     for file in [*files, *filter_files]:
-        for document, problem in parse_file(file):
-            if problem is not None:
-                rule_set.problems.append(problem)
+        for document in parse_file(file):
+            if isinstance(document, RuleProblem):
+                rule_set.problems.append(document)
             elif isinstance(document, SigmaFilter):
                 filter_documents.append(document)
             else:
                 documents.append(document)
-    collection = SigmaCollection(documents, resolve_references=False)
+    collection = SigmaCollection([*documents], resolve_references=False)
     correlations = {id(c) for c in _resolve_correlations(collection, rule_set)}
     _apply_filters(documents, filter_documents, rule_set)
     keys = _keys(documents)
@@ -109,7 +109,7 @@ def _compiled(files: list[Path], filter_files: list[Path], config: Config) -> Ru
     return rule_set
 
 
-def _keys(documents) -> "_IdentityKeys":
+def _keys(documents) -> _IdentityKeys:
     keys = _IdentityKeys()
     for index, document in enumerate(documents):
         keys[document] = str(document.id) if document.id else f"{document.title}#{index}"
@@ -164,30 +164,30 @@ def _path_of(document) -> str:
     return str(source.path) if source is not None and source.path else ""
 
 
-def parse_file(file: Path) -> Iterator[tuple[object | None, RuleProblem | None]]:
+def parse_file(file: Path) -> Iterator[SigmaRule | SigmaCorrelationRule | SigmaFilter | RuleProblem]:
+    """The file's rules, correlations and filters, and a problem for each one that cannot be read."""
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        yield None, RuleProblem(str(file), f"cannot read rule file: {exc}")
+        yield RuleProblem(str(file), f"cannot read rule file: {exc}")
         return
     try:
         documents, refused = load_yaml_documents(text, str(file))
     except yaml.YAMLError as exc:
-        yield None, RuleProblem(str(file), f"not a Sigma document: {exc}")
+        yield RuleProblem(str(file), f"not a Sigma document: {exc}")
         return
-    for problem in refused:
-        yield None, problem
+    yield from refused
     for collection in _collections(documents, file):
         if isinstance(collection, RuleProblem):
-            yield None, collection
+            yield collection
             continue
         for error in collection.errors:
-            yield None, RuleProblem(str(file), str(error))
+            yield RuleProblem(str(file), str(error))
         for document in [*collection.rules, *collection.filters]:
             if document.errors:
-                yield None, _problem(str(file), document, "; ".join(str(e) for e in document.errors))
+                yield _problem(str(file), document, "; ".join(str(e) for e in document.errors))
             else:
-                yield document, None
+                yield document
 
 
 def _collections(documents: list, file: Path) -> Iterator[SigmaCollection | RuleProblem]:
@@ -252,7 +252,7 @@ def _drop_internal_from_non_routable(rule: SigmaRule, named: dict) -> None:
     def items(list_name: str) -> list[SigmaDetectionItem]:
         return [item for name in named.get(list_name) or () for item in _cidr_items(rule.detection.detections[name])]
 
-    internal: dict[str, set[str]] = {}
+    internal: dict[str | None, set[str]] = {}  # by field; None for a keyword item
     for item in items("internal"):
         internal.setdefault(item.field, set()).update(str(value) for value in item.value)
     for item in items("non_routable"):

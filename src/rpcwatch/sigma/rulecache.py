@@ -31,10 +31,10 @@ import pickle
 import secrets
 import stat
 import tempfile
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Iterable
 
 import platformdirs
 

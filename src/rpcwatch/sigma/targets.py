@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from sigma.conversion.base import Backend
 
 #: the extra that installs the SIEM backends (pyproject.toml)
 SIEM_EXTRA = "rpcwatch[siem]"
@@ -65,12 +69,13 @@ PYSIGMA_TEST_BACKENDS = "sigma.backends.test"
 
 
 @lru_cache(maxsize=1)
-def installed_backends() -> dict[str, type]:
+def installed_backends() -> dict[str, type[Backend]]:
     """pySigma's backends as its plugin discovery finds them, by name."""
     from sigma.plugins import InstalledSigmaPlugins
 
     found = InstalledSigmaPlugins.autodiscover(include_pipelines=False, include_validators=False).backends
-    return {name: backend for name, backend in found.items()
+    # pySigma declares the discovered backends as instances; they are the classes
+    return {name: cast("type[Backend]", backend) for name, backend in found.items()
             if not backend.__module__.startswith(PYSIGMA_TEST_BACKENDS)}
 
 

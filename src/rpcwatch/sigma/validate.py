@@ -5,11 +5,13 @@ are left out so validation works offline (``tag_format`` still checks every tag'
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from sigma.collection import SigmaCollection
+from sigma.correlations import SigmaCorrelationRule
+from sigma.rule import SigmaRule
 from sigma.validation import SigmaValidator
 from sigma.validators.core import validators
 
@@ -49,10 +51,13 @@ def validate_rules(paths: Iterable[str | Path]) -> list[Finding]:
             documents.append((file, rule))
     validator = SigmaValidator([cls for name, cls in validators.items() if name not in ONLINE_VALIDATORS])
     by_rule = {id(rule): file for file, rule in documents}
-    for issue in validator.validate_rules(SigmaCollection([rule for _, rule in documents], resolve_references=False)):
-        for rule in issue.rules or [None]:
-            findings.append(Finding(str(by_rule.get(id(rule), "")), getattr(rule, "title", ""),
-                                    str(getattr(rule, "id", "") or ""), _check_name(issue),
+    collection = SigmaCollection([rule for _, rule in documents], resolve_references=False)
+    # pySigma declares the argument an Iterator[SigmaRule]; it iterates its own collections
+    for issue in validator.validate_rules(collection):  # type: ignore[arg-type]
+        subjects: list[SigmaRule | SigmaCorrelationRule | None] = [*issue.rules] or [None]
+        for subject in subjects:
+            findings.append(Finding(str(by_rule.get(id(subject), "")), getattr(subject, "title", ""),
+                                    str(getattr(subject, "id", "") or ""), _check_name(issue),
                                     issue.severity.name.lower(), issue.description))
     findings.extend(_runnable_findings(files))
     return findings
@@ -68,6 +73,6 @@ def _runnable_findings(files: list[Path]) -> list[Finding]:
     from rpcwatch.sigma.loader import load_rule_set
 
     rule_set = load_rule_set([str(f) for f in files], bundled=False)
+    not_rules = ("not a Sigma document", "cannot read", "YAML document")
     return [Finding(p.path, p.title, p.id, "rpcwatch", "error", f"not runnable: {p.reason}")
-            for p in rule_set.problems if not p.reason.startswith(("not a Sigma document", "cannot read", "YAML document"))
-            and p.title]
+            for p in rule_set.problems if not p.reason.startswith(not_rules) and p.title]

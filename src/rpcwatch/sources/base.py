@@ -1,10 +1,12 @@
 """What every reader shares: the batch it yields, the statistics it keeps, its interface."""
 from __future__ import annotations
 
+import io
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, Iterator
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,6 +19,17 @@ from rpcwatch.schema import RAW_COLUMN  # noqa: F401  (readers import it from he
 
 #: Largest number of example locations kept per skip reason (the count is always exact).
 MAX_EXAMPLES = 5
+
+
+class ByteStream(Protocol):
+    """An input as opened, before buffering: a file, an archive member, standard input,
+    or a stream wrapping one (inflating, counting, reading a range)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int: ...
+
+    def close(self) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -77,10 +90,10 @@ class ReadStats:
         return sum(self.skipped.values())
 
 
-READERS: list[type["Reader"]] = []
+READERS: list[type[Reader]] = []
 
 
-def register(reader: type["Reader"]) -> type["Reader"]:
+def register(reader: type[Reader]) -> type[Reader]:
     """Class decorator: make a reader known to format sniffing (first registered, first asked)."""
     READERS.append(reader)
     return reader
@@ -101,7 +114,7 @@ class Reader(ABC):
     def read(
         self,
         source: InputFile,
-        stream: BinaryIO,
+        stream: io.BufferedReader,
         stats: ReadStats,
         prefilter: PrefilterPlan | None = None,
     ) -> Iterator[TableBatch]:

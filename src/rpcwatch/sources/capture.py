@@ -13,8 +13,9 @@ Damage is counted in :class:`~rpcwatch.sources.base.ReadStats`, never raised.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from rpcwatch.sources.base import ReadStats
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from rpcwatch.sources.dcerpc import DceRpcSession, looks_like_dce_rpc
 from rpcwatch.sources.packets import ICMP, ICMP6, TCP, UDP, Decoded

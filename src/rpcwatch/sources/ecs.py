@@ -21,8 +21,9 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -89,7 +90,7 @@ class EcsReader(LineReader):
             return is_ecs_document(first) and not is_eve_event(text.split(b"\n", 1)[0])
         return bool(_ECS_KEYS.search(text))  # a JSON text holding documents
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         # No prefilter: network.transport is filled from network.iana_number, so a rule's
         # "tcp" need not be in a matching document's bytes.

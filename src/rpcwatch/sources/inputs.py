@@ -9,17 +9,15 @@ import stat
 import sys
 import threading
 import zipfile
-from functools import lru_cache
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, cast
 
-try:  # ISA-L inflates gzip about three times faster than zlib; same API.
-    from isal import isal_zlib as _zlib
-except ImportError:  # pragma: no cover - isal ships wheels for every platform we test on
-    import zlib as _zlib
+from isal import isal_zlib as _zlib  # ISA-L inflates gzip about three times faster than zlib; same API
 
-from rpcwatch.sources.base import ReadStats
+from rpcwatch.sources.base import ByteStream, ReadStats
 
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -27,6 +25,9 @@ ZIP_MAGIC = b"PK\x03\x04"
 COMPRESSED_BLOCK = 1 << 20
 #: inflated bytes handed out per inflater call (what corruption can cost on standard input)
 INFLATE_PIECE = 64 << 10
+#: inflated bytes prepared per read of a gzip stream: deflate inflates up to 1,032 times its
+#: size, so one compressed block may stand for a GiB; it is inflated this much at a time
+INFLATE_BATCH = 4 << 20
 #: inflated data is prepared this far ahead of the reader, in blocks of this size
 READ_AHEAD_BLOCK, READ_AHEAD_DEPTH = 4 << 20, 8
 HEAD_SIZE = 64 * 1024
@@ -43,7 +44,7 @@ class InputFile:
     """One log input. ``path`` is what users see in summaries and alerts (``log.file.path``)."""
 
     path: str
-    opener: Callable[[], BinaryIO]
+    opener: Callable[[], ByteStream]
     size: int | None = None
     #: the file on disk whose bytes are exactly the stream's (None for compressed, piped or
     #: archived input); readers may read ranges of it directly
@@ -53,7 +54,7 @@ class InputFile:
     #: the file on disk this input is (compressed or not), for a worker process to open again
     reopen_path: str | None = None
 
-    def open_raw(self) -> BinaryIO:
+    def open_raw(self) -> ByteStream:
         return self.opener()
 
 
@@ -62,7 +63,8 @@ def expand_inputs(paths: list[str]) -> Iterator[InputFile]:
     entries skipped), zip archives member by member, ``-`` as standard input."""
     for given in paths:
         if given == "-":
-            yield InputFile("-", lambda: sys.stdin.buffer)
+            # typeshed declares it BinaryIO, which has no readinto; it is an io.BufferedReader
+            yield InputFile("-", lambda: cast(io.BufferedReader, sys.stdin.buffer))
             continue
         path = Path(given)
         if path.is_dir():
@@ -134,7 +136,7 @@ def _file_inputs(path: Path) -> Iterator[InputFile]:
     if magic == ZIP_MAGIC and zipfile.is_zipfile(path):
         yield from _zip_members(path)
         return
-    yield InputFile(str(path), lambda p=path: open(p, "rb"), size=_size(path), disk_path=str(path),
+    yield InputFile(str(path), lambda: open(path, "rb"), size=_size(path), disk_path=str(path),
                     reopen_path=str(path))
 
 
@@ -146,14 +148,15 @@ def _zip_members(path: Path) -> Iterator[InputFile]:
         if Path(name).name.startswith("."):
             continue
 
-        def opener(p: Path = path, n: str = name) -> BinaryIO:
-            return zipfile.ZipFile(p).open(n)
+        def opener(p: Path = path, n: str = name) -> ByteStream:
+            # typeshed declares IO[bytes]; reading, it is a zipfile.ZipExtFile (a buffered reader)
+            return cast(zipfile.ZipExtFile, zipfile.ZipFile(p).open(n))
 
         yield InputFile(f"{path}!{name}", opener, size=member.file_size)
 
 
-def _raiser(exc: OSError) -> Callable[[], BinaryIO]:
-    def opener() -> BinaryIO:
+def _raiser(exc: OSError) -> Callable[[], ByteStream]:
+    def opener() -> ByteStream:
         raise exc
 
     return opener
@@ -179,7 +182,7 @@ class GzipStream(io.RawIOBase):
     piece too is recovered (:meth:`_salvage`), so every byte before the damage is kept.
     """
 
-    def __init__(self, raw: BinaryIO, stats: ReadStats, reopen: Callable[[], BinaryIO] | None = None):
+    def __init__(self, raw: ByteStream, stats: ReadStats, reopen: Callable[[], BinaryIO] | None = None):
         self._raw = raw
         self._stats = stats
         self._reopen = reopen
@@ -191,6 +194,9 @@ class GzipStream(io.RawIOBase):
         #: where the current member starts (compressed), and what it has produced so far
         self._member_start = 0
         self._member_out = 0
+        #: the compressed block being inflated: where it starts, and what is left of it
+        self._block_start = 0
+        self._input = b""
 
     def readable(self) -> bool:
         return True
@@ -204,35 +210,40 @@ class GzipStream(io.RawIOBase):
         return size
 
     def _inflate_more(self) -> bytes:
-        block_start = self.compressed_read
-        block = self._raw.read(COMPRESSED_BLOCK)
-        self.compressed_read += len(block)
-        if not block:
-            self._done = True
-            if not self._inflater.eof and self.compressed_read:
-                self._stats.lose("truncated gzip: the data after the cut is lost",
-                                 where=f"after {self.compressed_read} compressed bytes")
-            return b""
+        """Up to about :data:`INFLATE_BATCH` inflated bytes (memory bounded however well
+        the data compresses), reading the next compressed block when this one is used up."""
+        if not self._input:
+            self._block_start = self.compressed_read
+            self._input = self._raw.read(COMPRESSED_BLOCK)
+            self.compressed_read += len(self._input)
+            if not self._input:
+                self._done = True
+                if not self._inflater.eof and self.compressed_read:
+                    self._stats.lose("truncated gzip: the data after the cut is lost",
+                                     where=f"after {self.compressed_read} compressed bytes")
+                return b""
         out: list[bytes] = []
-        data = block
+        data, produced = self._input, 0
         try:
-            while data:
+            while data and produced < INFLATE_BATCH:
                 if self._inflater.eof:  # a member ended: another one, or garbage
                     if not data.startswith(GZIP_MAGIC):
                         self._stats.lose("trailing garbage after gzip data")
-                        self._done = True
+                        self._done, data = True, b""
                         break
                     self._inflater = _zlib.decompressobj(31)
                     self._member_start, self._member_out = self.compressed_read - len(data), 0
                 piece = self._inflater.decompress(data, INFLATE_PIECE)
                 out.append(piece)
+                produced += len(piece)
                 self._member_out += len(piece)
                 data = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
-        except _zlib.error as exc:
-            out.append(self._salvage(block_start))
+        except _zlib.error as exc:  # type: ignore[misc]  # isal's stub declares error an instance
+            out.append(self._salvage(self._block_start))
             self._stats.lose(f"corrupt gzip data ({exc}): the rest is unreadable",
                              where=f"near compressed byte {self.compressed_read - len(data)}")
-            self._done = True
+            self._done, data = True, b""
+        self._input = data
         return b"".join(out)
 
     def _salvage(self, failing_block: int) -> bytes:
@@ -254,7 +265,9 @@ class GzipStream(io.RawIOBase):
                     if not chunk:
                         return b""
                     ahead -= len(chunk)
-                    produced += len(inflater.decompress(chunk))
+                    while chunk:  # in pieces: what was handed out already is not kept
+                        produced += len(inflater.decompress(chunk, INFLATE_PIECE))
+                        chunk = inflater.unconsumed_tail
                 for byte in iter(lambda: raw.read(1), b""):
                     piece = inflater.decompress(byte)
                     if produced + len(piece) > self._member_out:
@@ -280,7 +293,7 @@ class ReadAheadStream(io.RawIOBase):
     scans and parses one block on this thread, the next blocks are inflated on another
     core. Errors raised by ``raw`` reach the consumer at the point where they happened."""
 
-    def __init__(self, raw: BinaryIO, block_size: int = READ_AHEAD_BLOCK, depth: int = READ_AHEAD_DEPTH):
+    def __init__(self, raw: ByteStream, block_size: int = READ_AHEAD_BLOCK, depth: int = READ_AHEAD_DEPTH):
         self._raw = raw
         self._block_size = block_size
         self._blocks: queue.Queue = queue.Queue(maxsize=depth)
@@ -347,7 +360,7 @@ class TolerantStream(io.RawIOBase):
     """Turns an I/O error after the first bytes into end-of-data plus a recorded loss, so
     everything read before a failing disk or network share still gets processed."""
 
-    def __init__(self, raw: BinaryIO, stats: ReadStats):
+    def __init__(self, raw: ByteStream, stats: ReadStats):
         self._raw = raw
         self._stats = stats
         self._seen = 0
@@ -380,7 +393,7 @@ class TolerantStream(io.RawIOBase):
 class PeekStream(io.RawIOBase):
     """A stream whose first bytes have already been read (for sniffing) and are replayed."""
 
-    def __init__(self, head: bytes, rest: BinaryIO):
+    def __init__(self, head: bytes, rest: ByteStream):
         self._head = head
         self._rest = rest
 
@@ -412,15 +425,16 @@ class PeekStream(io.RawIOBase):
             super().close()
 
 
-def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, bytes, BinaryIO]:
+def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, bytes, io.BufferedReader]:
     """Open an input, undo gzip when the content says so, and return its first bytes
     (for sniffing) together with a stream that still yields them. The returned input
     has no ``disk_path`` when the stream is not the file's bytes as they are."""
     raw = TolerantStream(source.open_raw(), stats)
     head = _read_at_least(raw, 2)
-    stream: BinaryIO = PeekStream(head, raw)
+    stream: ByteStream = PeekStream(head, raw)
     if head.startswith(GZIP_MAGIC):
-        reopen = (lambda path=source.reopen_path: open(path, "rb")) if source.reopen_path else None
+        reopen_path = source.reopen_path
+        reopen = (lambda: open(reopen_path, "rb")) if reopen_path else None
         stream = ReadAheadStream(GzipStream(stream, stats, reopen))
         source = replace(source, disk_path=None)
     head = _read_at_least(stream, HEAD_SIZE)
@@ -430,8 +444,9 @@ def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, b
     return source, head, io.BufferedReader(PeekStream(head, stream), buffer_size=1 << 20)
 
 
-def _read_at_least(stream: BinaryIO, size: int) -> bytes:
-    parts, have = [], 0
+def _read_at_least(stream: ByteStream, size: int) -> bytes:
+    parts: list[bytes] = []
+    have = 0
     while have < size:
         block = stream.read(size - have)
         if not block:
@@ -451,7 +466,7 @@ class LineChunk:
     oversize: tuple[int, ...] = ()
 
 
-def iter_line_chunks(stream: BinaryIO, max_line: int, chunk_size: int = LINE_BLOCK) -> Iterator[LineChunk]:
+def iter_line_chunks(stream: io.BufferedReader, max_line: int, chunk_size: int = LINE_BLOCK) -> Iterator[LineChunk]:
     """Blocks of the stream that end on a line boundary (the last may end without a
     newline), leaving out every line longer than ``max_line`` bytes, so memory stays
     bounded however long a line is. ``stream`` must be buffered (:func:`open_decompressed`)."""
@@ -479,7 +494,7 @@ def iter_line_chunks(stream: BinaryIO, max_line: int, chunk_size: int = LINE_BLO
         yield LineChunk(block, start, tuple(oversize))
 
 
-def _skip_line(stream: BinaryIO) -> int:
+def _skip_line(stream: io.BufferedReader) -> int:
     """Read past the rest of a line without keeping it; the number of bytes passed."""
     passed = 0
     while True:

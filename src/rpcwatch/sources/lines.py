@@ -28,7 +28,8 @@ from __future__ import annotations
 import io
 import re
 from abc import abstractmethod
-from typing import BinaryIO, ClassVar, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO, ClassVar
 
 from rpcwatch.sources.base import Reader, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
@@ -48,7 +49,7 @@ class LineParser:
     #: the stream and input to read lines from (a format may transform them, e.g. pretty-
     #: printed JSON into one object per line), and where the lines start in it
     source: InputFile
-    stream: BinaryIO
+    stream: io.BufferedReader
     start: int = 0
     #: the prefilter that scans the whole input (None: every line is kept)
     scan_filter: LineFilter | None = None
@@ -58,7 +59,7 @@ class LineParser:
     #: cannot use): they are counted as skipped with this reason
     unreadable: str | None = None
 
-    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                  scan_filter: LineFilter | None = None):
         self.source, self.stream, self.stats, self.scan_filter = source, stream, stats, scan_filter
 
@@ -139,11 +140,11 @@ class LineReader(Reader):
     headers: ClassVar[bytes] = b""
 
     @abstractmethod
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         """The parser for one input (it may consume a first line or transform the stream)."""
 
-    def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def read(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
              prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
         stats.format = self.format_name
         parser = self.parser(source, stream, stats, prefilter)

@@ -11,11 +11,12 @@ Arrow's vectorised regular expressions (RE2); no Python object is made per line.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
-from datetime import datetime, timezone
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -66,7 +67,7 @@ class NetfilterReader(LineReader):
             return False
         return any(_PACKET_LINE.search(line) for line in lines)
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         # Both shapes hold the kernel's text as it wrote it (PROTO=TCP, DPT=135, addresses);
         # rules compare case-insensitively and numbers as whole fields: the prefilter is sound.
@@ -92,7 +93,7 @@ def _reference_time(source: InputFile) -> float:
 class _SyslogParser(LineParser):
     table = NETFILTER_TABLE
 
-    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, scan_filter: LineFilter | None,
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, scan_filter: LineFilter | None,
                  reference: float):
         super().__init__(source, stream, stats, scan_filter)
         self.reference = reference
@@ -200,7 +201,7 @@ def _syslog_times(text: pa.Array, reference: float) -> pa.Array:
     zoned = pc.if_else(pc.match_substring_regex(text, "(?:Z|[+-][0-9]{2}:?[0-9]{2})$"), text,
                        pc.binary_join_element_wise(text, "Z", ""))
     iso_times = _iso_times(pc.if_else(iso, zoned, pa.scalar(None, pa.string())))
-    year = datetime.fromtimestamp(reference, timezone.utc).year
+    year = datetime.fromtimestamp(reference, UTC).year
     latest = pa.scalar(int((reference + 86_400) * 1_000_000), pa.timestamp("us", "UTC"))
     bsd = pc.if_else(iso, pa.scalar(None, pa.string()), text)
     bsd_times = _in_year(bsd, year)

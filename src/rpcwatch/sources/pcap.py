@@ -13,10 +13,11 @@ import hashlib
 import os
 import socket
 import tempfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +28,7 @@ from rpcwatch.sources.connections import PROTO_NAMES, Connection, ConnectionTabl
 from rpcwatch.sources.inputs import InputFile, PeekStream
 from rpcwatch.sources.packets import decode
 from rpcwatch.sources.prefilter import PrefilterPlan
+
 # the worker pool of the plain-log scanner is shared
 from rpcwatch.workers import PARALLEL_MIN_SIZE, worker_count, worker_pool
 

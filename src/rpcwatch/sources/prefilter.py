@@ -18,17 +18,20 @@ turns it off entirely).
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import re2
 
 from rpcwatch.schema import Literal, LiteralSet
 
+
 def _number_pattern(text: str, fmt: str) -> str:
     integer, _, fraction = text.partition(".")
     negative = integer.startswith("-")
     digits = integer.lstrip("-").lstrip("0") or "0"
-    body = re.escape(digits) + (r"\." + re.escape(fraction.rstrip("0")) + "0*" if fraction.rstrip("0") else r"(?:\.0*)?")
+    significant = fraction.rstrip("0")
+    body = re.escape(digits) + (r"\." + re.escape(significant) + "0*" if significant else r"(?:\.0*)?")
     body = " *" + ("-" if negative else "") + "0*" + body + " *"
     if fmt == "zeek-tsv":
         return rf"(?:^|[\t,]){body}(?:[\t,\r]|$)"
@@ -68,7 +71,8 @@ class LineMatcher:
         self.pattern = pattern
         self._scanned = self._kept = 0
         self._database = _hyperscan_database(pattern.split(b"\n"))
-        self._line: object | None = None
+        #: the RE2 pattern used when Hyperscan cannot compile the alternatives (re2 has no type stubs)
+        self._line: Any = None
         if self._database is None:
             options = re2.Options()
             options.never_capture = True
@@ -97,7 +101,7 @@ class LineMatcher:
 
     def _lines(self, data: bytes) -> bytes:
         if self._database is None:
-            return b"".join(self._line.findall(data))  # type: ignore[attr-defined]
+            return b"".join(self._line.findall(data))
         ends: list[int] = []
         self._database.scan(data, match_event_handler=lambda _id, _start, end, _flags, _context: ends.append(end))
         lines, last = [], -1

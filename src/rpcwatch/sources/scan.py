@@ -16,10 +16,12 @@ it is found and reported (:attr:`Run.oversize`), its neighbours are kept.
 """
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -219,10 +221,12 @@ def scan_pays_in_workers(size: int, pattern: bytes | None) -> bool:
     Hyperscan the scan runs at over 1 GB/s in this process, and every benchmark log was read
     slower by the workers than here: their start-up and the trip of the kept lines between
     processes cost more than the share of the scan they take (docs/performance.md)."""
-    return bool(pattern) and size >= PARALLEL_MIN_SIZE and not compile_line_pattern(pattern).native
+    if not pattern or size < PARALLEL_MIN_SIZE:
+        return False
+    return not compile_line_pattern(pattern).native
 
 
-def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter: LineFilter | None,
+def line_runs(source: InputFile, stream: io.BufferedReader, stats: ReadStats, line_filter: LineFilter | None,
               marker: bytes, headers: bytes, start: int = 0) -> Iterator[Run]:
     """The runs of an input from ``start``: a plain file range by range (by the workers
     when that pays), anything else block by block from ``stream``."""
@@ -237,10 +241,10 @@ def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter
         return
     for chunk in iter_line_chunks(stream, max_line):
         stats.bytes_read += len(chunk.data)
-        runs = scan_block(chunk.data, start + chunk.offset, marker, pattern, headers, keep_data=True)
+        block_runs = scan_block(chunk.data, start + chunk.offset, marker, pattern, headers, keep_data=True)
         if chunk.oversize:
-            runs.insert(0, Run(start + chunk.offset, 0, oversize=chunk.oversize))
-        yield from runs
+            block_runs.insert(0, Run(start + chunk.offset, 0, oversize=chunk.oversize))
+        yield from block_runs
 
 
 def _file_runs(path: str, start: int, size: int, marker: bytes, pattern: bytes | None, headers: bytes,
@@ -282,5 +286,6 @@ def run_bytes(source: InputFile, run: Run) -> bytes:
     (only the rare run that needs a closer look)."""
     if run.data is not None:
         return run.data
+    assert source.disk_path is not None, "runs without their data come only from scanning a file on disk"
     with open(source.disk_path, "rb", buffering=0) as fh:
         return os.pread(fh.fileno(), run.length, run.offset)

@@ -8,9 +8,10 @@ written for them. Blocks are parsed by Arrow's JSON reader.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
 
 from rpcwatch.sources.base import ReadStats, TableBatch, register
 from rpcwatch.sources.inputs import InputFile
@@ -44,7 +45,7 @@ class SuricataEveReader(LineReader):
         first = head.lstrip().split(b"\n", 1)[0]
         return first.startswith(b"{") and is_eve_event(first)
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         # EVE writes values as the sensor saw them (ports as numbers, addresses as text):
         # the literals of the rules' values are in the raw bytes, so the prefilter is sound.

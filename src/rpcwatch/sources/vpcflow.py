@@ -10,8 +10,9 @@ Arrow's CSV reader with a space as the delimiter.
 """
 from __future__ import annotations
 
+import io
 import re
-from typing import BinaryIO, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -99,7 +100,17 @@ class VpcFlowReader(LineReader):
             return fields is not None and {"srcaddr", "dstaddr"} & set(fields) != set()
         return _is_record(first)
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    @classmethod
+    def resume_context(cls, head: bytes) -> bytes:
+        """The header line in force at the end of ``head`` (a custom format names its fields
+        there): lines appended later are read with it. Nothing for a default format."""
+        complete = head[:head.rfind(b"\n") + 1]
+        for line in reversed(complete.splitlines()):
+            if line.startswith(HEADER_START) and header_fields(line) is not None:
+                return line + b"\n"
+        return b""
+
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         # Records hold the values as AWS logs them: ports and protocol numbers as decimal
         # fields, which is what the routes' renamed values (tcp -> 6) are; the prefilter is sound.
@@ -111,7 +122,7 @@ class VpcFlowReader(LineReader):
 class _VpcParser(LineParser):
     table = VPC_TABLE
 
-    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, scan_filter,
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, scan_filter,
                  fields: Sequence[str] | None):
         super().__init__(source, stream, stats, scan_filter)
         #: the fields of the header in force; None: records are in a default format

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -76,7 +77,7 @@ class WindowsJsonReader(LineReader):
     def sniff(cls, head: bytes) -> bool:
         return detect_shape(head) is not None
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         head = stream.peek(1 << 16)
         shape = detect_shape(head) or FLAT_JSON
@@ -94,7 +95,7 @@ class WindowsJsonReader(LineReader):
 class _WindowsJsonParser(JsonLinesParser):
     table = WINDOWS_TABLE
 
-    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, scan_filter: LineFilter | None,
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, scan_filter: LineFilter | None,
                  shape: str):
         super().__init__(source, stream, stats, scan_filter)
         self.shape = shape
@@ -266,8 +267,10 @@ def _ecs_to_sigma(table: pa.Table) -> pa.Table:
     (:func:`conform_system_fields` merges same-named columns, first value first).
     ECS columns without a Sigma counterpart stay under their ECS names."""
     mappings = field_mappings()
-    names, columns = [], []
-    rest_names, rest_columns = [], []
+    names: list[str] = []
+    columns: list[pa.ChunkedArray] = []
+    rest_names: list[str] = []
+    rest_columns: list[pa.ChunkedArray] = []
     for name, column in zip(table.column_names, table.columns):
         native = _native_name(name, mappings)
         (names if native else rest_names).append(native or name)

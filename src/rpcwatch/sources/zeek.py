@@ -8,11 +8,13 @@ rare lines that are broken.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 from pathlib import PurePath
-from typing import BinaryIO, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,7 +51,7 @@ PATH_SIGNATURES = (
 _FIELD_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_.]*")
 
 
-def log_path_for(fields: list[str] | set[str], file_path: str) -> str:
+def log_path_for(fields: Iterable[str], file_path: str) -> str:
     """Name a Zeek log from its field names, else from Zeek's file naming
     (``conn.log``, ``conn.10:00:00-11:00:00.log.gz``, ``dce_rpc.json.gz``)."""
     names = set(fields)
@@ -242,7 +244,7 @@ class ZeekTsvReader(LineReader):
                 plain_header(next((line for line in lines if not line.startswith(b"###")), b"")) is not None
         return plain_header(lines[0]) is not None
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         return _TsvParser(source, stream, stats, prefilter, self.format_name)
 
@@ -274,7 +276,7 @@ def plain_header(line: bytes) -> list[str] | None:
 class _TsvParser(LineParser):
     """One TSV input: the header block in force, and the table its lines belong to."""
 
-    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, prefilter: PrefilterPlan | None,
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, prefilter: PrefilterPlan | None,
                  format_name: str):
         super().__init__(source, stream, stats)
         self._prefilter, self._format = prefilter, format_name
@@ -408,7 +410,7 @@ class ZeekJsonReader(LineReader):
             return False
         return b'"ts"' in line and any(key in line for key in cls._KEYS[1:])
 
-    def parser(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         log_table = self._table_of(stream.peek(1 << 16), source.path)
         scan_filter = None
@@ -432,7 +434,7 @@ class ZeekJsonReader(LineReader):
 
 
 class _ZeekJsonParser(JsonLinesParser):
-    def __init__(self, source: InputFile, stream: BinaryIO, stats: ReadStats, scan_filter: LineFilter | None,
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, scan_filter: LineFilter | None,
                  log_table: str | None):
         super().__init__(source, stream, stats, scan_filter)
         self.table = log_table
@@ -504,14 +506,14 @@ def _parse_text_times(column: pa.Array) -> pa.Array:
 
 
 def _iso_to_micros(value: str | None) -> int | None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         return int(moment.timestamp() * 1_000_000)
     except (ValueError, OverflowError):
         return None

@@ -2,7 +2,7 @@
 (MITRE ATT&CK) on every alert as it leaves the hunt (docs/alerts.md)."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from rpcwatch.alerts import Alert
 from rpcwatch.config import Config

@@ -8,8 +8,9 @@ records that show it.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from rpcwatch.alerts import iso_from_micros
 from rpcwatch.triage.chain import Chain, attack_chain

@@ -9,9 +9,9 @@ the host as its source; for an inbound event the producers disagree on which sid
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Collection, Iterable, Iterator
 
 from rpcwatch.networks import parse_address
 from rpcwatch.triage.evidence import Evidence

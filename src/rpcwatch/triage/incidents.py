@@ -9,8 +9,9 @@ and time) and what the inputs cannot show (``missing``). docs/triage.md has the 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from rpcwatch.alerts import Alert, iso_from_micros
 from rpcwatch.config import Config

@@ -4,10 +4,10 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
 from rpcwatch.alerts import Alert
 from rpcwatch.hunt import Engine, Hunt, HuntPlan, HuntReport

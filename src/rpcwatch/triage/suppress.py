@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any
 
 from rpcwatch.alerts import Alert, is_alert_field, iso_from_micros
 
@@ -45,7 +46,7 @@ class Suppression:
     window_text: str | None = None
 
     @classmethod
-    def parse(cls, fields: str, window: str | None) -> "Suppression":
+    def parse(cls, fields: str, window: str | None) -> Suppression:
         names = tuple(name.strip() for name in fields.split(","))
         if not all(names):
             raise SuppressionError(f"--suppress {fields!r}: empty field name")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from rpcwatch.config import Config
 from rpcwatch.outputs.sinks import SinkError, SinkSettings, make_sinks
@@ -49,9 +49,9 @@ def _options(table) -> dict:
 def run_watch(config: Config, paths: Sequence[str], rules: Sequence[str] = (), filters: Sequence[str] = (),
               bundled: bool = True, state: str | None = None, to: Sequence[str] = (),
               syslog_format: str | None = None, once: bool = False, poll: float | None = None) -> int:
+    from rpcwatch.context import current
     from rpcwatch.engines.duckdb import DuckDBEngine
     from rpcwatch.hunt import plan_hunt
-    from rpcwatch.context import current
     from rpcwatch.watch.loop import Watch, WatchOptions
 
     try:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from rpcwatch.outputs.jsonl import dumps
 from rpcwatch.outputs.sinks.base import Rejection, Sink, SinkError, SinkUnavailable

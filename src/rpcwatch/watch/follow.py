@@ -32,9 +32,9 @@ import stat
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from rpcwatch.sources import ReadStats, sniff_reader
 from rpcwatch.sources.base import Reader
@@ -99,7 +99,7 @@ def fingerprint(content: bytes) -> str:
 
 
 class Follower:
-    def __init__(self, store: StateStore, paths: list[str], exclude: set[str] = frozenset(),
+    def __init__(self, store: StateStore, paths: list[str], exclude: Iterable[str] = frozenset(),
                  settle: float = SETTLE_SECONDS):
         self._store = store
         self._paths = [Path(p) for p in paths]
@@ -133,11 +133,11 @@ class Follower:
             if key not in found:
                 self._gone(holder)
         for key, (path, info) in found.items():
-            holder = self._holders.get(key)
-            if holder is None:
+            known = self._holders.get(key)
+            if known is None:
                 self._discover(path, info)
             else:
-                self._update(holder, path, info)
+                self._update(known, path, info)
         self._index()
         self._report_orphans()
         return list(self._pieces(settled))
@@ -159,7 +159,7 @@ class Follower:
                     continue
                 known = self._seen.get(path)
                 holder = self._holders.get(known[0]) if known else None
-                if unchanged and holder is not None and holder.record is not None and holder.record.complete:
+                if known and unchanged and holder is not None and holder.record is not None and holder.record.complete:
                     seen[path] = known
                     continue
                 try:
@@ -187,7 +187,7 @@ class Follower:
                 continue
             cached = self._listings.get(folder)
             unchanged = cached is not None and cached[0] == mtime
-            if not unchanged:
+            if cached is None or not unchanged:
                 try:
                     with os.scandir(folder) as listing:
                         entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)

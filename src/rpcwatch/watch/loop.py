@@ -14,9 +14,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO
 
 from rpcwatch.alerts import Alert
 from rpcwatch.hunt import Engine, Hunt, HuntPlan, new_correlator

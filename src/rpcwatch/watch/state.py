@@ -22,9 +22,9 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -112,7 +112,7 @@ class StateStore:
 
     # -- transactions -------------------------------------------------------------------
 
-    def transaction(self) -> "Transaction":
+    def transaction(self) -> Transaction:
         return Transaction(self._db)
 
     # -- reads ---------------------------------------------------------------------------
@@ -120,7 +120,8 @@ class StateStore:
     def files(self) -> list[FileRecord]:
         rows = self._db.execute("SELECT id, fingerprint, fp_length, path, offset, size, format, complete, "
                                 "last_seen FROM files").fetchall()
-        return [FileRecord(*row[:7], bool(row[7]), row[8]) for row in rows]
+        return [FileRecord(id_, fingerprint, fp_length, path, offset, size, format_, bool(complete), last_seen)
+                for id_, fingerprint, fp_length, path, offset, size, format_, complete, last_seen in rows]
 
     def spooled(self, sink: str, limit: int) -> list[tuple[int, str]]:
         return self._db.execute("SELECT id, document FROM spool WHERE sink = ? ORDER BY id LIMIT ?",
@@ -164,7 +165,7 @@ class Transaction:
     def __init__(self, db: sqlite3.Connection):
         self._db = db
 
-    def __enter__(self) -> "Transaction":
+    def __enter__(self) -> Transaction:
         self._db.execute("BEGIN IMMEDIATE")
         return self
 
@@ -176,6 +177,7 @@ class Transaction:
         cursor = self._db.execute(
             "INSERT INTO files (fingerprint, fp_length, path, offset, size, last_seen) VALUES (?, ?, ?, 0, ?, ?)",
             (fingerprint, fp_length, path, size, now))
+        assert cursor.lastrowid is not None, "an INSERT that succeeded has a row id"
         return FileRecord(cursor.lastrowid, fingerprint, fp_length, path, 0, size, "", False, now)
 
     def update_file(self, record: FileRecord) -> None:

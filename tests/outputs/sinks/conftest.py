@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from documents import documents
 
 from rpcwatch.engines.duckdb import DuckDBEngine

@@ -7,12 +7,12 @@ import ssl
 
 import pytest
 import trustme
+from outputs.sinks.conftest import HOSTILE
+from outputs.sinks.standins import ElasticsearchStandIn, HecStandIn
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from rpcwatch.outputs.sinks import SinkError, SinkSettings, SinkUnavailable, make_sink
-from outputs.sinks.conftest import HOSTILE
-from outputs.sinks.standins import ElasticsearchStandIn, HecStandIn
 
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 5}
 

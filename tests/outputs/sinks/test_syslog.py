@@ -7,11 +7,11 @@ import re
 
 import pytest
 import trustme
+from outputs.sinks.conftest import HOSTILE
+from outputs.sinks.rsyslog import Rsyslog
 
 from rpcwatch.outputs.sinks import SinkSettings, SinkUnavailable, make_sink
 from rpcwatch.outputs.sinks.syslog import cef_header_escape, cef_value_escape, sd_escape
-from outputs.sinks.conftest import HOSTILE
-from outputs.sinks.rsyslog import Rsyslog
 
 
 @pytest.fixture

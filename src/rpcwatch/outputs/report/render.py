@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from typing import IO, Any
 
@@ -49,7 +49,7 @@ def _view(result: TriageResult) -> dict[str, Any]:
     report = result.report
     return {
         "version": __version__,
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "counts": {"alerts": len(alerts), "shown": len(result.shown), "incidents": len(result.incidents),
                    "exposed": len(result.exposure), "records": report.records, "inputs": len(report.stats),
                    "skipped": sum(s.skipped_total for s in report.stats)},

@@ -3,7 +3,7 @@
 sink and states its delivery guarantee."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from rpcwatch.outputs.sinks.base import Sink, SinkError, SinkSettings, SinkUnavailable
 from rpcwatch.outputs.sinks.elasticsearch import ElasticsearchSink

@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar
 from urllib.parse import SplitResult, urlsplit
 
 #: delivery guarantees, as docs/live.md states them
@@ -79,7 +80,7 @@ class Sink(ABC):
         digest = hashlib.blake2b(self.settings.url.encode(), digest_size=6).hexdigest()
         return f"{self.name}#{digest}"
 
-    def open(self, recovery: dict | None = None) -> None:
+    def open(self, recovery: dict | None = None) -> None:  # noqa: B027 (optional hook)
         """Connect or open; ``recovery`` is what :meth:`recovery` returned at the last
         committed batch (a file sink truncates what a crash left after it)."""
 
@@ -97,11 +98,11 @@ class Sink(ABC):
         """Data to commit with the batch just flushed, handed to :meth:`open` after a crash."""
         return None
 
-    def reopen(self) -> None:
+    def reopen(self) -> None:  # noqa: B027 (optional hook)
         """SIGHUP: files are reopened (logrotate moved them); connections stay."""
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None:  # noqa: B027 (optional hook)
+        """Release the connection or file."""
 
     def option(self, name: str, default=None):
         return self.settings.options.get(name, default)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
-from typing import Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from urllib3.util import make_headers
 
@@ -79,7 +79,7 @@ class ElasticsearchSink(HttpSink):
                                       f"{len(documents)} documents")
             again = []
             for (document, line), item in zip(documents, items):
-                result = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+                result: dict = next(iter(item.values()), {}) if isinstance(item, dict) else {}
                 status = result.get("status", 0)
                 if status == 409:
                     self.duplicates += 1
@@ -103,7 +103,7 @@ def _parts(documents: list[dict]) -> list[list[tuple[dict, bytes]]]:
     size = 0
     for document in documents:
         if document.get("@timestamp") is None:
-            document = {**document, "@timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+            document = {**document, "@timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
         line = json.dumps(document, ensure_ascii=True, separators=(",", ":"), default=str).encode() + b"\n"
         if parts[-1] and size + len(line) > BULK_BYTES:
             parts.append([])

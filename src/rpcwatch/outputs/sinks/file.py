@@ -11,8 +11,8 @@ is retried, so a retry never leaves half a batch behind.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from rpcwatch.outputs.jsonl import dumps
 from rpcwatch.outputs.sinks.base import NO_DUPLICATES, Rejection, Sink, SinkError, SinkSettings, SinkUnavailable
@@ -67,10 +67,12 @@ class FileSink(Sink):
         try:
             if self._fd is None:
                 self.open()
+            fd = self._fd
+            assert fd is not None, "open() sets it or raises"
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
         except OSError as exc:
             self._undo()
             raise SinkUnavailable(f"{self.name}: {exc.strerror or exc}") from None

@@ -4,7 +4,7 @@ and 5xx, with exponential backoff that honours ``Retry-After``)."""
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 import urllib3
 from urllib3.exceptions import HTTPError

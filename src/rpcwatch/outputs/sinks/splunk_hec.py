@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Sequence
+from collections.abc import Sequence
 
 from rpcwatch.alerts import epoch_micros
 from rpcwatch.outputs.sinks.base import AT_LEAST_ONCE, Rejection, SinkError, SinkSettings, SinkUnavailable
@@ -83,7 +83,7 @@ class SplunkHecSink(HttpSink):
         return rejected
 
     def _event(self, document: dict) -> bytes:
-        event = {**self._metadata, "event": document}
+        event: dict[str, object] = {**self._metadata, "event": document}
         seconds = _epoch(document.get("@timestamp"))
         if seconds is not None:
             event["time"] = seconds

@@ -5,7 +5,8 @@ yet checkpointed is written again: at least once."""
 from __future__ import annotations
 
 import sys
-from typing import IO, Sequence
+from collections.abc import Sequence
+from typing import IO
 
 from rpcwatch.outputs.jsonl import dumps
 from rpcwatch.outputs.sinks.base import AT_LEAST_ONCE, Rejection, Sink, SinkSettings, SinkUnavailable
@@ -24,15 +25,20 @@ class StreamSink(Sink):
         return "stdout"
 
     def open(self, recovery: dict | None = None) -> None:
+        self._opened()
+
+    def _opened(self) -> IO[str]:
+        """The stream given, else standard output."""
         if self._stream is None:
             self._stream = sys.stdout
+        return self._stream
 
     def write(self, documents: Sequence[dict]) -> None:
-        self._stream.write("".join(dumps(document) + "\n" for document in documents))
+        self._opened().write("".join(dumps(document) + "\n" for document in documents))
 
     def flush(self) -> list[Rejection]:
         try:
-            self._stream.flush()
+            self._opened().flush()
         except BrokenPipeError as exc:
             raise SinkUnavailable(f"{self.name}: the reader went away ({exc})") from None
         return []

@@ -23,7 +23,7 @@ import ssl
 import struct
 import termios
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from rpcwatch import __version__
 from rpcwatch.alerts import document_field, document_record_id, epoch_micros

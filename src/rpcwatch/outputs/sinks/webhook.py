@@ -11,11 +11,10 @@ command line. 429 and 5xx are retried with backoff; another 4xx refuses the aler
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import SplitResult
 
-from rpcwatch.outputs.sinks.base import (AT_LEAST_ONCE, Rejection, SinkError, SinkSettings, SinkUnavailable,
-                                         display_url)
+from rpcwatch.outputs.sinks.base import AT_LEAST_ONCE, Rejection, SinkError, SinkSettings, SinkUnavailable, display_url
 from rpcwatch.outputs.sinks.http import HTTP_OPTIONS, RETRY_STATUSES, HttpSink
 
 #: Slack's escapes for message text (&, <, >), also read correctly by Teams
