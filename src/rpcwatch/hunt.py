@@ -75,7 +75,7 @@ def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: 
     ``literals`` gives a table's prefilter literals when the caller knows them better
     than the expressions say (addresses compared by CIDR, known by their spellings)."""
     given = literals or {}
-    plan = PrefilterPlan({table: given[table] if table in given else literals_for_table(b.expr for b in rules)
+    plan = PrefilterPlan({table: given[table] if table in given else literals_for_table(b.parts() for b in rules)
                           for table, rules in by_table.items()},
                          raw_tables={table for table, rules in by_table.items()
                                      if any(has_keywords(b.expr) for b in rules)},
