@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Benchmark `rpcwatch hunt` on generated Zeek conn logs, next to a hand-written DuckDB
-query doing the same filter on the same file and `grep -c` on it.
+query doing the same filter on the same file and `grep -c 135` on it.
 
     python3 bench/bench_hunt.py [--rows 1000000 5000000] [--formats tsv json tsv.gz] [--runs 3]
+                                [--baseline REVISION] [--full-parse]
 
 Logs are generated once with ../shared/tools/gen_zeek_conn.py into bench/out/ (git-ignored).
-Every command runs in its own process; wall time is the median of --runs runs, peak memory
-the largest resident set (ru_maxrss) seen. rpcwatch's alert count is checked against the
-generator's ground truth and against the DuckDB query's count.
+Every command runs in its own process, start-up included, in rounds (bench/common.py): wall
+time is the median of --runs rounds, peak memory the largest resident set (ru_maxrss) seen.
+rpcwatch runs with the default worker policy and with ``--workers 0`` (in-process), and with
+--baseline as of an earlier revision, side by side. rpcwatch's alert count is checked
+against the generator's ground truth and against the DuckDB query's count.
 """
 from __future__ import annotations
 
@@ -16,14 +19,12 @@ import gzip
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
+from common import HERE, OUT, REPO, Command, baseline_source, compiled, measure_rounds, rpcwatch
+
 GENERATOR = Path(os.environ.get("RPCWATCH_SHARED", HERE.parent.parent / "shared")) / "tools" / "gen_zeek_conn.py"
 RULE = "Detect RPC from Internet"
 
@@ -75,23 +76,7 @@ def generate(rows: int, fmt: str, seed: int = 1) -> tuple[Path, dict]:
     return packed, truth
 
 
-def measure(command: list[str], runs: int) -> tuple[float, float, str]:
-    """Median wall seconds, peak RSS in MiB, and the last run's standard output."""
-    times, peak, output = [], 0.0, ""
-    for _ in range(runs):
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        stdout = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        times.append(time.perf_counter() - start)
-        if os.waitstatus_to_exitcode(status) not in (0, 1):  # grep -c exits 1 when it finds nothing
-            raise SystemExit(f"failed: {' '.join(command)}")
-        peak = max(peak, usage.ru_maxrss / 1024)
-        output = stdout.decode()
-    return statistics.median(times), peak, output
-
-
-def duckdb_command(path: Path, fmt: str) -> list[str]:
+def duckdb_command(path: Path, fmt: str) -> Command:
     if fmt.startswith("json"):
         columns = {f: TYPES.get(f, "VARCHAR") for f in FIELDS}
         source = f"read_json('{path}', format='newline_delimited', columns={columns})"
@@ -103,19 +88,17 @@ def duckdb_command(path: Path, fmt: str) -> list[str]:
               "print(c.execute(sys.argv[2]).fetchone()[0])")
     sql = DUCKDB_FILTER.format(source=source)
     # booleans in TSV are T/F: DuckDB reads them as booleans with the BOOLEAN column type
-    return [sys.executable, "-c", script, DUCKDB_MACROS, sql]
+    return Command([sys.executable, "-c", script, DUCKDB_MACROS, sql])
 
 
-def grep_command(path: Path, fmt: str) -> list[str]:
-    needle = '"id.resp_p":135,' if fmt.startswith("json") else "\t135\t"
+def grep_command(path: Path, fmt: str) -> Command:
     if fmt.endswith(".gz"):
-        return ["bash", "-c", 'zcat "$1" | grep -cF -- "$2"', "zcat-grep", str(path), needle]
-    return ["grep", "-cF", "--", needle, str(path)]
+        return Command(["bash", "-c", 'zcat "$1" | grep -c 135', "zcat-grep", str(path)])
+    return Command(["grep", "-c", "135", str(path)])
 
 
-def rpcwatch_command(path: Path, prefilter: bool) -> list[str]:
-    command = [sys.executable, "-m", "rpcwatch", "hunt", str(path), "--format", "jsonl", "-q", "--no-progress"]
-    return command + ([] if prefilter else ["--no-prefilter"])
+def hunt_args(path: Path, *extra: str) -> list[str]:
+    return ["hunt", str(path), "--format", "jsonl", "-q", "--no-progress", *extra]
 
 
 def main() -> None:
@@ -123,29 +106,42 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--formats", nargs="+", default=["tsv", "json", "tsv.gz"])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--no-full-parse", action="store_true", help="skip the --no-prefilter runs")
+    parser.add_argument("--baseline", metavar="REVISION", help="also run rpcwatch as of this git revision")
+    parser.add_argument("--full-parse", action="store_true", help="also run with --no-prefilter")
     args = parser.parse_args()
+    compiled(REPO / "src")
+    before = baseline_source(args.baseline) if args.baseline else None
 
-    header = (f"{'rows':>9} {'format':7} {'size MB':>8} | {'rpcwatch s':>10} {'rows/s':>11} {'RSS MiB':>8} | "
-              f"{'no-prefilter s':>14} {'RSS MiB':>8} | {'duckdb s':>8} {'RSS MiB':>8} | {'grep -c s':>9} | "
-              f"{'vs duckdb':>9} {'vs grep':>8} | alerts")
-    print(header)
-    print("-" * len(header))
+    print(f"{'rows':>9} {'format':7} {'MB':>5} | command          {'s':>6} {'CPU s':>6} {'RSS MiB':>8} "
+          f"{'vs duckdb':>9} {'vs grep':>8} | alerts")
     for rows in args.rows:
         for fmt in args.formats:
             path, truth = generate(rows, fmt)
             size = path.stat().st_size / 1e6
-            ours, our_rss, output = measure(rpcwatch_command(path, True), args.runs)
-            alerts = sum(1 for line in output.splitlines() if json.loads(line)["rule"]["name"] == RULE)
-            full, full_rss = (float("nan"), float("nan")) if args.no_full_parse else \
-                measure(rpcwatch_command(path, False), args.runs)[:2]
-            duck, duck_rss, duck_out = measure(duckdb_command(path, fmt), args.runs)
-            grep, _, _ = measure(grep_command(path, fmt), args.runs)
-            check = "ok" if alerts == truth["expected_matches"] == int(duck_out) else \
-                f"MISMATCH truth={truth['expected_matches']} duckdb={duck_out.strip()}"
-            print(f"{rows:>9} {fmt:7} {size:>8.0f} | {ours:>10.2f} {rows / ours:>11,.0f} {our_rss:>8.0f} | "
-                  f"{full:>14.2f} {full_rss:>8.0f} | {duck:>8.2f} {duck_rss:>8.0f} | {grep:>9.2f} | "
-                  f"{ours / duck:>8.2f}x {ours / grep:>7.2f}x | {alerts} {check}", flush=True)
+            commands = {"rpcwatch": rpcwatch(hunt_args(path)),
+                        "--workers 0": rpcwatch(hunt_args(path, "--workers", "0"))}
+            if before is not None:
+                commands[f"before ({args.baseline})"] = rpcwatch(hunt_args(path), before)
+            if args.full_parse:
+                commands["--no-prefilter"] = rpcwatch(hunt_args(path, "--no-prefilter"))
+            commands["duckdb query"] = duckdb_command(path, fmt)
+            commands["grep -c 135"] = grep_command(path, fmt)
+            results = measure_rounds(commands, args.runs)
+            duck, grep = results["duckdb query"].seconds, results["grep -c 135"].seconds
+            for name, result in results.items():
+                check = ""
+                if name.startswith(("rpcwatch", "--", "before")):
+                    alerts = sum(1 for line in result.output.splitlines() if json.loads(line)["rule"]["name"] == RULE)
+                    check = f"{alerts} " + ("ok" if alerts == truth["expected_matches"] else
+                                            f"MISMATCH truth={truth['expected_matches']}")
+                elif name == "duckdb query":
+                    check = result.output.strip() + (" ok" if int(result.output) == truth["expected_matches"]
+                                                     else " MISMATCH")
+                print(f"{rows:>9} {fmt:7} {size:>5.0f} | {name:16} {result.seconds:>6.2f} {result.cpu:>6.2f} "
+                      f"{result.peak_mib:>8.0f} "
+                      f"{result.seconds / duck:>8.2f}x {result.seconds / grep:>7.2f}x | {check}  "
+                      f"[{' '.join(f'{t:.2f}' for t in result.rounds)}]", flush=True)
+            print(flush=True)
 
 
 if __name__ == "__main__":

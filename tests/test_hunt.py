@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from documents import documents
 
+from rpcwatch import hunt as hunt_module
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
-from rpcwatch.sources import expand_inputs
+from rpcwatch.sources import expand_inputs, scan
 
 RPC = "Detect RPC from Internet"
 DCE = "DCE/RPC from Internet"
@@ -147,3 +148,24 @@ def test_uids_are_unique_per_rule(generated):
     seen = Counter((a["rule"]["name"], a["original"]["uid"]) for a in alerts)
     assert max(seen.values()) == 1
     assert all(re.fullmatch(r"C[A-Za-z0-9]{15,17}", uid) for _, uid in seen)
+
+
+def test_batches_bounded_by_bytes_give_the_same_alerts(generated, monkeypatch):
+    """The engine runs as soon as the rows gathered for a table reach BATCH_BYTES, and
+    cutting the input into more batches changes no alert."""
+    path = generated["tsv"][0]
+    whole, _ = hunt([path])
+    sizes = []
+    match = DuckDBEngine.match
+
+    def recording(self, data, rules):
+        sizes.append(data.nbytes)
+        return match(self, data, rules)
+
+    monkeypatch.setattr(scan, "RANGE_SIZE", 1 << 20)  # reader batches of about 20 KB
+    monkeypatch.setattr(hunt_module, "BATCH_BYTES", 64 << 10)
+    monkeypatch.setattr(DuckDBEngine, "match", recording)
+    bounded, _ = hunt([path])
+    assert sorted((a["rule"]["name"], a["original"]["uid"]) for a in bounded) == \
+        sorted((a["rule"]["name"], a["original"]["uid"]) for a in whole)
+    assert len(sizes) >= 4 and all(64 << 10 <= size < 128 << 10 for size in sizes[:-1])

@@ -143,3 +143,20 @@ def test_internal_networks_apply_to_windows_too(corpus, tmp_path):
     plan = plan_hunt(config=Config().with_internal(["10.0.0.0/8", "203.0.114.0/24"]))
     alerts = list(Hunt(list(expand_inputs([str(path)])), plan, DuckDBEngine()))
     assert [a for a in alerts if a["rule"]["name"] == WINDOWS_RULE] == []
+
+
+def test_the_prefilter_takes_the_rules_own_literals_not_their_log_source(corpus, inbound_rule):
+    """A log source's selection (the Sysmon provider, the Security channel) is in nearly
+    every event of its log: the windows lines are picked by what the rules themselves
+    demand (port 135, Security's inbound-direction code), and no alert is lost."""
+    plan = plan_hunt([str(inbound_rule)])
+    literals = plan.prefilter.for_table("windows", "evtx-json").literals
+    assert {(lit.text, lit.kind) for lit in literals} == {("135", "number"), ("%%14592", "string")}
+    paths = [corpus / p for p in EVTX_INBOUND] + [corpus / OTRF_SHARPSC]
+    scan = [str(p) for p in paths]
+    filtered = Hunt(list(expand_inputs(scan)), plan, DuckDBEngine())
+    unfiltered_plan = plan_hunt([str(inbound_rule)], prefilter=False)
+    unfiltered = Hunt(list(expand_inputs(scan)), unfiltered_plan, DuckDBEngine())
+    keys = [sorted((a["rule"]["name"], a["log"]["file"]["path"], a["@timestamp"]) for a in documents(run))
+            for run in (filtered, unfiltered)]
+    assert keys[0] == keys[1] and len(keys[0]) >= sum(EVTX_INBOUND.values()) + 3

@@ -329,7 +329,6 @@ def _exit_code(report) -> int:
 
 def _hunt(args) -> int:
     from rpcwatch.hunt import Hunt
-    from rpcwatch.outputs.summary import print_summary
     from rpcwatch.triage.enrich import enrich
     from rpcwatch.triage.suppress import suppress
 
@@ -349,6 +348,8 @@ def _hunt(args) -> int:
         WRITERS.load(output_format)(suppress(alerts, suppression) if suppression else alerts, stream,
                                     guides=args.with_guides)
     if not args.quiet:
+        from rpcwatch.outputs.summary import print_summary  # rich's tables: only for a summary
+
         print_summary(hunt.report, run.plan, sys.stderr, verbose=args.verbose)
     return _exit_code(hunt.report)
 

@@ -26,8 +26,10 @@ from rpcwatch.sources import LogReading, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.prefilter import PrefilterPlan
 
-#: rows gathered per table before the engine runs (bounded memory, few queries)
-BATCH_ROWS = 1 << 18
+#: rows and bytes gathered per table before the engine runs: few queries, bounded memory
+#: (a batch is held several times over while it runs: lowered text, the rule index's
+#: text, the engine's working set; Windows events run to kilobytes each)
+BATCH_ROWS, BATCH_BYTES = 1 << 18, 96 << 20
 
 
 class BatchSource(Protocol):
@@ -73,7 +75,7 @@ def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: 
     ``literals`` gives a table's prefilter literals when the caller knows them better
     than the expressions say (addresses compared by CIDR, known by their spellings)."""
     given = literals or {}
-    plan = PrefilterPlan({table: given[table] if table in given else literals_for_table(b.expr for b in rules)
+    plan = PrefilterPlan({table: given[table] if table in given else literals_for_table(b.parts() for b in rules)
                           for table, rules in by_table.items()},
                          raw_tables={table for table, rules in by_table.items()
                                      if any(has_keywords(b.expr) for b in rules)},
@@ -171,16 +173,18 @@ class Hunt:
         """Each rule with the rows it matched (and their input in ``FILE_COLUMN``), before
         they become alerts: for callers that want columns, not one object per record."""
         pending: dict[str, list[pa.Table]] = defaultdict(list)
+        rows: Counter = Counter()
         sizes: Counter = Counter()
         for batch in self._batches():
             if batch.table not in self.plan.by_table:
                 continue
             self._columns[batch.path].update(batch.data.column_names)
             pending[batch.table].append(_with_file(batch))
-            sizes[batch.table] += batch.data.num_rows
-            if sizes[batch.table] >= BATCH_ROWS:
+            rows[batch.table] += batch.data.num_rows
+            sizes[batch.table] += batch.data.nbytes
+            if rows[batch.table] >= BATCH_ROWS or sizes[batch.table] >= BATCH_BYTES:
                 yield from self._run(batch.table, pending.pop(batch.table))
-                sizes[batch.table] = 0
+                rows[batch.table] = sizes[batch.table] = 0
         for table, tables in pending.items():
             yield from self._run(table, tables)
         self.report.finished = time.perf_counter()

@@ -17,7 +17,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
 
-#: plain files smaller than this are read in-process (workers cost a start-up)
+#: smaller files are never split between workers (they cost a start-up)
 PARALLEL_MIN_SIZE = 48 << 20
 #: several files are read side by side by the workers only when there is this much to read
 SEVERAL_FILES_MIN_SIZE = 32 << 20
@@ -127,10 +127,12 @@ def _become_worker() -> None:
 
 
 def worth_workers(paths: Sequence[str]) -> bool:
+    """Whether to start the workers ahead of use: for several files holding enough to read
+    side by side. A single large file is no reason: a log's prefilter scan runs in this
+    process (see sources.scan.scan_pays_in_workers); a large capture, tracked by the workers,
+    starts them when its reader asks (a late start costs little next to tracking it)."""
     files = total = 0
     for size in _file_sizes(paths):
-        if size >= PARALLEL_MIN_SIZE:
-            return True
         files, total = files + 1, total + size
         if files >= 2 and total >= SEVERAL_FILES_MIN_SIZE:
             return True

@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from rpcwatch.context import RunContext
 from rpcwatch.sources import LogReading, expand_inputs, prefilter, scan
 from rpcwatch.sources.prefilter import LineFilter, Literal, PrefilterPlan
 
@@ -26,9 +29,23 @@ def read(path, plan=PLAN):
 
 @pytest.fixture
 def tiny_ranges(monkeypatch):
-    """Ranges of a few KB so that lines, header blocks and bad lines straddle range ends."""
+    """Ranges of a few KB so that lines, header blocks and bad lines straddle range ends,
+    scanned by the workers (which they are only for a pattern Hyperscan cannot compile)."""
     monkeypatch.setattr(scan, "RANGE_SIZE", 4093)
     monkeypatch.setattr(scan, "PARALLEL_MIN_SIZE", 1)
+    monkeypatch.setattr(prefilter, "_hyperscan_database", lambda alternatives: None)
+
+
+def test_workers_scan_a_large_file_only_when_the_prefilter_needs_re2(monkeypatch):
+    """Hyperscan's scan is cheaper here than in workers; RE2's is not."""
+    pattern = LineFilter(frozenset({Literal("135", "number")}), "zeek-tsv").pattern
+    large = scan.PARALLEL_MIN_SIZE
+    assert not scan.scan_pays_in_workers(large, pattern)
+    assert not scan.scan_pays_in_workers(large, None) and not scan.scan_pays_in_workers(large, b"")
+    monkeypatch.setattr(prefilter, "_hyperscan_database", lambda alternatives: None)
+    with RunContext():  # a fresh cache of compiled matchers
+        assert scan.scan_pays_in_workers(large, pattern)
+        assert not scan.scan_pays_in_workers(large - 1, pattern)
 
 
 def test_parallel_and_serial_scans_agree(tmp_path, tiny_ranges, monkeypatch):
@@ -115,3 +132,14 @@ def test_files_read_side_by_side_by_workers_equal_reading_them_here(tmp_path, mo
     stats = {Path(s[0]).name: s for s in here[0]}
     assert stats["a_conn.log"][3] and stats["b_conn.log.gz"][4] and stats["c_unknown.txt"][5]
     assert len(stats) == 6 and {"zeek.conn", "zeek.dce_rpc", "windows"} <= set(here[1])
+
+
+@given(st.binary(max_size=300) | st.lists(st.sampled_from([b"\t", b"\n", b"}", b"{", b"S", b"RC=", b"x"]),
+                                          max_size=80).map(b"".join),
+       st.sampled_from([b"\t", b"\n", b" ", b"SRC=", b"}\n{"]))
+def test_line_and_marker_counts_are_what_bytes_count_gives(data, marker):
+    """The scan's counts (numpy over the block) equal the plain byte-string definitions."""
+    body = data[:-1] if data.endswith(b"\n") else data
+    assert scan._lines_and_marks(data, marker) == (data.count(b"\n") + (not data.endswith(b"\n")),
+                                                   data.count(marker))
+    assert scan._edges(data) == body[:1] + body[-1:]

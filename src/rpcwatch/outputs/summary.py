@@ -10,14 +10,16 @@ never interpreted as markup or terminal control.
 from __future__ import annotations
 
 from collections import Counter
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
 
-from rpcwatch.hunt import HuntPlan, HuntReport
 from rpcwatch.outputs.table import safe_text
-from rpcwatch.triage.run import TriageResult
+
+if TYPE_CHECKING:  # types only: a hunt's summary must not import triage's pipeline
+    from rpcwatch.hunt import HuntPlan, HuntReport
+    from rpcwatch.triage.run import TriageResult
 
 LABEL_WIDTH = 17
 

@@ -57,9 +57,18 @@ def required_literals(expr: Expr) -> LiteralSet | None:
     return None
 
 
-def literals_for_table(exprs: Iterable[Expr]) -> LiteralSet | None:
-    """Union over the rules that run on one table (``None`` if any rule demands nothing)."""
-    return _union(required_literals(expr) for expr in exprs)
+def literals_for_table(rules: Iterable[tuple[Expr | None, Expr]]) -> LiteralSet | None:
+    """Union over the rules that run on one table (``None`` if any rule demands nothing),
+    each given as its log source's selection and its own condition (``BoundRule.parts``)."""
+    return _union(_rule_literals(where, body) for where, body in rules)
+
+
+def _rule_literals(where: Expr | None, body: Expr) -> LiteralSet | None:
+    """What a rule's own condition demands, when it demands a literal: a log source's
+    selection (a channel, a provider) is in nearly every event of that log, so its literals,
+    however long, select nothing there. Sound either way: a match satisfies both parts."""
+    own = required_literals(body)
+    return own if own is not None or where is None else required_literals(where)
 
 
 def _union(sets: Iterable[LiteralSet | None]) -> LiteralSet | None:

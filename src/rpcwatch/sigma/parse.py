@@ -38,7 +38,7 @@ def compile_rule_set(files: list[Path], filter_files: list[Path], config: Config
     rule_set = _compiled(files, filter_files, config)
     _bind(rule_set)
     _drop_unrunnable_correlations(rule_set)
-    rule_set.literals = {table: literals_for_table(bound.expr for bound in rules)
+    rule_set.literals = {table: literals_for_table(bound.parts() for bound in rules)
                          for table, rules in rule_set.by_table.items()}
     return rule_set
 

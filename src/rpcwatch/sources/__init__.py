@@ -45,9 +45,9 @@ class _CountingStream(io.RawIOBase):
         return data
 
     def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        size = self._raw.readinto(buffer) or 0  # straight into the reader's buffer: no copy
+        self._on_bytes(size)
+        return size
 
     def close(self) -> None:
         try:
@@ -112,8 +112,10 @@ class _ReadAhead:
 
     Reading a file (decompressing, parsing, the prefilter scan) holds Python's GIL; with
     several files, workers read them side by side and hand back their tables. Only files
-    on disk of moderate size go to workers (large plain logs are already spread over the
-    workers range by range); the order of results is the order of the inputs."""
+    on disk of moderate size go to workers (a large plain log is scanned at Hyperscan's
+    speed here, or range by range by the workers when that pays, see
+    :func:`rpcwatch.sources.scan.scan_pays_in_workers`; a large capture is tracked by all
+    workers at once); the order of results is the order of the inputs."""
 
     def __init__(self, inputs: list[InputFile], prefilter: PrefilterPlan | None):
         self._eligible = [i for i, s in enumerate(inputs)

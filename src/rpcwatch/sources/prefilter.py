@@ -81,6 +81,11 @@ class LineMatcher:
             self._line = re2.compile(b"(?m)[^\\n]*(?:" + alternatives + b")[^\\n]*\\n?", options)
 
     @property
+    def native(self) -> bool:
+        """Scans with Hyperscan (else with the slower RE2 fallback)."""
+        return self._database is not None
+
+    @property
     def useless(self) -> bool:
         return self._scanned >= USELESS_SAMPLE and self._kept >= USELESS_SHARE * self._scanned
 

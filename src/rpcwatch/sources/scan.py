@@ -23,6 +23,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from rpcwatch.context import current
 from rpcwatch.sources.inputs import iter_line_chunks, without_long_lines
 from rpcwatch.sources.prefilter import compile_line_pattern
@@ -102,12 +104,39 @@ def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
             kept = data
         else:
             kept = matcher.kept(data)
-        body = data[:-1] if data.endswith(b"\n") else data
-        runs.append(Run(offset + start, end - start, lines=data.count(b"\n") + (not data.endswith(b"\n")),
-                        marks=data.count(marker), clean=_is_clean(data), edges=body[:1] + body[-1:],
-                        kept=kept, data=data if keep_data else None, returns=b"\r" in data))
+        lines, marks = _lines_and_marks(data, marker)
+        runs.append(Run(offset + start, end - start, lines=lines, marks=marks, clean=_is_clean(data),
+                        edges=_edges(data), kept=kept, data=data if keep_data else None, returns=b"\r" in data))
         start = end
     return runs
+
+
+def _lines_and_marks(data: bytes, marker: bytes) -> tuple[int, int]:
+    """The lines of a run (a last line without its newline counts) and the occurrences of
+    the format's marker. ``bytes.count`` goes byte by byte where the byte is frequent (a
+    TSV's tabs: about 600 MB/s); numpy compares many bytes per instruction (about 8 GB/s).
+    A marker around a newline (JSON lines' ``}\\n{``) is looked for at the newlines only;
+    it cannot overlap itself, so this counts what ``bytes.count`` counts."""
+    codes = np.frombuffer(data, np.uint8)
+    unterminated = not data.endswith(b"\n")
+    if len(marker) == 1:
+        return int(np.count_nonzero(codes == 10)) + unterminated, int(np.count_nonzero(codes == marker[0]))
+    at = marker.find(b"\n")
+    if at < 0:
+        return int(np.count_nonzero(codes == 10)) + unterminated, data.count(marker)
+    newlines = np.flatnonzero(codes == 10)
+    starts = newlines[(newlines >= at) & (newlines - at + len(marker) <= len(data))] - at
+    found = np.ones(len(starts), dtype=bool)
+    for index, byte in enumerate(marker):
+        if index != at:
+            found &= codes[starts + index] == byte
+    return len(newlines) + unterminated, int(np.count_nonzero(found))
+
+
+def _edges(data: bytes) -> bytes:
+    """The first byte and the last before a final newline (without copying the run)."""
+    end = len(data) - data.endswith(b"\n")
+    return data[:min(end, 1)] + data[max(end - 1, 0):end]
 
 
 def _next_header_line(block: bytes, start: int, headers: bytes) -> int:
@@ -124,9 +153,10 @@ def _next_header_line(block: bytes, start: int, headers: bytes) -> int:
 
 
 def _scan_range(path: str, start: int, end: int, marker: bytes, pattern: bytes | None,
-                headers: bytes, first: bool, max_line: int) -> list[Run]:
-    """Worker task: the whole lines that begin in [start, end) of a file. A line that
-    goes on more than ``max_line`` bytes is left out, reported in the last run."""
+                headers: bytes, first: bool, max_line: int, keep_data: bool = False) -> list[Run]:
+    """The whole lines that begin in [start, end) of a file (a worker task, or a step of
+    reading a file here). A line that goes on more than ``max_line`` bytes is left out,
+    reported in the last run."""
     with open(path, "rb", buffering=0) as fh:
         if not first:
             probe = os.pread(fh.fileno(), 1, start - 1)
@@ -135,25 +165,27 @@ def _scan_range(path: str, start: int, end: int, marker: bytes, pattern: bytes |
                 if newline < 0 or newline + 1 >= end:
                     return []
                 start = newline + 1
-        block = os.pread(fh.fileno(), end - start, start)
-        oversize: tuple[int, ...] = ()
-        if block and not block.endswith(b"\n"):
-            cut = block.rfind(b"\n") + 1
-            limit = end + max_line - (len(block) - cut) + 1
-            tail_end = _find_newline(fh, end, limit)
-            size = os.fstat(fh.fileno()).st_size
-            line_end = tail_end + 1 if tail_end >= 0 else min(size, limit)
-            if line_end - (start + cut) > max_line:
-                block, oversize = block[:cut], (start + cut,)
-            else:
-                block += os.pread(fh.fileno(), line_end - end, end)
+        block, oversize = _whole_lines(fh, start, end, max_line)
     if max_line < RANGE_SIZE:
         block, inside = without_long_lines(block, max_line, start)
         oversize = tuple(sorted((*inside, *oversize)))
-    runs = scan_block(block, start, marker, pattern, headers, keep_data=False)
+    runs = scan_block(block, start, marker, pattern, headers, keep_data=keep_data)
     if oversize:
         runs.append(Run(start + len(block), 0, oversize=oversize))
     return runs
+
+
+def _whole_lines(fh, start: int, end: int, max_line: int) -> tuple[bytes, tuple[int, ...]]:
+    """The bytes from ``start`` to the end of the line holding byte ``end - 1``, in one read
+    (a block and its tail read apart and joined cost a copy of the block). That last line is
+    left out, its offset returned, when it runs on more than ``max_line`` bytes."""
+    newline = _find_newline(fh, end - 1, end + max_line + 1)
+    line_end = newline + 1 if newline >= 0 else min(os.fstat(fh.fileno()).st_size, end + max_line + 1)
+    block = os.pread(fh.fileno(), max(line_end - start, 0), start)
+    last = block.rfind(b"\n", 0, len(block) - 1) + 1
+    if len(block) - last > max_line:
+        return block[:last], (start + last,)
+    return block, ()
 
 
 def _find_newline(fh, position: int, until: int) -> int:
@@ -173,8 +205,8 @@ def _find_newline(fh, position: int, until: int) -> int:
 def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, pattern: bytes | None,
                           headers: bytes, max_line: int) -> Iterator[Run] | None:
     """Runs of a plain file from ``start`` on, scanned by worker processes, in file order;
-    ``None`` when the file is too small to be worth it or there is a single core."""
-    pool = worker_pool() if size - start >= PARALLEL_MIN_SIZE else None
+    ``None`` when that does not pay (:func:`scan_pays_in_workers`) or there is a single core."""
+    pool = worker_pool() if scan_pays_in_workers(size - start, pattern) else None
     if pool is None:
         return None
     starts = range(start, size, RANGE_SIZE)
@@ -183,28 +215,53 @@ def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, patte
     return (run for runs in results for run in runs)
 
 
+def scan_pays_in_workers(size: int, pattern: bytes | None) -> bool:
+    """Whether worker processes should scan a plain file of ``size`` bytes range by range:
+    only a large file whose prefilter needs RE2 (a pattern Hyperscan cannot compile). With
+    Hyperscan the scan runs at over 1 GB/s in this process, and every benchmark log was read
+    slower by the workers than here: their start-up and the trip of the kept lines between
+    processes cost more than the share of the scan they take (docs/performance.md)."""
+    if not pattern or size < PARALLEL_MIN_SIZE:
+        return False
+    return not compile_line_pattern(pattern).native
+
+
 def line_runs(source: InputFile, stream: io.BufferedReader, stats: ReadStats, line_filter: LineFilter | None,
               marker: bytes, headers: bytes, start: int = 0) -> Iterator[Run]:
-    """The runs of an input from ``start``: scanned by workers when the input is a large
-    plain file and a filter does most of the work, else block by block from ``stream``."""
+    """The runs of an input from ``start``: a plain file range by range (by the workers
+    when that pays), anything else block by block from ``stream``."""
     pattern = None if line_filter is None else line_filter.pattern
     max_line = current().limits.max_line_bytes
     if source.disk_path and pattern is not None and source.size:
-        runs = scan_file_in_parallel(source.disk_path, start, source.size, marker, pattern, headers, max_line)
-        first = _first_or_none(runs)
-        if first is not None:
-            for run in first:
-                stats.bytes_read += run.length
-                if source.progress:
-                    source.progress(run.length)
-                yield run
-            return
+        runs = _first_or_none(scan_file_in_parallel(source.disk_path, start, source.size, marker, pattern,
+                                                    headers, max_line))
+        if runs is None:
+            runs = _file_runs(source.disk_path, start, source.size, marker, pattern, headers, max_line)
+        yield from _counted_runs(runs, source, stats)
+        return
     for chunk in iter_line_chunks(stream, max_line):
         stats.bytes_read += len(chunk.data)
         block_runs = scan_block(chunk.data, start + chunk.offset, marker, pattern, headers, keep_data=True)
         if chunk.oversize:
             block_runs.insert(0, Run(start + chunk.offset, 0, oversize=chunk.oversize))
         yield from block_runs
+
+
+def _file_runs(path: str, start: int, size: int, marker: bytes, pattern: bytes | None, headers: bytes,
+               max_line: int) -> Iterator[Run]:
+    """The runs of a plain file, range after range in this process; each range is read
+    with one ``pread`` (no buffered stream between the file and the scan)."""
+    for at in range(start, size, RANGE_SIZE):
+        yield from _scan_range(path, at, min(at + RANGE_SIZE, size), marker, pattern, headers, at == start,
+                               max_line, keep_data=True)
+
+
+def _counted_runs(runs: Iterator[Run], source: InputFile, stats: ReadStats) -> Iterator[Run]:
+    for run in runs:
+        stats.bytes_read += run.length
+        if source.progress:
+            source.progress(run.length)
+        yield run
 
 
 def _first_or_none(runs: Iterator[Run] | None) -> Iterator[Run] | None:
