@@ -25,14 +25,12 @@ from rpcwatch.sources.base import MAX_EXAMPLES, Reader, ReadStats, TableBatch, r
 from rpcwatch.sources.capture import is_capture, iter_records
 from rpcwatch.sources.connections import PROTO_NAMES, Connection, ConnectionTable
 from rpcwatch.sources.inputs import InputFile, PeekStream
-from rpcwatch.sources.packets import decode
+from rpcwatch.sources.packets import NO_CONNECTION, decode
 from rpcwatch.sources.prefilter import PrefilterPlan
 # the worker pool of the plain-log scanner is shared
 from rpcwatch.workers import PARALLEL_MIN_SIZE, worker_count, worker_pool
 
 BATCH_ROWS = 65536
-#: decode() reasons that lose nothing the logs would show (Zeek ignores these packets too)
-INFORMATIONAL_PREFIXES = ("not IP", "IP protocol")
 BASE62_DIGITS = pa.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 #: a uid is two halves of 47 bits (8 base62 digits each), nearly the 96 bits of Zeek's
 UID_HALF_MASK = (1 << 47) - 1
@@ -56,8 +54,8 @@ DCE_RPC_SCHEMA = pa.schema([
     ("ts", pa.float64()), ("uid", pa.string()), *ID_FIELDS, ("rtt", pa.float64()),
     ("named_pipe", pa.string()), ("endpoint", pa.string()), ("operation", pa.string()),
 ])
-#: a capture knows nothing of Site::local_nets, and pcaps are read without tunnels
-ALWAYS_NULL = {"local_orig", "local_resp", "tunnel_parents"}
+#: a capture knows nothing of Site::local_nets
+ALWAYS_NULL = {"local_orig", "local_resp"}
 
 
 @lru_cache(maxsize=1 << 16)
@@ -120,9 +118,20 @@ class LogRows:
                 arrays.append(pa.nulls(len(taken), type=f.type))
             elif f.name == "uid":
                 arrays.append(uids.column(pa.array(next(columns), type=pa.int64())))
+            elif f.name == "tunnel_parents":
+                arrays.append(_parent_uids(pa.array(next(columns), type=pa.int64()), uids))
             else:
                 arrays.append(pa.array(next(columns), type=f.type))
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+def _parent_uids(numbers: pa.Array, uids: UidMaker) -> pa.Array:
+    """Zeek's ``tunnel_parents``: the set holding the uid of what carried the connection,
+    unset for a connection seen outside any tunnel."""
+    if numbers.null_count == len(numbers):
+        return pa.nulls(len(numbers), type=pa.list_(pa.string()))
+    offsets = pa.array(range(len(numbers) + 1), type=pa.int32())
+    return pa.ListArray.from_arrays(offsets, uids.column(numbers), mask=pc.is_null(numbers))
 
 
 class ZeekLogBuilder:
@@ -151,7 +160,7 @@ class ZeekLogBuilder:
             conn.ts, uid, *ends, PROTO_NAMES[conn.proto],
             "dce_rpc" if conn.dce is not None and conn.dce.confirmed else None,
             duration, orig_bytes, resp_bytes, state, missed, history,
-            orig.packets, orig.ip_bytes, resp.packets, resp.ip_bytes))
+            orig.packets, orig.ip_bytes, resp.packets, resp.ip_bytes, conn.tunnel))
 
     def _add_calls(self, conn: Connection, uid: int, ends: tuple) -> None:
         self.dce_rpc.rows.extend(
@@ -183,10 +192,8 @@ class _Problems:
     def report(self, stats: ReadStats) -> None:
         for reason, (count, first) in self.counts.items():
             where = f"first at packet {first}"
-            if self.analysis:
-                stats.warn(reason, count, where=where)
-            elif reason.startswith(INFORMATIONAL_PREFIXES):
-                stats.warn(reason + " (packet not tracked)", count, where=where)
+            if self.analysis or reason.startswith(NO_CONNECTION):
+                stats.warn(reason, count, where=where)  # nothing Zeek would log is missing
             else:
                 stats.skip(reason + " (packet skipped)", count, where=where)
 
@@ -228,23 +235,32 @@ def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
             observer(conn)
 
     table = ConnectionTable(finished, lambda reason: analysis_problems.count(reason, count))
-    packet = table.packet
+    packet, tunnelled = table.packet, table.tunnelled
     conn_rows, dce_rpc_rows = builder.conn.rows, builder.dce_rpc.rows
     for ts, link_type, frame, wire_len in iter_records(stream, capture_stats):
         count += 1
         decoded = decode(link_type, frame)
-        if decoded.__class__ is str:
-            packet_problems.count(decoded, count)
+        kind = decoded.__class__
+        if kind is tuple:
+            if shard is not None and not shard.owns(decoded[1], decoded[2]):
+                continue
+            packet(count, ts, wire_len, decoded)
+        elif kind is str:
+            if reports:  # every shard sees every frame: one counts
+                packet_problems.count(decoded, count)
             continue
-        if shard is not None and not shard.owns(decoded[1], decoded[2]):
-            continue
-        packet(count, ts, wire_len, decoded)
+        else:  # in a tunnel: what the inner packet lacks is counted by the shard that owns it
+            if shard is not None and not shard.owns(decoded.src, decoded.dst):
+                continue
+            problem = tunnelled(count, ts, wire_len, decoded)
+            if problem is not None:
+                packet_problems.count(problem, count)
         if len(conn_rows) >= BATCH_ROWS or len(dce_rpc_rows) >= BATCH_ROWS:
             yield from builder.batches(path)
     table.flush()
     if reports:
         stats.records = count
-        packet_problems.report(stats)
+    packet_problems.report(stats)
     analysis_problems.report(stats)
     yield from builder.batches(path, final=True)
 
