@@ -28,6 +28,10 @@ MAX_RECORD = 1 << 24
 SNAPLEN_FLOOR = 262144
 #: at most this much is searched for the next readable record after a corrupt header
 RESYNC_WINDOW = 64 << 20
+#: ... before any good record, when every byte is a place to try
+RESYNC_UNTIMED = 1 << 20
+#: a pcapng block found after damage is taken only whole, and only up to this size
+RESYNC_BLOCK = 1 << 18
 #: timestamps from here on (year 10000) are taken as damage: nothing downstream can hold them
 MAX_TIMESTAMP = 253402300800.0
 
@@ -90,14 +94,15 @@ class BlockBuffer:
     def left(self) -> int:
         return len(self.data) - self.pos
 
-    def find(self, pattern: bytes, shift: int, fits: Callable[[bytes, int], bool], margin: int) -> bool:
+    def find(self, pattern: bytes, shift: int, fits: Callable[[bytes, int], bool], margin: int,
+             window: int = RESYNC_WINDOW) -> bool:
         """Move ``pos`` to the next place after it where ``pattern`` stands ``shift`` bytes
-        in and ``fits(data, place)`` holds, looking at most :data:`RESYNC_WINDOW` ahead;
-        ``fits`` sees ``margin`` bytes from the place where the input has them. False if
-        there is no such place (``pos`` is then where the search stopped)."""
+        in and ``fits(data, place)`` holds, looking at most ``window`` bytes ahead; ``fits``
+        sees ``margin`` bytes from the place where the input has them. False if there is no
+        such place (``pos`` is then where the search stopped)."""
         start = self.offset + self.pos
         self.pos += 1
-        while self.offset + self.pos - start <= RESYNC_WINDOW:
+        while self.offset + self.pos - start <= window:
             end_of_input = not self.ensure(margin)
             data = self.data
             last_place = len(data) if end_of_input else len(data) - margin
@@ -137,9 +142,10 @@ def _pcap_records(buffer: BlockBuffer, stats: ReadStats) -> Iterator[Record]:
     snaplen, link_type = struct.unpack_from(order + "II", buffer.data, 16)
     link_type &= 0x0FFFFFFF
     max_captured = min(MAX_RECORD, max(snaplen, SNAPLEN_FLOOR))
+    fraction_limit = round(1 / unit)
     buffer.pos = 24
     unpack_header = struct.Struct(order + "IIII").unpack_from
-    last_seconds = 0
+    last_seconds = None
     # the window (data, pos, size) is held in locals: this loop runs once per packet
     data, pos, size = buffer.data, buffer.pos, len(buffer.data)
     while True:
@@ -152,19 +158,18 @@ def _pcap_records(buffer: BlockBuffer, stats: ReadStats) -> Iterator[Record]:
                 return
             data, pos, size = buffer.data, buffer.pos, len(buffer.data)
         seconds, fraction, captured, wire = unpack_header(data, pos)
-        if captured > max_captured:
-            buffer.pos = pos
-            if not _pcap_resync(buffer, stats, order, unit, max_captured, last_seconds or seconds, captured):
-                return
-            data, pos, size = buffer.data, buffer.pos, len(buffer.data)
-            continue
         end = pos + 16 + captured
-        if end > size:
+        broken = captured > max_captured or captured > wire or fraction >= fraction_limit
+        if broken or end > size:
             buffer.pos = pos
-            if not buffer.ensure(16 + captured):
-                stats.skip("truncated capture (partial last packet)",
-                           where=f"{buffer.left - 16} of {captured} bytes")
-                return
+            # a header no record has, or a length running past the end: damage unless
+            # nothing readable follows (a capture cut short)
+            if broken or not buffer.ensure(16 + captured):
+                resync = _PcapResync(order, unit, max_captured, last_seconds)
+                if not resync.run(buffer, stats, captured):
+                    return
+                data, pos, size = buffer.data, buffer.pos, len(buffer.data)
+                continue
             data, pos, size = buffer.data, buffer.pos, len(buffer.data)
             end = pos + 16 + captured
         last_seconds = seconds
@@ -172,36 +177,53 @@ def _pcap_records(buffer: BlockBuffer, stats: ReadStats) -> Iterator[Record]:
         pos = end
 
 
-def _pcap_resync(buffer: BlockBuffer, stats: ReadStats, order: str, unit: float, max_captured: int,
-                 last_seconds: int, captured: int) -> bool:
-    """After a record header no frame can have: the next place holding a record header
-    that fits (a time near ``last_seconds``, the last good record's or, before any, the
-    corrupt one's; lengths within the snap length) followed by another that fits or the
-    end of the capture. False when there is none."""
-    header = struct.Struct(order + "IIII")
-    fraction_limit = round(1 / unit)
-    # the seconds' two high bytes hardly change within a capture: search for them
-    high = struct.pack(order + "I", last_seconds)
-    pattern, shift = (high[2:], 2) if order == "<" else (high[:2], 0)
+class _PcapResync:
+    """After a record header that cannot be right: the next place holding a record header
+    that fits (lengths within the snap length, the whole record present, a time near the
+    last good record's) followed by another that fits or by the end of the capture. Before
+    any good record there is no time to go by: every place of the first
+    :data:`RESYNC_UNTIMED` bytes is tried."""
 
-    def fits_at(data: bytes, place: int) -> bool:
-        seconds, fraction, length, wire = header.unpack_from(data, place)
-        return (length <= max_captured and length <= wire and fraction < fraction_limit
-                and abs(seconds - last_seconds) < 1 << 16)
+    def __init__(self, order: str, unit: float, max_captured: int, last_seconds: int | None):
+        self.header = struct.Struct(order + "IIII")
+        self.fraction_limit = round(1 / unit)
+        self.max_captured = max_captured
+        self.last_seconds = last_seconds
+        if last_seconds is None:
+            self.pattern, self.shift, self.window = b"", 0, RESYNC_UNTIMED
+        else:  # the seconds' two high bytes hardly change within a capture: search for them
+            high = struct.pack(order + "I", last_seconds)
+            self.pattern, self.shift = (high[2:], 2) if order == "<" else (high[:2], 0)
+            self.window = RESYNC_WINDOW
 
-    def fits(data: bytes, place: int) -> bool:
-        if len(data) - place < 16 or not fits_at(data, place):
+    def run(self, buffer: BlockBuffer, stats: ReadStats, captured: int) -> bool:
+        """Move to the next readable record, counting what was passed over; False (with
+        the loss or the cut counted) when there is none."""
+        start, left = buffer.offset + buffer.pos, buffer.left
+        found = buffer.find(self.pattern, self.shift, self.fits, margin=32 + self.max_captured, window=self.window)
+        where = f"captured length {captured} at byte {start}"
+        if found:
+            stats.lose(f"corrupt packet header: {buffer.offset + buffer.pos - start} bytes passed over "
+                       f"to the next readable packet", where=where)
+        elif left < 16 + captured:
+            stats.skip("truncated capture (partial last packet)", where=f"{left - 16} of {captured} bytes")
+        else:
+            stats.lose("corrupt packet header (rest of capture unreadable)", where=where)
+        return found
+
+    def fits_at(self, data: bytes, place: int, near: int | None) -> bool:
+        seconds, fraction, length, wire = self.header.unpack_from(data, place)
+        return (length <= self.max_captured and length <= wire and fraction < self.fraction_limit
+                and (near is None or abs(seconds - near) < 1 << 16) and place + 16 + length <= len(data))
+
+    def fits(self, data: bytes, place: int) -> bool:
+        if len(data) - place < 16 or not self.fits_at(data, place, self.last_seconds):
             return False
-        following = place + 16 + header.unpack_from(data, place)[2]
-        return len(data) - following < 16 or fits_at(data, following)
-
-    start = buffer.offset + buffer.pos
-    found = buffer.find(pattern, shift, fits, margin=32 + max_captured)
-    skipped = buffer.offset + buffer.pos - start
-    stats.lose(f"corrupt packet header: {skipped} bytes passed over to the next readable packet"
-               if found else "corrupt packet header (rest of capture unreadable)",
-               where=f"captured length {captured} at byte {start}")
-    return found
+        seconds, _, length, _ = self.header.unpack_from(data, place)
+        following = place + 16 + length
+        if following == len(data):  # the last record: only with a time to check it against
+            return self.last_seconds is not None
+        return len(data) - following >= 16 and self.fits_at(data, following, seconds)
 
 
 @dataclass
@@ -239,9 +261,12 @@ def _pcapng_records(buffer: BlockBuffer, stats: ReadStats) -> Iterator[Record]:
                                                           f"length {length})"):
                 return
             continue
-        if not buffer.ensure(length):
-            stats.skip("truncated capture (partial last block)", where=f"{buffer.left} of {length} bytes")
-            return
+        if not buffer.ensure(length):  # a damaged length unless nothing readable follows
+            if not _pcapng_resync(buffer, stats, section, f"corrupt pcapng block (type {block_type}, length "
+                                                          f"{length} past the end)",
+                                  truncated=f"{buffer.left} of {length} bytes"):
+                return
+            continue
         data, pos = buffer.data, buffer.pos
         if struct.unpack_from(section.order + "I", data, pos + length - 4)[0] != length:
             if not _pcapng_resync(buffer, stats, section, f"corrupt pcapng block (type {block_type}, "
@@ -262,9 +287,12 @@ def _pcapng_records(buffer: BlockBuffer, stats: ReadStats) -> Iterator[Record]:
             section.interfaces.append(_interface(body, section.order))
 
 
-def _pcapng_resync(buffer: BlockBuffer, stats: ReadStats, section: _Section, what: str) -> bool:
+def _pcapng_resync(buffer: BlockBuffer, stats: ReadStats, section: _Section, what: str,
+                   truncated: str | None = None) -> bool:
     """After a block whose length cannot be right: the next enhanced packet block (at a
-    4-byte boundary, its length repeated at its end). False if there is none."""
+    4-byte boundary, whole, its length repeated at its end). False if there is none: then
+    the rest is counted as lost, or, with ``truncated`` (where a last block was cut), as a
+    capture cut short."""
     order = section.order
     lengths = struct.Struct(order + "I")
     pattern = struct.pack(order + "I", BLOCK_ENHANCED_PACKET)
@@ -273,16 +301,18 @@ def _pcapng_resync(buffer: BlockBuffer, stats: ReadStats, section: _Section, wha
         if (buffer.offset + place) % 4 or len(data) - place < 12:
             return False
         length = lengths.unpack_from(data, place + 4)[0]
-        if length < 32 or length % 4 or length > MAX_RECORD:
-            return False
-        # a block running past the window is checked whole when it is read
-        return len(data) - place < length or lengths.unpack_from(data, place + length - 4)[0] == length
+        return (32 <= length <= len(data) - place and not length % 4
+                and lengths.unpack_from(data, place + length - 4)[0] == length)
 
     start = buffer.offset + buffer.pos
-    found = buffer.find(pattern, 0, fits, margin=12)
-    skipped = buffer.offset + buffer.pos - start
-    stats.lose(f"{what}: {skipped} bytes passed over to the next readable block" if found
-               else f"{what} (rest of capture unreadable)", where=f"byte {start}")
+    found = buffer.find(pattern, 0, fits, margin=RESYNC_BLOCK)
+    if found:
+        stats.lose(f"{what}: {buffer.offset + buffer.pos - start} bytes passed over to the next readable block",
+                   where=f"byte {start}")
+    elif truncated is not None:
+        stats.skip("truncated capture (partial last block)", where=truncated)
+    else:
+        stats.lose(f"{what} (rest of capture unreadable)", where=f"byte {start}")
     return found
 
 
