@@ -75,7 +75,7 @@ BIND_ACK = dce_rpc_pdu(12, bytes(44))
 def handshake_to(client: str, server: str, sport: int = 49152, dport: int = 135,
                  request: bytes = BIND, reply: bytes = BIND_ACK) -> list[tuple[float, bytes]]:
     """A complete TCP exchange (handshake, one request and reply, both FINs) as IP packets
-    with times: Zeek logs it ``SF``, ``ShADadFf``, 4 packets each way."""
+    with times: Zeek logs it ``SF``, ``ShADdFf``, 5 packets from the client, 3 from the server."""
     c, s = 1000, 5000
     return [
         (0.00, tcp(client, sport, server, dport, SYN, c)),
