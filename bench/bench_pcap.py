@@ -8,11 +8,17 @@ child (the reader's worker processes included: ``RUSAGE_CHILDREN`` covers descen
 were waited for). The reader is run the way ``rpcwatch hunt`` runs it: a capture this large
 is tracked by one worker process per core, each for a share of the host pairs.
 
+``--baseline-src DIR`` also runs the reader of another version (its ``src`` directory,
+e.g. from ``git archive``) on the same capture, alternating with this one, so a change is
+measured side by side on the same machine in the same run.
+
     python bench/bench_pcap.py [--size-mb 1100] [--runs 3] [--corpus ../shared/corpus]
+                               [--baseline-src DIR]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import struct
@@ -105,8 +111,9 @@ def build_capture(corpus: Path, target: Path, size: int) -> None:
     print(f"built {target} ({written / 1e6:.0f} MB, {replay} replays of {len(captures)} captures)")
 
 
-def measure(command: list[str]) -> Run:
-    """Run ``command`` in a wrapper process so its peak RSS is that child's alone."""
+def measure(command: list[str], pythonpath: str | None = None) -> Run:
+    """Run ``command`` in a wrapper process so its peak RSS is that child's alone
+    (``pythonpath``: the source tree its Python imports rpcwatch from)."""
     wrapper = ("import resource, subprocess, sys, time\n"
                "start = time.perf_counter()\n"
                "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
@@ -114,8 +121,9 @@ def measure(command: list[str]) -> Run:
                "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
                "print(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)\n"
                "print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:])\n")
+    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
     result = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True,
-                            check=True)
+                            check=True, env=env)
     first, output = result.stdout.split("\n", 1)
     seconds, cpu_seconds, peak_kb = first.split()
     return Run(float(seconds), float(cpu_seconds), int(peak_kb) / 1024, output.strip())
@@ -131,6 +139,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
     parser.add_argument("--size-mb", type=int, default=1100)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline-src", type=Path, help="the src directory of a version to compare with")
     args = parser.parse_args()
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -140,27 +149,39 @@ def main() -> None:
     size_mb = capture.stat().st_size / 1e6
 
     commands = {
-        "rpcwatch, 1 process": [sys.executable, "-c", READER_SCRIPT, str(capture), "single"],
-        "rpcwatch, workers": [sys.executable, "-c", READER_SCRIPT, str(capture), "workers"],
+        "rpcwatch, 1 process": ([sys.executable, "-c", READER_SCRIPT, str(capture), "single"], None),
+        "rpcwatch, workers": ([sys.executable, "-c", READER_SCRIPT, str(capture), "workers"], None),
     }
+    if args.baseline_src:
+        baseline = str(args.baseline_src.resolve())
+        commands["baseline, 1 process"] = (commands["rpcwatch, 1 process"][0], baseline)
+        commands["baseline, workers"] = (commands["rpcwatch, workers"][0], baseline)
     if shutil.which("tshark"):
-        commands["tshark -q -z conv,tcp"] = ["tshark", "-n", "-q", "-r", str(capture), "-z", "conv,tcp"]
+        commands["tshark -q -z conv,tcp"] = (["tshark", "-n", "-q", "-r", str(capture), "-z", "conv,tcp"], None)
     else:
         print("tshark not installed: no comparison")
     runs: dict[str, list[Run]] = {name: [] for name in commands}
     for _ in range(args.runs):
-        for name, command in commands.items():
-            runs[name].append(measure(command))
+        for name, (command, pythonpath) in commands.items():
+            runs[name].append(measure(command, pythonpath))
     reader = median(runs["rpcwatch, 1 process"])
     packets = int(reader.output.split()[0])
     print(f"capture: {size_mb:.0f} MB, {packets} packets; reader output (packets, conn rows, dce_rpc rows): "
           f"{reader.output}")
-    print(f"(peak RSS of the worker variant is the largest single process)")
+    print("(peak RSS of the worker variant is the largest single process)")
+    for name, results in runs.items():
+        if name.startswith(("rpcwatch", "baseline")):
+            print(f"{name} output: {median(results).output}")
     print(f"{'':24} {'median s':>9} {'packets/s':>11} {'MB/s':>7} {'CPU s':>7} {'peak RSS MB':>12}  wall s per run")
     for name, results in runs.items():
         run = median(results)
         print(f"{name:24} {run.seconds:9.1f} {packets / run.seconds:11.0f} {size_mb / run.seconds:7.1f} "
               f"{run.cpu_seconds:7.1f} {run.peak_rss_mb:12.0f}  {', '.join(f'{r.seconds:.1f}' for r in results)}")
+    if args.baseline_src:
+        for variant in ("1 process", "workers"):
+            now, before = median(runs[f"rpcwatch, {variant}"]), median(runs[f"baseline, {variant}"])
+            print(f"{variant}: this version / baseline: wall time x{now.seconds / before.seconds:.3f}, "
+                  f"CPU time x{now.cpu_seconds / before.cpu_seconds:.3f}")
     if "tshark -q -z conv,tcp" in runs:
         tshark = median(runs["tshark -q -z conv,tcp"])
         for name in ("rpcwatch, 1 process", "rpcwatch, workers"):

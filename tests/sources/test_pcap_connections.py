@@ -180,3 +180,16 @@ def test_ntp_in_order_is_not_turned_round() -> None:
 def test_a_reply_to_the_broadcast_address_is_not_turned_round() -> None:
     conn, = run([(0.0, (UDP, SERVER, b"\xff\xff\xff\xff", 67, 68, 328, 300, b"", 0, 0, 0, 0))])
     assert (conn.key.orig_p, conn.key.resp_p, "".join(conn.history)) == (67, 68, "D")
+
+
+def test_a_side_with_too_many_holes_at_once_stops_counting_gaps() -> None:
+    """More than 256 separate holes waiting for an acknowledgement: the side's gap
+    accounting stops (kept linear for a crafted stream); with fewer, each is counted."""
+    def holes(count: int, sport: int) -> Connection:
+        segments = [(0.3 + i / 1000, tcp(sport, ACK, 111 + 20 * i, 901, b"x" * 10)) for i in range(count)]
+        conn, = run(established(sport) + [(0.25, tcp(sport, ACK, 901, 101, reverse=True))] + segments + [
+            (1.0, tcp(sport, ACK, 901, 111 + 20 * count, reverse=True))])
+        return conn
+    acknowledged, seen = 10 + 20 * 200, 10 * 200  # the first segment starts 10 bytes in
+    assert holes(200, 40017).summary()[3] == acknowledged - seen
+    assert holes(300, 40018).summary()[3] == 0

@@ -10,15 +10,14 @@ Zeek's TCP reassembler (:class:`Endpoint` keeps the byte ranges, not the bytes).
 ICMP follow Zeek's simpler rules; ICMP puts type and code (or the counterpart type) in the
 port fields, and Zeek's NTP analyzer turns a connection round by the NTP mode.
 
-Connections end on Zeek's timers (:class:`Timers`), so a multi-GB capture keeps only live
+Connections end on Zeek's timers, so a multi-GB capture keeps only live
 connections in memory and a 5-tuple used again after a close or a reset starts a new
 connection exactly when Zeek's would.
 """
 from __future__ import annotations
 
-import heapq
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Callable, NamedTuple
 
 from rpcwatch.sources.dcerpc import DceRpcSession, looks_like_dce_rpc
@@ -43,10 +42,17 @@ INACTIVITY_TIMEOUT = {TCP: TCP_INACTIVITY, UDP: OTHER_INACTIVITY, ICMP: OTHER_IN
                       ICMP6: OTHER_INACTIVITY}
 #: how often (in capture time) idle connections are looked for
 SWEEP_INTERVAL = 1.0
+#: live connections kept at most: beyond, the least recently active one is written early,
+#: so memory stays bounded whatever the capture's timestamps do
+LIVE_LIMIT = 1 << 19
 
 #: Zeek's tcp_max_above_hole_without_any_acks: data held above a hole, with nothing of
 #: it ever acknowledged, after which the reassembler stops (and reports no more gaps)
 MAX_ABOVE_HOLE_WITHOUT_ACKS = 16384
+#: separate ranges held above holes at once, after which a side's gaps are no longer
+#: tracked (Zeek has no such limit; it keeps a crafted stream of holes from costing
+#: quadratic time here)
+MAX_HELD_RANGES = 256
 
 DCE_RPC_PORT = 135
 NTP_PORT = 123
@@ -82,11 +88,6 @@ ICMP6_COUNTERPART = {128: 129, 129: 128, 130: 131, 131: 130, 133: 134, 134: 133,
 PROTO_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMP6: "icmp"}
 #: Zeek's test for "originator sent a SYN then a RST, nothing from the responder"
 RSTOS0_HISTORY = re.compile(r"\^?S[^HAFGIQ]*R.*")
-
-
-def seq_delta(a: int, b: int) -> int:
-    """Signed 32-bit distance from sequence number ``b`` to ``a``."""
-    return ((a - b + 0x80000000) & SEQ_MASK) - 0x80000000
 
 
 class Endpoint:
@@ -127,10 +128,6 @@ class Endpoint:
         self.ack = 0
         self.last = last
 
-    def relative(self, seq: int, reference: int) -> int:
-        """``seq`` in this endpoint's relative space, taken near ``reference``."""
-        return reference + seq_delta(seq, (self.start + reference) & SEQ_MASK)
-
     def tcp_size(self, peer: Endpoint) -> int:
         """Zeek's ``TCP_Endpoint::Size()``: payload bytes from the sequence space."""
         if (self.prev_state == SYN_SENT and self.state == RESET and peer.state == INACTIVE
@@ -170,8 +167,9 @@ class Endpoint:
             else:
                 merged.append(block)
         self.above = merged
-        if self.ack <= 1 and merged[-1][1] - self.delivered > MAX_ABOVE_HOLE_WITHOUT_ACKS:
-            self.gave_up = True  # Zeek's above_hole_data_without_any_acks
+        if len(merged) > MAX_HELD_RANGES or (
+                self.ack <= 1 and merged[-1][1] - self.delivered > MAX_ABOVE_HOLE_WITHOUT_ACKS):
+            self.gave_up = True  # (the second: Zeek's above_hole_data_without_any_acks)
             self.above = None
 
     def _join_above(self) -> None:
@@ -217,12 +215,20 @@ class ConnectionKey(NamedTuple):
 
 
 class Connection:
-    __slots__ = ("proto", "key", "flipped", "number", "ts", "last_time", "orig", "resp", "history",
-                 "missed", "partial", "ntp", "tunnel", "timers", "dce", "dce_checked", "dce_held")
+    """One connection. Its TCP timers are the times Zeek's fire (0: not set): ``delete_at``
+    the removal after a complete close (``tcp_close_delay`` after it), ``attempt_at`` the
+    end of an unanswered SYN, ``expire_at`` the ``tcp_session_timer`` check of a
+    connection closed on one side only; ``wake`` is the earliest (infinite: none)."""
 
-    def __init__(self, proto: int, key: ConnectionKey, number: int, ts: float, flipped: bool):
+    __slots__ = ("proto", "key", "table_key", "flipped", "number", "ts", "last_time", "orig", "resp",
+                 "history", "missed", "partial", "ntp", "tunnel", "delete_at", "attempt_at", "expire_at",
+                 "wake", "dce", "dce_checked", "dce_held")
+
+    def __init__(self, proto: int, key: ConnectionKey, table_key: tuple, number: int, ts: float, flipped: bool):
         self.proto = proto
         self.key = key
+        #: the key of the table of live connections (the first packet's direction)
+        self.table_key = table_key
         #: packets from the first packet's sender come from the responder
         self.flipped = flipped
         self.number = number  # position of its first packet in the capture (for uids)
@@ -231,13 +237,13 @@ class Connection:
         self.resp = Endpoint()
         self.history = ["^"] if flipped else []
         self.missed = 0
-        #: Zeek's is_partial: the connection was not seen from its SYN
-        self.partial = False
-        #: Zeek's NTP analyzer is attached and has not turned the connection round yet
-        self.ntp = False
+        #: partial: Zeek's is_partial, the connection was not seen from its SYN;
+        #: ntp: Zeek's NTP analyzer is attached and has not turned the connection round yet
+        self.partial = self.ntp = False
         #: number of the connection or IP tunnel this one was carried in (tunnel_parents)
         self.tunnel: int | None = None
-        self.timers = Timers()
+        self.delete_at = self.attempt_at = self.expire_at = 0.0
+        self.wake = INFINITY
         self.dce: DceRpcSession | None = None
         self.dce_checked = 0  # directions whose first payload was checked (bit 1 orig, 2 resp)
         self.dce_held: list[tuple[bool, int, bytes, float]] = []
@@ -267,6 +273,14 @@ class Connection:
         if endpoint.gaps == endpoint.gaps_next:
             self.add_history(is_orig, "G")
             endpoint.gaps_next *= 10
+
+    def set_timer(self, timer: str, when: float) -> None:
+        """Set (or with 0, cancel) ``delete_at``, ``attempt_at`` or ``expire_at``."""
+        setattr(self, timer, when)
+        if when and when < self.wake:
+            self.wake = when
+        elif not when:
+            self.wake = min(self.delete_at or INFINITY, self.attempt_at or INFINITY, self.expire_at or INFINITY)
 
     def turn_round(self) -> None:
         """Zeek's ``Connection::FlipRoles`` after the connection began: the addresses swap
@@ -301,23 +315,6 @@ class Connection:
 def _is_clean(endpoint: Endpoint) -> bool:
     """Zeek's ``is_clean``: established, or closed after having been established."""
     return endpoint.state == ESTABLISHED or (endpoint.state == CLOSED and endpoint.prev_state == ESTABLISHED)
-
-
-class Timers:
-    """Zeek's TCP timers of one connection, as the times they fire (0: not set). ``delete``
-    is the removal after a complete close (``tcp_close_delay`` after the close),
-    ``attempt`` the end of an unanswered SYN, ``expire`` the ``tcp_session_timer`` check of
-    a connection closed on one side only; ``wake`` is the earliest of them (infinite: none)."""
-
-    __slots__ = ("delete", "attempt", "expire", "wake")
-
-    def __init__(self) -> None:
-        self.delete = self.attempt = self.expire = 0.0
-        self.wake = INFINITY
-
-    def set(self, name: str, when: float) -> None:
-        setattr(self, name, when)
-        self.wake = min(t for t in (self.delete, self.attempt, self.expire, INFINITY) if t)
 
 
 def _tcp_conn_state(os: int, rs: int, history: str, sizes: tuple[int, int]) -> str:
@@ -360,8 +357,11 @@ class ConnectionTable:
         self._on_finished = on_finished
         self._on_problem = on_problem
         self._next_sweep = 0.0
-        #: (time, connection number, table key) of every timer set; stale ones are skipped
-        self._timers: list[tuple[float, int, tuple]] = []
+        #: (time, connection) of every timer set, in the order set; as every timer is set a
+        #: fixed delay after the packet that sets it, that is nearly their order in time (a
+        #: few are found up to a second late). One that is no longer the connection's next
+        #: is skipped.
+        self._timers: deque[tuple[float, Connection]] = deque()
         self._expected_dce: OrderedDict[tuple[bytes, int], None] = OrderedDict()
         self._tunnels: OrderedDict[tuple[str, bytes, bytes], int] = OrderedDict()
 
@@ -390,7 +390,7 @@ class ConnectionTable:
             if conn is not None:
                 key, from_first_sender = reverse, False
         if conn is not None and (
-                flags & SYN or ts >= conn.timers.wake
+                flags & SYN or ts >= conn.wake
                 or ts - conn.last_time >= (TCP_INACTIVITY if proto == TCP else OTHER_INACTIVITY)
         ) and self._ended_before(conn, ts, flags, seq):
             self._finish(key)
@@ -454,8 +454,11 @@ class ConnectionTable:
             ends = ConnectionKey(dst, dport, src, sport)
         else:
             ends = ConnectionKey(src, sport, dst, dport)
-        conn = Connection(proto, ends, number, ts, flipped)
+        conn = Connection(proto, ends, key, number, ts, flipped)
         conn.tunnel = tunnel
+        if len(self._live) >= LIVE_LIMIT:
+            self._on_problem(f"more than {LIVE_LIMIT} connections open: the least recently active written early")
+            self._finish(next(iter(self._live)))
         self._live[key] = conn
         if proto == TCP and (ends.resp_p == DCE_RPC_PORT or (ends.resp_h, ends.resp_p) in self._expected_dce):
             conn.dce = self._dce_session()
@@ -507,16 +510,34 @@ class ConnectionTable:
         if fin:
             endpoint.fin_count += 1
             endpoint.fin_seq = rel_seq + seg_len
-        rel_ack = _acknowledge(peer, flags, ack_seq)
+        rel_ack = -1  # the acknowledgement in the peer's relative space
+        if flags & ACK:
+            if peer.state == INACTIVE:  # the peer's sequence space starts here
+                peer.init_seq(ack_seq - 1, 0)
+                rel_ack = 1
+            else:  # the signed 32-bit distance from where the peer's acknowledgements stand
+                rel_ack = peer.ack + ((ack_seq - peer.start - peer.ack + 0x80000000) & SEQ_MASK) - 0x80000000
+                if rel_ack < 0:
+                    rel_ack = 0
+                elif not rst and rel_ack > peer.ack and not (ack_seq == 0 and rel_ack - peer.ack > TOO_LARGE_SEQ_DELTA):
+                    peer.ack = rel_ack
         delta_last = self._update_last_seq(conn, is_orig, endpoint, rel_seq + seg_len, flags, length)
         if syn and is_orig and endpoint.state == INACTIVE:  # Zeek's attempt timer starts
-            self._set_timer(conn, "attempt", ts + ATTEMPT_DELAY)
+            conn.attempt_at = conn.wake = ts + ATTEMPT_DELAY  # the first timer of a connection
+            self._timers.append((conn.wake, conn))
         do_close = _update_state(conn, endpoint, peer, is_orig, flags, base_seq, length, delta_last)
-        if rel_ack is not None:
-            peer.acknowledged(rel_ack, conn, not is_orig)
+        if rel_ack > peer.trimmed:  # the reassembler applies the acknowledgement (fast when in order)
+            if rel_ack <= peer.delivered and not peer.fin_count:
+                peer.trimmed = rel_ack
+            else:
+                peer.acknowledged(rel_ack, conn, not is_orig)
         data_seq = rel_seq + 1 if syn else rel_seq
         if length and not rst and rel_seq >= 0 and len(payload) == length:
-            endpoint.data_sent(data_seq, data_seq + length)
+            end = data_seq + length
+            if data_seq <= endpoint.delivered < end and endpoint.above is None and not endpoint.gave_up:
+                endpoint.delivered = end  # in order: the stream grows
+            else:
+                endpoint.data_sent(data_seq, end)
         if payload and (conn.dce is not None or conn.dce_checked != 3):
             self._deliver_dce(conn, is_orig, data_seq, length, payload, ts, rst)
         if do_close:
@@ -548,13 +569,12 @@ class ConnectionTable:
         if endpoint.did_close:
             return
         endpoint.did_close = True
-        timers = conn.timers
         if endpoint.state == RESET or peer.did_close or peer.state == INACTIVE:
-            timers.set("attempt", 0.0)
-            timers.set("expire", 0.0)
-            self._set_timer(conn, "delete", conn.last_time + CLOSE_DELAY)
+            conn.attempt_at = conn.expire_at = 0.0  # the removal replaces every other timer
+            conn.delete_at = conn.wake = conn.last_time + CLOSE_DELAY
+            self._timers.append((conn.wake, conn))
         elif endpoint.prev_state != INACTIVE:
-            self._set_timer(conn, "expire", conn.last_time + SESSION_TIMER)
+            self._set_timer(conn, "expire_at", conn.last_time + SESSION_TIMER)
 
     # -- DCE/RPC ------------------------------------------------------------------------
 
@@ -600,29 +620,28 @@ class ConnectionTable:
 
     # -- removal ------------------------------------------------------------------------
 
-    def _set_timer(self, conn: Connection, name: str, when: float) -> None:
-        conn.timers.set(name, when)
-        heapq.heappush(self._timers, (when, conn.number, (conn.proto, *_table_key(conn))))
+    def _set_timer(self, conn: Connection, timer: str, when: float) -> None:
+        conn.set_timer(timer, when)
+        self._timers.append((when, conn))
 
     def _timer_fired(self, conn: Connection, now: float) -> bool:
         """Whether one of the connection's TCP timers has removed it by ``now``; a timer
         that fired without removing it is cleared (the session timer is set again)."""
-        timers = conn.timers
-        if timers.delete and now >= timers.delete:
+        if conn.delete_at and now >= conn.delete_at:
             return True
         orig, resp = conn.orig, conn.resp
-        if timers.attempt and now >= timers.attempt:
+        if conn.attempt_at and now >= conn.attempt_at:
             if resp.state == INACTIVE and orig.state in (SYN_SENT, SYN_ACK_SENT):
                 return True
-            timers.set("attempt", 0.0)
-        if timers.expire and now >= timers.expire:
+            conn.set_timer("attempt_at", 0.0)
+        if conn.expire_at and now >= conn.expire_at:
             # the last check up to now (it repeats every tcp_session_timer)
-            fired = timers.expire + (now - timers.expire) // SESSION_TIMER * SESSION_TIMER
+            fired = conn.expire_at + (now - conn.expire_at) // SESSION_TIMER * SESSION_TIMER
             if conn.last_time + CONNECTION_LINGER < fired and (
                     (orig.did_close and resp.did_close) or RESET in (orig.state, resp.state)
                     or INACTIVE in (orig.state, resp.state)):
                 return True
-            self._set_timer(conn, "expire", fired + SESSION_TIMER)
+            self._set_timer(conn, "expire_at", fired + SESSION_TIMER)
         return False
 
     def _sweep(self, now: float) -> None:
@@ -631,10 +650,9 @@ class ConnectionTable:
         self._next_sweep = now + SWEEP_INTERVAL
         live, timers = self._live, self._timers
         while timers and timers[0][0] <= now:
-            _, number, key = heapq.heappop(timers)
-            conn = live.get(key)
-            if conn is not None and conn.number == number and self._timer_fired(conn, now):
-                self._finish(key)
+            when, conn = timers.popleft()
+            if when == conn.wake and live.get(conn.table_key) is conn and self._timer_fired(conn, now):
+                self._finish(conn.table_key)
         while live:
             key, conn = next(iter(live.items()))
             if now - conn.last_time < INACTIVITY_TIMEOUT[conn.proto]:
@@ -651,14 +669,6 @@ class ConnectionTable:
         """End of capture: every connection still open is finished."""
         for key in list(self._live):
             self._finish(key)
-
-
-def _table_key(conn: Connection) -> tuple:
-    """The 4 address and port fields a connection is filed under (its first packet's direction)."""
-    key = conn.key
-    if conn.flipped:
-        return key.resp_h, key.resp_p, key.orig_h, key.orig_p
-    return key.orig_h, key.orig_p, key.resp_h, key.resp_p
 
 
 def _is_reuse(conn: Connection, flags: int, seq: int) -> bool:
@@ -679,22 +689,6 @@ def _is_reuse(conn: Connection, flags: int, seq: int) -> bool:
     # a SYN and its SYN-ACK seen in the wrong order: Zeek turns the connection round instead
     return not (not flags & ACK and first.state == SYN_ACK_SENT and resp.state == INACTIVE
                 and seq == resp.start)
-
-
-def _acknowledge(peer: Endpoint, flags: int, ack_seq: int) -> int | None:
-    """The acknowledgement of a packet in the peer's relative space (None without ACK);
-    the peer's sequence space starts here if nothing was seen from it."""
-    if not flags & ACK:
-        return None
-    if peer.state == INACTIVE:
-        peer.init_seq(ack_seq - 1, 0)
-        return 1
-    rel_ack = peer.relative(ack_seq, peer.ack)
-    if rel_ack < 0:
-        return 0
-    if not flags & RST and rel_ack > peer.ack and not (ack_seq == 0 and rel_ack - peer.ack > TOO_LARGE_SEQ_DELTA):
-        peer.ack = rel_ack
-    return rel_ack
 
 
 def _ntp_roles(conn: Connection, is_orig: bool, payload: bytes) -> None:
