@@ -62,3 +62,19 @@ def test_a_port_135_that_answered_is_not_reported_as_rejected(tmp_path: Path) ->
     assert [(a["rule"]["name"], a["event"]["outcome"], a["original"]["conn_state"], a["original"]["history"])
             for a in alerts] == [("Detect RPC from Internet", "established", "RSTO", "ShR"),
                                  ("Detect RPC from Internet", "reset", "RSTRH", "Dr")]
+
+
+def test_a_pcapng_with_times_past_year_9999_is_hunted(tmp_path: Path) -> None:
+    """Timestamps with the high word 0xffffffff ended the run with OverflowError before:
+    they are replaced (and counted) and the alert is raised."""
+    from sources.frames import ethernet, handshake_to, pcapng
+
+    frames = [ethernet(packet) for _, packet in handshake_to("203.0.114.9", "10.1.1.5")]
+    capture = tmp_path / "future.pcapng"
+    capture.write_bytes(pcapng([((0xFFFFFFFF << 32) | n, frame) for n, frame in enumerate(frames)]))
+    alerts = hunt(capture)
+    assert sorted((a["rule"]["name"], a["original"]["conn_state"]) for a in alerts) == [
+        ("DCE/RPC from Internet", "SF"), ("Detect RPC from Internet", "SF")]
+    export = run("export-parquet", str(capture), "-o", str(tmp_path / "out"))
+    assert export.returncode == 0, export.stderr
+    assert "1 rows in 1 files" in export.stderr

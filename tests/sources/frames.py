@@ -87,3 +87,21 @@ def handshake_to(client: str, server: str, sport: int = 49152, dport: int = 135,
         (0.06, tcp(server, dport, client, sport, FIN | ACK, s + 1 + len(reply), c + 2 + len(request))),
         (0.07, tcp(client, sport, server, dport, ACK, c + 2 + len(request), s + 2 + len(reply))),
     ]
+
+
+def pcapng_block(block_type: int, body: bytes) -> bytes:
+    """A little-endian pcapng block: type, length, body padded to 4 bytes, length again."""
+    body += bytes(-len(body) % 4)
+    return struct.pack("<II", block_type, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def pcapng(frames: list[tuple[int, bytes]], interface_options: bytes = b"") -> bytes:
+    """A pcapng capture of one Ethernet interface: ``frames`` are (raw 64-bit timestamp in
+    the interface's units, frame); ``interface_options`` are the IDB's options (without
+    the end-of-options)."""
+    section = pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    options = interface_options + bytes(4) if interface_options else b""
+    interface = pcapng_block(1, struct.pack("<HHI", LINK_ETHERNET, 0, 65535) + options)
+    packets = [pcapng_block(6, struct.pack("<IIIII", 0, raw >> 32, raw & 0xFFFFFFFF, len(frame), len(frame)) + frame)
+               for raw, frame in frames]
+    return section + interface + b"".join(packets)

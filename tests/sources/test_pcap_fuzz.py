@@ -13,7 +13,7 @@ from rpcwatch.sources.base import ReadStats
 from rpcwatch.sources.capture import PCAPNG_MAGIC
 from rpcwatch.sources.pcap import CONN_SCHEMA, track_capture
 
-from .frames import ethernet, handshake_to
+from .frames import ethernet, handshake_to, pcapng
 
 CLIENT, SERVER = "203.0.114.9", "10.1.1.5"
 #: client ports that differ in both bytes, so no one-byte change turns one into another
@@ -171,3 +171,35 @@ def test_garbage_between_records_costs_no_record(pcapng: bool, record: int, garb
         intact(rows, neighbours)
     else:
         intact(rows, set())
+
+
+TS_OFFSET, TS_RESOLUTION = 14, 9
+
+
+def exchange_frames() -> list[bytes]:
+    return [frame for _, port, frame in PACKETS if port == PORTS[0]]
+
+
+def test_pcapng_timestamps_past_year_9999_take_the_previous_packets_time() -> None:
+    """A high word of 0xffffffff (microseconds: year 586,000) and an if_tsoffset of 2**62
+    seconds: the packets are read, each such time is named and replaced."""
+    good = [(START + n) * 10**6 for n in range(len(exchange_frames()))]
+    high = [(0xFFFFFFFF << 32) | n for n in range(len(good))]
+    mixed = [high[n] if n % 2 else good[n] for n in range(len(good))]
+    for raw, options in ((mixed, b""), (good, struct.pack("<HHq", TS_OFFSET, 8, 2**62))):
+        stats, rows = read(pcapng(list(zip(raw, exchange_frames())), options))
+        assert stats.records == len(good) and not stats.skipped and not stats.lost
+        replaced = len(good) if options else len(good) // 2
+        assert stats.warnings["pcapng timestamp out of range (the previous packet's time is used)"] == replaced
+        intact(rows, set(PORTS[1:]))
+        assert all(0 <= row["ts"] < 253402300800 for row in rows)
+
+
+@EXAMPLES
+@given(st.integers(0, 2**64 - 1), st.integers(-2**63, 2**63 - 1), st.integers(0, 255))
+def test_any_pcapng_time_gives_a_time_every_log_can_hold(raw: int, offset: int, resolution: int) -> None:
+    options = struct.pack("<HHq", TS_OFFSET, 8, offset) + struct.pack("<HHB3x", TS_RESOLUTION, 1, resolution)
+    stats, rows = read(pcapng([(raw, frame) for frame in exchange_frames()], options))
+    assert stats.records == len(exchange_frames())
+    assert rows and all(0 <= row["ts"] < 253402300800 for row in rows)
+    assert all(row["duration"] is None or 0 <= row["duration"] < 253402300800 for row in rows)
