@@ -10,15 +10,19 @@ is tracked by one worker process per core, each for a share of the host pairs.
 
 ``--baseline-src DIR`` also runs the reader of another version (its ``src`` directory,
 e.g. from ``git archive``) on the same capture, alternating with this one, so a change is
-measured side by side on the same machine in the same run.
+measured side by side on the same machine in the same run. Times depend on what else the
+machine runs; ``--instructions-mb N`` also counts, with valgrind's callgrind, the
+instructions both versions execute per packet on the capture's first N MB (the same
+count however busy the machine is).
 
     python bench/bench_pcap.py [--size-mb 1100] [--runs 3] [--corpus ../shared/corpus]
-                               [--baseline-src DIR]
+                               [--baseline-src DIR [--instructions-mb 30]]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import struct
@@ -49,6 +53,16 @@ rows = {}
 for batch in reading.batches():
     rows[batch.table] = rows.get(batch.table, 0) + batch.data.num_rows
 print(reading.stats[0].records, rows.get("zeek.conn", 0), rows.get("zeek.dce_rpc", 0))
+"""
+
+#: the reader alone on a capture, for counting instructions
+TRACK_SCRIPT = """
+import sys
+from rpcwatch.sources.base import ReadStats
+from rpcwatch.sources.pcap import track_capture
+with open(sys.argv[1], "rb") as stream:
+    for _ in track_capture(stream, ReadStats(sys.argv[1])):
+        pass
 """
 
 
@@ -129,6 +143,36 @@ def measure(command: list[str], pythonpath: str | None = None) -> Run:
     return Run(float(seconds), float(cpu_seconds), int(peak_kb) / 1024, output.strip())
 
 
+def instructions(capture: Path, pythonpath: str | None) -> int:
+    """Instructions executed (callgrind) by a process that reads ``capture`` with the
+    reader of ``pythonpath`` (None: this version)."""
+    env = {**os.environ, "PYTHONPATH": pythonpath} if pythonpath else None
+    result = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                             "-c", TRACK_SCRIPT, str(capture)], capture_output=True, text=True, check=True, env=env)
+    return int(re.search(r"Collected : (\d+)", result.stderr).group(1))
+
+
+def compare_instructions(capture: Path, megabytes: int, baseline: str) -> None:
+    """Instructions per packet of both versions on the first ``megabytes`` of ``capture``,
+    less what a process reading an empty capture executes (start-up and imports)."""
+    sys.path.insert(0, str(REPO / "src"))
+    from rpcwatch.sources.base import ReadStats
+    from rpcwatch.sources.capture import iter_records
+
+    head, empty = OUT / f"head_{megabytes}mb.pcap", OUT / "empty.pcap"
+    with open(capture, "rb") as source:
+        head.write_bytes(source.read(megabytes * 1_000_000))
+        source.seek(0)
+        empty.write_bytes(source.read(len(PCAP_HEADER)))
+    with open(head, "rb") as stream:
+        packets = sum(1 for _ in iter_records(stream, ReadStats(str(head))))
+    per_packet = {}
+    for name, pythonpath in (("this version", None), ("baseline", baseline)):
+        per_packet[name] = (instructions(head, pythonpath) - instructions(empty, pythonpath)) / packets
+        print(f"{name}: {per_packet[name]:,.0f} instructions per packet (first {megabytes} MB, {packets} packets)")
+    print(f"this version / baseline: instructions x{per_packet['this version'] / per_packet['baseline']:.3f}")
+
+
 def median(runs: list[Run]) -> Run:
     """The run with the median wall time (the machine may be shared: runs alternate)."""
     return sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
@@ -140,6 +184,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline-src", type=Path, help="the src directory of a version to compare with")
+    parser.add_argument("--instructions-mb", type=int, help="with --baseline-src: count instructions (valgrind)")
     args = parser.parse_args()
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -177,6 +222,8 @@ def main() -> None:
         run = median(results)
         print(f"{name:24} {run.seconds:9.1f} {packets / run.seconds:11.0f} {size_mb / run.seconds:7.1f} "
               f"{run.cpu_seconds:7.1f} {run.peak_rss_mb:12.0f}  {', '.join(f'{r.seconds:.1f}' for r in results)}")
+    if args.baseline_src and args.instructions_mb:
+        compare_instructions(capture, args.instructions_mb, str(args.baseline_src.resolve()))
     if args.baseline_src:
         for variant in ("1 process", "workers"):
             now, before = median(runs[f"rpcwatch, {variant}"]), median(runs[f"baseline, {variant}"])
