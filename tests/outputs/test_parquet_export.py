@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
+from sources.frames import ethernet, handshake_to, write_pcap
+from test_cli import run
 
 from rpcwatch.outputs import parquet
 from rpcwatch.sources import expand_inputs
-from sources.frames import ethernet, handshake_to, write_pcap
-from test_cli import run
 
 #: runs of the exit-path loop; an abort at exit was seen about 4 times in 700 runs, and far
 #: more often on a loaded machine

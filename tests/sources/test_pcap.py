@@ -346,7 +346,9 @@ def test_snaplen_cut_payload_is_counted(corpus: Path, tmp_path: Path) -> None:
     cut.write_bytes(b"".join(out))
     whole, short = read_capture(source), read_capture(cut)
     assert short.stats.records == whole.stats.records
-    sizes = lambda c: sorted((r["id.orig_p"], r["orig_ip_bytes"], r["resp_ip_bytes"]) for r in c.rows("zeek.conn"))
+    def sizes(capture: Capture) -> list[tuple]:
+        return sorted((r["id.orig_p"], r["orig_ip_bytes"], r["resp_ip_bytes"]) for r in capture.rows("zeek.conn"))
+
     assert sizes(short) == sizes(whole)
     assert short.stats.warnings["payload cut by snaplen (DCE/RPC analysis of that direction stopped)"] > 0
     assert sum(r["missed_bytes"] for r in short.rows("zeek.conn")) > 0
@@ -412,8 +414,10 @@ def test_worker_processes_give_the_same_rows(corpus: Path, monkeypatch: pytest.M
     for batch in reading.batches():
         rows[batch.table].extend(batch.data.to_pylist())
     single = read_capture(path)
+    def key(row: dict) -> tuple:
+        return row["uid"], row["ts"]
+
     for table in ("zeek.conn", "zeek.dce_rpc"):
-        key = lambda row: (row["uid"], row["ts"])
         assert sorted(rows[table], key=key) == sorted(single.rows(table), key=key)
     stats, = reading.stats
     assert (stats.records, stats.bytes_read, stats.warnings) == (

@@ -427,17 +427,18 @@ class ConnectionTable:
         else:
             parent = self._tunnel_number(packet, number)
         inner = packet.inner
-        if inner.__class__ is tuple:
+        if isinstance(inner, tuple):
             self.packet(number, ts, wire_len, inner, parent)
             return None
-        if inner.__class__ is Tunnelled:
+        if isinstance(inner, Tunnelled):
             return self.tunnelled(number, ts, wire_len, inner, parent)
         return inner
 
     def _tunnel_number(self, packet: Tunnelled, number: int) -> int:
         """The number of an IP tunnel (GRE, IP in IP), by its kind and ends, as Zeek keeps
         one encapsulation per pair of tunnel addresses."""
-        ends = (packet.kind, *sorted((packet.src, packet.dst)))
+        low, high = sorted((packet.src, packet.dst))
+        ends = (packet.kind, low, high)
         tunnel = self._tunnels.get(ends)
         if tunnel is None:
             tunnel = self._tunnels[ends] = TUNNEL_NUMBER_BASE + number

@@ -292,7 +292,7 @@ def _tunnel(kind: str, src: bytes, dst: bytes, outer: Decoded | None, depth: int
     return Tunnelled(kind, src, dst, outer, inner())
 
 
-def _udp_tunnel(packet: Decoded, frame: bytes, start: int, end: int, depth: int) -> Decoded | Tunnelled:
+def _udp_tunnel(packet: Decoded, frame: bytes, start: int, end: int, depth: int) -> Decoded | Tunnelled | str:
     """VXLAN and Geneve: the UDP packet is a connection of its own; a payload that is not a
     valid tunnel header is just the UDP connection's payload, as in Zeek."""
     sport, dport = packet[3], packet[4]
