@@ -24,7 +24,6 @@ import argparse
 import os
 import re
 import shutil
-import statistics
 import struct
 import subprocess
 import sys
@@ -42,16 +41,17 @@ READER_SCRIPT = """
 import sys
 import rpcwatch.sources.pcap
 from rpcwatch.sources import LogReading, expand_inputs
-from rpcwatch.workers import start_workers, workers_ready
+from rpcwatch.context import RunContext
 if sys.argv[2] == "single":
     rpcwatch.sources.pcap.PARALLEL_MIN_SIZE = float("inf")
 inputs = list(expand_inputs(sys.argv[1:2]))
-start_workers(sys.argv[1:2])
-workers_ready()
-reading = LogReading(inputs)
-rows = {}
-for batch in reading.batches():
-    rows[batch.table] = rows.get(batch.table, 0) + batch.data.num_rows
+with RunContext() as run:
+    run.workers.start(sys.argv[1:2])
+    run.workers.ready()
+    reading = LogReading(inputs)
+    rows = {}
+    for batch in reading.batches():
+        rows[batch.table] = rows.get(batch.table, 0) + batch.data.num_rows
 print(reading.stats[0].records, rows.get("zeek.conn", 0), rows.get("zeek.dce_rpc", 0))
 """
 

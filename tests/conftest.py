@@ -38,11 +38,13 @@ def shared_tools() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_prefilter_yield(monkeypatch):
-    """Each test sees prefilters that have not yet learnt to stop (that state is per process)."""
-    from rpcwatch.sources import prefilter
+def _fresh_run_context():
+    """Each test runs in a run context of its own: prefilters that have not yet learnt to
+    stop, a worker pool of its own (closed afterwards)."""
+    from rpcwatch.context import RunContext
 
-    monkeypatch.setattr(prefilter, "_filter_yield", {})
+    with RunContext():
+        yield
 
 
 from spark_support import spark_session  # noqa: E402,F401  (the shared local[2] session)

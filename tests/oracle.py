@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache, lru_cache
 
 import re2
 
@@ -56,10 +58,17 @@ def evaluate(expr, event: dict) -> bool:
 def _lookup(event: dict, field: str):
     if field in event:
         return True, event[field]
-    for key in event:
-        if key.lower() == field.lower():
-            return True, event[key]
-    return False, None
+    key = _folded_keys(tuple(event)).get(field.lower())
+    return (True, event[key]) if key is not None else (False, None)
+
+
+@lru_cache(maxsize=1024)
+def _folded_keys(keys: tuple[str, ...]) -> dict[str, str]:
+    """Lower-case name -> the first key of that name (events of one table share keys)."""
+    folded: dict[str, str] = {}
+    for key in keys:
+        folded.setdefault(key.lower(), key)
+    return folded
 
 
 def _match(field, test, event) -> bool:
@@ -83,7 +92,7 @@ def _match(field, test, event) -> bool:
 
 def _value(value, test) -> bool:
     if isinstance(test, NullTest):
-        return value is None
+        return value is None or value == ""
     if isinstance(test, ExistsTest):
         return (value is not None) == test.exists
     if value is None:
@@ -113,8 +122,7 @@ def _value(value, test) -> bool:
         address = parse_address(_text(value))
         return address is not None and address_in(address, test.networks)
     if isinstance(test, RegexTest):
-        flags = "".join(f for f, on in (("i", test.ignore_case), ("m", test.multiline), ("s", test.dotall)) if on)
-        return re2.search(f"(?{flags}){test.regex}" if flags else test.regex, _text(value)) is not None
+        return _re2(test).search(_text(value)) is not None
     if isinstance(test, TimePartTest):
         moment = _moment(value)
         if moment is None:
@@ -126,18 +134,40 @@ def _value(value, test) -> bool:
 
 
 def _string(value, test: StringTest) -> bool:
-    text = plain_text(test.pattern)
-    if text is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and _DECIMAL.fullmatch(text.strip()):
-        return value == float(text)
-    if text is not None and isinstance(value, bool) and text.lower() in ("true", "t", "false", "f"):
-        return value == (text.lower() in ("true", "t"))
-    subject = _text(value)
-    if not test.case_sensitive:
-        subject = subject.lower()
-    regex = "".join(".*" if p is Wildcard.ANY else "." if p is Wildcard.ONE else re.escape(
-        p if test.case_sensitive else p.lower()) for p in test.pattern)
-    return re.fullmatch(regex, subject, re.DOTALL) is not None
+    if not isinstance(value, str):
+        text = plain_text(test.pattern)
+        if text is not None and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and _DECIMAL.fullmatch(text.strip()):
+            return value == float(text)
+        if text is not None and isinstance(value, bool) and text.lower() in ("true", "t", "false", "f"):
+            return value == (text.lower() in ("true", "t"))
+        value = _text(value)
+    return _pattern_matcher(test)(value if test.case_sensitive else value.lower())
+
+
+@cache
+def _pattern_matcher(test: StringTest) -> Callable[[str], bool]:
+    """Whole-value match of a pattern: equality, containment, prefix and suffix as string
+    operations (most rule values are one of these), anything else as a regex."""
+    parts = tuple(p if isinstance(p, Wildcard) or test.case_sensitive else p.lower() for p in test.pattern)
+    shape = tuple(p if isinstance(p, Wildcard) else str for p in parts)
+    if shape == (str,):
+        return parts[0].__eq__
+    if shape == (Wildcard.ANY, str, Wildcard.ANY):
+        return lambda subject: parts[1] in subject
+    if shape == (str, Wildcard.ANY):
+        return lambda subject: subject.startswith(parts[0])
+    if shape == (Wildcard.ANY, str):
+        return lambda subject: subject.endswith(parts[1])
+    regex = re.compile("".join(".*" if p is Wildcard.ANY else "." if p is Wildcard.ONE else re.escape(p)
+                               for p in parts), re.DOTALL)
+    return lambda subject: regex.fullmatch(subject) is not None
+
+
+@cache
+def _re2(test: RegexTest):
+    flags = "".join(f for f, on in (("i", test.ignore_case), ("m", test.multiline), ("s", test.dotall)) if on)
+    return re2.compile(f"(?{flags}){test.regex}" if flags else test.regex)
 
 
 def _keyword(test, event) -> bool:
@@ -167,9 +197,9 @@ def _text(value) -> str:
 
 def _moment(value):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=timezone.utc)
+        return datetime.fromtimestamp(value, tz=UTC)
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

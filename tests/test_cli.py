@@ -4,11 +4,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import Counter
 import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest

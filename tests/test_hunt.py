@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from documents import documents
 
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
@@ -24,7 +25,7 @@ DCE = "DCE/RPC from Internet"
 def hunt(paths, config=None, prefilter=True, rules=(), bundled=True):
     plan = plan_hunt(rules, config, bundled=bundled, prefilter=prefilter)
     run = Hunt(list(expand_inputs([str(p) for p in paths])), plan, DuckDBEngine())
-    return list(run), run.report
+    return documents(run, plan.config), run.report
 
 
 def zeek_expectations(corpus: Path) -> dict[str, int]:
@@ -44,7 +45,11 @@ def test_corpus_zeek_files_raise_exactly_the_documented_alerts(corpus):
     by_file = Counter(Path(a["log"]["file"]["path"]).relative_to(corpus).as_posix()
                       for a in alerts if a["rule"]["name"] == RPC)
     assert {p: by_file.get(p, 0) for p in expected} == expected
-    assert sum(1 for a in alerts if a["rule"]["name"] == DCE) == 0
+    # the one DCE/RPC session from the internet in the corpus: a scanner binding on Modbus's
+    # port 502, which Zeek recognised as dce_rpc (not TCP/135, so not in the counts above)
+    modbus = "zeek-btest/testing/btest/Baseline/scripts.base.protocols.modbus.modbus_and_non_modbus_on_port_502/conn.log"
+    assert [(Path(a["log"]["file"]["path"]).relative_to(corpus).as_posix(), a["original"]["uid"])
+            for a in alerts if a["rule"]["name"] == DCE] == [(modbus, "ClEkJM2Vm5giqnMf4h")]
     assert all(s.error is None and s.skipped_total == 0 for s in report.stats)
 
 
@@ -60,10 +65,9 @@ def test_rita_alerts_are_the_scanners_all_rejected(corpus):
     assert first["@timestamp"] == "2024-04-19T01:03:47.117664Z"
     assert first["original"]["uid"] == "C8spCJhr6b5Xd0NBf"
     assert first["original"]["_node_name"] == "worker-eth0-1"
-    guide = first["rule"].pop("investigation_guide")
     assert first["rule"] == {"id": "2b7c31f6-f350-4d05-97f8-c35173dbbd12", "name": RPC, "level": "high",
-                             "tags": ["attack.initial-access", "attack.t1133", "attack.t1190"]}
-    assert guide.startswith("What to check")
+                             "tags": ["attack.initial-access", "attack.t1133", "attack.t1190"],
+                             "reference": "rpcwatch/rules/zeek_conn_rpc_from_internet.yml"}
 
 
 def test_rita_is_silent_when_the_sensor_network_is_not_trusted(corpus):
@@ -80,7 +84,8 @@ def test_internal_networks_make_a_source_internal(corpus):
     assert len(alerts) == 29  # 152.32.151.121 and 152.32.164.18 are now ours
 
 
-def test_examples(repo_root=Path(__file__).resolve().parent.parent):
+def test_examples():
+    repo_root = Path(__file__).resolve().parent.parent
     alerts, report = hunt([repo_root / "examples"])
     counts = Counter(a["rule"]["name"] for a in alerts)
     assert counts == {RPC: 7, DCE: 6, "Remote Execution over DCE/RPC from Internet": 2,

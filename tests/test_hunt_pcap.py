@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from sources.capture_edit import rewrite_addresses
 from test_cli import run
 

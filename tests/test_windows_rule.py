@@ -7,13 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from documents import documents
+from sources.windows_corpus import parser_records
 
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
 from rpcwatch.sources import expand_inputs
-
-from sources.windows_corpus import parser_records
 
 WINDOWS_RULE = "Detect RPC from Internet - Windows"
 EVTX_INBOUND = {
@@ -38,7 +38,7 @@ PUBLIC_V4, PUBLIC_V6 = "203.0.114.7", "2a01:4f8:c17:1::7"
 def hunt(paths, rules=(), bundled=True):
     plan = plan_hunt([str(r) for r in rules], bundled=bundled)
     assert not plan.problems, plan.problems
-    return list(Hunt(list(expand_inputs([str(p) for p in paths])), plan, DuckDBEngine()))
+    return documents(Hunt(list(expand_inputs([str(p) for p in paths])), plan, DuckDBEngine()))
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The YAML data files shipped in the package (mappings, pipelines, triage data), read once."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -16,7 +16,7 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=FAST_LOADER)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_yaml(package: str, *path: str) -> Any:
     """A YAML file of ``package`` (its data, or ``{}`` when the file is empty)."""
     text = resources.files(package).joinpath(*path).read_text(encoding="utf-8")

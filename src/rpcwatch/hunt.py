@@ -7,23 +7,24 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import pyarrow as pa
 
-from rpcwatch.alerts import FILE_COLUMN, build_alerts, event_time
+from rpcwatch.alerts import Alert, build_alerts, event_time
 from rpcwatch.config import Config
-from rpcwatch.sigma.compiler import RuleError
-from rpcwatch.sigma.literals import literals_for_table
-from rpcwatch.sigma.loader import RuleProblem, RuleSet, describe_logsource, load_rule_set
-from rpcwatch.sigma.correlation import Correlator, Event
+from rpcwatch.context import current
+from rpcwatch.schema import FILE_COLUMN, LiteralSet, table_info
+from rpcwatch.sigma.correlation import CorrelationLimits, Correlator, Event
 from rpcwatch.sigma.expr import has_keywords
-from rpcwatch.sigma.logsources import BoundRule, bind, table_info
+from rpcwatch.sigma.literals import literals_for_table
+from rpcwatch.sigma.loader import RuleProblem, RuleSet, load_rule_set
+from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sources import LogReading, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputFile
-from rpcwatch.sources.prefilter import LiteralSet, PrefilterPlan
-from rpcwatch.triage.enrich import AlertEnricher
+from rpcwatch.sources.prefilter import PrefilterPlan
 
 #: rows gathered per table before the engine runs (bounded memory, few queries)
 BATCH_ROWS = 1 << 18
@@ -53,8 +54,6 @@ class HuntPlan:
     by_table: dict[str, list[BoundRule]]
     prefilter: PrefilterPlan
     config: Config = field(default_factory=Config)
-    #: give alerts a reason, risk score and ATT&CK context (off for triage's evidence pass)
-    enrich: bool = True
 
     @property
     def problems(self) -> list[RuleProblem]:
@@ -64,25 +63,11 @@ class HuntPlan:
 def plan_hunt(rule_paths: Iterable[str] = (), config: Config | None = None, bundled: bool = True,
               prefilter: bool = True, filters: Iterable[str] = ()) -> HuntPlan:
     rule_set = load_rule_set(rule_paths, config, bundled=bundled, filters=filters)
-    by_table: dict[str, list[BoundRule]] = defaultdict(list)
-    runnable = []
-    for rule in rule_set.rules:
-        try:
-            bound = bind(rule)
-        except RuleError as exc:
-            rule_set.problems.append(RuleProblem(rule.path, str(exc), rule.title, rule.id, rule.level,
-                                                 describe_logsource(dict(rule.logsource))))
-            continue
-        runnable.append(rule)
-        for item in bound:
-            by_table[item.table].append(item)
-    rule_set.rules = runnable
-    _drop_unrunnable_correlations(rule_set)
-    return plan_bound(rule_set, by_table, config or Config(), prefilter=prefilter)
+    return plan_bound(rule_set, rule_set.by_table, config or Config(), prefilter=prefilter, literals=rule_set.literals)
 
 
 def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: Config,
-               prefilter: bool = True, enrich: bool = True,
+               prefilter: bool = True,
                literals: Mapping[str, LiteralSet | None] | None = None) -> HuntPlan:
     """A plan for rules already bound to tables (also triage's programmatic searches).
     ``literals`` gives a table's prefilter literals when the caller knows them better
@@ -93,27 +78,7 @@ def plan_bound(rule_set: RuleSet, by_table: dict[str, list[BoundRule]], config: 
                          raw_tables={table for table, rules in by_table.items()
                                      if any(has_keywords(b.expr) for b in rules)},
                          enabled=prefilter)
-    return HuntPlan(rule_set, dict(by_table), plan, config, enrich)
-
-
-def _drop_unrunnable_correlations(rule_set: RuleSet) -> None:
-    """A correlation runs only when every rule it references (through chains) does."""
-    runnable = {rule.key for rule in rule_set.rules}
-    pending = list(rule_set.correlations)
-    kept: list = []
-    changed = True
-    while changed:
-        changed = False
-        for correlation in list(pending):
-            if all(key in runnable for key in correlation.rules):
-                runnable.add(correlation.key)
-                kept.append(correlation)
-                pending.remove(correlation)
-                changed = True
-    for correlation in pending:
-        rule_set.problems.append(RuleProblem(correlation.path, "correlation: a referenced rule is not runnable",
-                                             correlation.title, correlation.id, correlation.level))
-    rule_set.correlations = kept
+    return HuntPlan(rule_set, dict(by_table), plan, config)
 
 
 @dataclass
@@ -125,6 +90,8 @@ class HuntReport:
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
     bytes_on_disk: int = 0
+    #: what the correlation limits cost (late events, windows cut short, groups closed early)
+    correlation_losses: list[str] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -143,7 +110,12 @@ class Hunt:
     """Iterate to get alerts as they are found; the report is complete afterwards."""
 
     def __init__(self, inputs: list[InputFile], plan: HuntPlan, engine: Engine,
-                 on_bytes: Callable[[int], None] | None = None, sources: Sequence[BatchSource] = ()):
+                 on_bytes: Callable[[int], None] | None = None, sources: Sequence[BatchSource] = (),
+                 correlator: Correlator | None = None, watermark: float | None = None):
+        """``correlator``: one that outlives this hunt (live mode runs one hunt per batch of
+        new lines, and correlation windows span batches): its windows stay open at the end,
+        and only the episodes no event after ``watermark`` (epoch seconds) can extend are
+        reported."""
         self.plan = plan
         self._sources = sources
         self.engine = engine
@@ -152,39 +124,48 @@ class Hunt:
         self._reading = LogReading(inputs, plan.prefilter, self._count_bytes)
         self.report.stats = self._reading.stats
         self._columns: dict[str, set[str]] = defaultdict(set)
-        self._correlator = Correlator(plan.rule_set.correlations)
-        self._enrich = AlertEnricher(plan.config) if plan.enrich else None
+        self._correlator = correlator if correlator is not None else new_correlator(plan.rule_set.correlations)
+        self._live, self._watermark = correlator is not None, watermark
+        #: the newest time of an event the correlations observed (live mode's watermark)
+        self.newest_event: float | None = None
 
     def _count_bytes(self, size: int) -> None:
         self.report.bytes_on_disk += size
         if self._on_bytes:
             self._on_bytes(size)
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Alert]:
         """Alerts of the rules that alert on their own, then those of the correlations."""
         for bound, rows in self.matches():
             observed = self._correlator.wants(bound.rule.key)
             if not (observed or bound.rule.emit):
                 continue
-            for alert in build_alerts(bound, rows, self._columns.__getitem__):
-                if observed:
-                    self._observe(bound, alert["original"])
+            for alert in build_alerts(bound.rule, bound.table, rows, self._columns.__getitem__):
+                if observed and alert.original is not None:
+                    self._observe(bound, alert.original)
                 if bound.rule.emit:
                     self.report.alerts_by_rule[bound.rule.title] += 1
-                    yield self._enriched(alert, bound.rule)
-        for alert, correlation in self._correlator.finish():
-            self.report.alerts_by_rule[correlation.title] += 1
-            yield self._enriched(alert, correlation)
+                    yield alert
+            # episodes closed early (only when more events came than the correlations hold)
+            yield from self._correlation_alerts(self._correlator.poll())
+        if self._live:
+            yield from self._correlation_alerts(self._correlator.poll(self._watermark))
+        else:
+            yield from self._correlation_alerts(self._correlator.finish())
+        self.report.correlation_losses = self._correlator.losses()
         self.report.finished = time.perf_counter()
+
+    def _correlation_alerts(self, found: Iterable[Alert]) -> Iterator[Alert]:
+        for alert in found:
+            self.report.alerts_by_rule[alert.rule.name] += 1
+            yield alert
 
     def _observe(self, bound: BoundRule, record: dict) -> None:
         time_of = event_time(record, table_info(bound.table))
         if time_of is not None:
+            self.newest_event = time_of if self.newest_event is None else max(self.newest_event, time_of)
             self._correlator.observe(bound.rule.key, Event(time_of, bound.rule.key, record, bound.renames,
                                                            bound.rule.title, bound.table))
-
-    def _enriched(self, alert: dict, rule) -> dict:
-        return alert if self._enrich is None else self._enrich(alert, rule)
 
     def matches(self) -> Iterator[tuple[BoundRule, pa.Table]]:
         """Each rule with the rows it matched (and their input in ``FILE_COLUMN``), before
@@ -212,8 +193,15 @@ class Hunt:
     def _run(self, table: str, tables: list[pa.Table]) -> Iterator[tuple[BoundRule, pa.Table]]:
         rules = self.plan.by_table[table]
         for data in _unify(tables):
-            for bound, rows in self.engine.match(data, rules):
-                yield bound, rows
+            yield from self.engine.match(data, rules)
+
+
+def new_correlator(correlations: Sequence) -> Correlator:
+    """A correlator with the run's limits ([limits] in rpcwatch.toml)."""
+    limits = current().limits
+    return Correlator(correlations, CorrelationLimits(
+        max_reorder_events=limits.correlation_reorder_events, max_groups=limits.correlation_groups,
+        max_window_events=limits.correlation_window_events, max_held_events=limits.correlation_held_events))
 
 
 def _with_file(batch: TableBatch) -> pa.Table:

@@ -11,8 +11,8 @@ so an IPv6 network never matches an IPv4 address (and vice versa).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -128,7 +128,7 @@ class NetworkSet:
     networks: tuple[IPNetwork, ...]
 
     @classmethod
-    def parse(cls, texts: Sequence[str]) -> "NetworkSet":
+    def parse(cls, texts: Sequence[str]) -> NetworkSet:
         return cls(tuple(parse_network(text) for text in texts))
 
     def __contains__(self, text: str) -> bool:

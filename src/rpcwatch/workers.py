@@ -1,72 +1,124 @@
 """Worker processes that read inputs side by side, one pool per run.
 
 Reading holds Python's GIL (the byte scan, packet tracking, the EVTX parser), so the
-readers spread work over processes, not threads. This module owns the pool and its
-policy and imports nothing heavy: the command line starts the workers before it imports
-the rule engine, so the workers' start-up (importing the readers) runs on another core
-while this process loads the rules.
+readers spread work over processes, not threads. :class:`WorkerPool` owns the pool and
+its policy and imports nothing heavy: the command line starts the workers before it
+imports the rule engine, so the workers' start-up (importing the readers) runs on another
+core while this process loads the rules. The pool of the current run is found through
+the run context (:mod:`rpcwatch.context`).
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Sequence
+from multiprocessing.context import BaseContext
 
 #: plain files smaller than this are read in-process (workers cost a start-up)
 PARALLEL_MIN_SIZE = 48 << 20
 #: several files are read side by side by the workers only when there is this much to read
 SEVERAL_FILES_MIN_SIZE = 32 << 20
 
-_pool: Executor | None = None
-#: worker processes asked for (``--workers``); ``None``: one per available core
-_requested_workers: int | None = None
-#: True in a worker process: work handed to a worker never fans out again
+#: True in a worker process: work handed to a worker never fans out again (the identity
+#: of this process, not a setting)
 _in_worker = False
-#: the thread that starts the workers, and one start-up task per worker
-_starting: threading.Thread | None = None
-_warm_up_tasks: list[Future] = []
 
 
-def set_worker_count(workers: int | None) -> None:
-    """Use ``workers`` reader processes (0 or 1: read in this process); ``None``: one per core."""
-    global _requested_workers
-    _requested_workers = workers
+class WorkerPool:
+    """The reader processes of one run: how many (``--workers``; ``None`` one per core,
+    0 or 1 reads everything in this process), started on first use or ahead of time."""
 
+    def __init__(self, requested: int | None = None):
+        self.requested = requested
+        self._pool: Executor | None = None
+        self._starting: threading.Thread | None = None
+        self._warm_up: list[Future] = []
+        self._broken = False
 
-def worker_count() -> int:
-    if _requested_workers is not None:
-        return _requested_workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    def count(self) -> int:
+        if self.requested is not None:
+            return self.requested
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+    def pool(self) -> Executor | None:
+        """The pool, started on first use; ``None`` on a single core, in a worker process,
+        or when the workers could not start.
+
+        Workers come from a fork server where the platform has one: a clean process that
+        has imported rpcwatch's readers and nothing else, so workers start fast, inherit no
+        threads (forking a process that runs DuckDB's or Arrow's threads is not safe), and
+        the caller's main module is never imported again (``spawn`` would run it)."""
+        if self.count() < 2 or _in_worker or self._broken:
+            return None
+        if self._pool is None:
+            context: BaseContext
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["rpcwatch.sources"])
+            else:
+                context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=self.count(), mp_context=context,
+                                             initializer=_become_worker)
+        return self._pool
+
+    def disable(self) -> None:
+        """No more worker processes in this run (they could not start)."""
+        self._broken = True
+
+    def start(self, paths: Sequence[str]) -> None:
+        """Start the workers without waiting for them, when some file is large enough to
+        use them or several files hold enough to read side by side (directories walked).
+        :meth:`ready` waits."""
+        if self.count() < 2 or _in_worker or self._starting or not worth_workers(paths):
+            return
+        pool = self.pool()
+        if pool is not None:
+            # Starting a process through the fork server waits until the server has imported
+            # the readers; a thread does that waiting so this one can go on.
+            self._starting = threading.Thread(target=self._start_each, args=(pool,), name="rpcwatch-workers",
+                                              daemon=True)
+            self._starting.start()
+
+    def _start_each(self, pool: Executor) -> None:
+        try:
+            self._warm_up.extend(pool.submit(_ready) for _ in range(self.count()))
+        except BrokenProcessPool:
+            self.disable()
+
+    def ready(self) -> None:
+        """Wait for the workers :meth:`start` started; if they could not start, read in
+        this process."""
+        if self._starting is not None:
+            self._starting.join()
+        try:
+            for future in self._warm_up:
+                future.result()
+        except BrokenProcessPool:
+            self.disable()
+
+    def close(self) -> None:
+        """Stop the workers (at the end of the run)."""
+        if self._starting is not None:
+            self._starting.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def worker_pool() -> Executor | None:
-    """One pool per process, started on first use; ``None`` on a single core.
+    """The current run's pool (see :class:`WorkerPool.pool`)."""
+    from rpcwatch.context import current
 
-    Workers come from a fork server where the platform has one: a clean process that has
-    imported rpcwatch's readers and nothing else, so workers start fast, inherit no
-    threads (forking a process that runs DuckDB's or Arrow's threads is not safe), and
-    the caller's main module is never imported again (``spawn`` would run it)."""
-    global _pool
-    workers = worker_count()
-    if workers < 2 or _in_worker:
-        return None
-    if _pool is None:
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["rpcwatch.sources"])
-        else:
-            context = multiprocessing.get_context("spawn")
-        _pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_become_worker)
-    return _pool
+    return current().workers.pool()
 
 
-def disable_workers() -> None:
-    """No more worker processes in this process (they could not start)."""
-    global _in_worker
-    _in_worker = True
+def worker_count() -> int:
+    from rpcwatch.context import current
+
+    return current().workers.count()
 
 
 def _become_worker() -> None:
@@ -74,29 +126,7 @@ def _become_worker() -> None:
     _in_worker = True
 
 
-def start_workers(paths: Sequence[str]) -> None:
-    """Start the worker processes, without waiting for them, when some file is large enough
-    to use them or several files hold enough to read side by side (directories walked).
-    :func:`workers_ready` waits."""
-    global _starting
-    if worker_count() < 2 or _in_worker or _starting or not _worth_workers(paths):
-        return
-    pool = worker_pool()
-    if pool is not None:
-        # Starting a process through the fork server waits until the server has imported
-        # the readers; a thread does that waiting so this one can go on.
-        _starting = threading.Thread(target=_warm_up, args=(pool,), name="rpcwatch-workers", daemon=True)
-        _starting.start()
-
-
-def _warm_up(pool: Executor) -> None:
-    try:
-        _warm_up_tasks.extend(pool.submit(_ready) for _ in range(worker_count()))
-    except BrokenProcessPool:
-        disable_workers()
-
-
-def _worth_workers(paths: Sequence[str]) -> bool:
+def worth_workers(paths: Sequence[str]) -> bool:
     files = total = 0
     for size in _file_sizes(paths):
         if size >= PARALLEL_MIN_SIZE:
@@ -124,18 +154,6 @@ def _size(path: str) -> int:
         return os.stat(path).st_size
     except (OSError, ValueError):
         return 0
-
-
-def workers_ready() -> None:
-    """Wait for the workers :func:`start_workers` started; if they could not start, read in
-    this process."""
-    if _starting is not None:
-        _starting.join()
-    try:
-        for future in _warm_up_tasks:
-            future.result()
-    except BrokenProcessPool:
-        disable_workers()
 
 
 def _ready() -> bool:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import pyarrow as pa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from oracle import evaluate
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
+from sigma_strategies import event_values, rule
 
-from oracle import evaluate
 from rpcwatch.engines.duckdb import INDEXED_RULES, DuckDBEngine
 from rpcwatch.sigma.compiler import RuleError, compile_rule
 from rpcwatch.sigma.logsources import BoundRule
-
-from sigma_strategies import event_values, rule
 
 SCHEMA = pa.schema([("__id__", pa.int64()), ("s", pa.string()), ("t", pa.string()), ("n", pa.int64()),
                     ("x", pa.float64()), ("f", pa.bool_()), ("l", pa.list_(pa.string())), ("ip", pa.string())])

@@ -5,6 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from documents import documents
 
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
@@ -30,7 +31,7 @@ def corpus_log_files(corpus: Path) -> list[Path]:
 def alert_keys(paths, engine, rules=(BROAD_RULES,)) -> Counter:
     """(rule, record id, input) of each alert; correlations by their first event time."""
     plan = plan_hunt([str(r) for r in rules])
-    alerts = list(Hunt(list(expand_inputs([str(p) for p in paths])), plan, engine))
+    alerts = documents(Hunt(list(expand_inputs([str(p) for p in paths])), plan, engine))
     return Counter((a["rule"]["name"], str(_record_id(a)), (a.get("log") or {}).get("file", {}).get("path"))
                    for a in alerts)
 
@@ -76,7 +77,7 @@ def test_a_parquet_dataset_hunted_by_spark_raises_the_alerts_of_its_logs(corpus,
     hunt = Hunt([], plan, spark_engine, sources=[SparkDatasetScan(spark_engine, [str(tmp_path / "dataset")],
                                                                     plan.by_table)])
     scanned = Counter((a["rule"]["name"], str(_record_id(a)), (a.get("log") or {}).get("file", {}).get("path"))
-                      for a in hunt)
+                      for a in documents(hunt))
     assert scanned == alert_keys(files, DuckDBEngine())
     assert sum(s.records for s in hunt.report.stats) == export.rows
 

@@ -38,7 +38,7 @@ class RecordingProxy:
 
     requests: list[str] = field(default_factory=list)
 
-    def __enter__(self) -> "RecordingProxy":
+    def __enter__(self) -> RecordingProxy:
         self._server = socket.socket()
         self._server.bind(("127.0.0.1", 0))
         self._server.listen(16)

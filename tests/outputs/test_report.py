@@ -9,7 +9,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from browser import RecordingProxy, run_chromium
 from test_cli import rpcwatch_command
 

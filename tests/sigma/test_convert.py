@@ -11,6 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 import sqlglot
+import yaml
 from luqum.parser import parser as lucene_parser
 
 from rpcwatch.config import Config
@@ -22,7 +23,9 @@ from rpcwatch.sources import LogReading, expand_inputs
 from rpcwatch.sources.windows import WINDOWS_TABLE, with_text_event_data
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "convert"
-SIEM_TARGETS = ("splunk", "lucene", "esql", "kusto")
+#: every pySigma backend the test environment installs (the [siem] extra), found by discovery
+SIEM_TARGETS = ("elastalert", "eql", "esql", "kusto", "lucene", "splunk", "splunk_spl2")
+WINDOWS_RULE = "Detect RPC from Internet - Windows"
 #: golden files are rewritten instead of compared when this is set
 UPDATE = os.environ.get("RPCWATCH_UPDATE_GOLDEN") == "1"
 
@@ -42,11 +45,43 @@ def test_bundled_rules_convert_to_the_golden_query_text(target):
     assert text == golden.read_text(encoding="utf-8")
 
 
+def test_the_siem_targets_are_the_installed_backends():
+    from rpcwatch.sigma.targets import targets
+
+    assert sorted(targets()) == sorted({*SIEM_TARGETS, "duckdb", "spark-sql"})
+
+
 def test_every_bundled_detection_rule_converts_for_every_target():
     for target in (*SIEM_TARGETS, "duckdb", "spark-sql"):
         result = convert([], target)
         converted = {c.title for c in result.conversions if c.queries}
-        assert {"Detect RPC from Internet", "Detect RPC from Internet - Windows"} <= converted, target
+        assert {"Detect RPC from Internet", WINDOWS_RULE} <= converted, target
+
+
+@pytest.mark.parametrize("target", [*SIEM_TARGETS, "duckdb", "spark-sql"])
+def test_windows_rule_covers_sysmon_3_and_security_5156_5157_in_every_target(target):
+    [windows] = [c for c in convert([], target).conversions if c.title == WINDOWS_RULE]
+    assert windows.problem is None and len(windows.queries) == 2
+    sysmon, security = (query_text(target, query).lower() for query in windows.queries)
+    assert "sysmon" in sysmon and "5156" not in sysmon
+    assert "5156" in security and "5157" in security and "sysmon" not in security
+
+
+def query_text(target: str, query: str) -> str:
+    """The query itself (an ElastAlert rule is YAML around it, with the rule's description)."""
+    return str(yaml.safe_load(query)["filter"]) if target == "elastalert" else query
+
+
+@pytest.mark.parametrize("target", SIEM_TARGETS)
+def test_private_ranges_are_named_once_per_list(target):
+    """The internal and non-routable lists are OR-ed and the private ranges are in both:
+    each query names them once in its NOT list and once in its other list (the Windows
+    rule's second orientation, the Zeek rule's internal destination)."""
+    for conversion in convert([], target).conversions:
+        if conversion.title in (WINDOWS_RULE, "Detect RPC from Internet"):
+            for query in conversion.queries:
+                text = query_text(target, query).replace("\\", "")
+                assert text.count("192.168.0.0/16") == text.count("10.0.0.0/8") == 2, (target, conversion.title)
 
 
 def test_rules_that_correlations_reference_are_complete_queries_too():
@@ -110,8 +145,7 @@ def corpus_tables(paths) -> dict[str, pa.Table]:
 
 def hunt_keys(paths) -> Counter:
     alerts = Hunt(list(expand_inputs([str(p) for p in paths])), plan_hunt(), DuckDBEngine())
-    return Counter((a["rule"]["name"], str(a["original"].get("uid") or a["original"].get("EventRecordID")))
-                   for a in alerts if "original" in a)
+    return Counter((a.rule.name, a.record_id) for a in alerts if a.original is not None)
 
 
 def sql_keys(target: str, tables: dict[str, pa.Table], run) -> Counter:
@@ -162,3 +196,17 @@ def _spark_ready(data: pa.Table) -> pa.Table:
     columns = [c.cast(pa.string()) if pa.types.is_null(c.type) or pa.types.is_dictionary(c.type) else c
                for c in data.columns]
     return pa.table(columns, names=data.column_names)
+
+
+def test_without_the_siem_extra_convert_names_the_extra_and_exits_2(monkeypatch, capsys):
+    from rpcwatch import cli
+    from rpcwatch.sigma import targets
+
+    monkeypatch.setattr(targets, "installed_backends", lambda: {})
+    assert cli.main(["rules", "convert", "--target", "splunk"]) == 2
+    assert "target splunk needs pySigma's SIEM backends, which are not installed: pip install 'rpcwatch[siem]'" \
+        in capsys.readouterr().err
+    assert cli.main(["rules", "convert", "--target", "qradar"]) == 2
+    assert "unknown target 'qradar' (available here: duckdb, spark-sql)" in capsys.readouterr().err
+    assert cli.main(["rules", "convert", "--target", "duckdb"]) == 0
+    assert "SELECT * FROM windows WHERE" in capsys.readouterr().out

@@ -1,13 +1,16 @@
 """Correlation rules end to end, with hand-computed windows (edges, order, episodes)."""
 from __future__ import annotations
 
+import io
 import json
 import textwrap
 
 import pytest
+from documents import documents
 
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
+from rpcwatch.outputs.summary import print_summary
 from rpcwatch.sources import expand_inputs
 
 BASE = """
@@ -38,7 +41,7 @@ def run(tmp_path, correlation: str, events: list[dict]):
                              for i, e in enumerate(events)) + "\n")
     plan = plan_hunt([str(rules_dir(tmp_path, correlation))], bundled=False)
     assert not plan.problems, plan.problems
-    alerts = list(Hunt(list(expand_inputs([str(log)])), plan, DuckDBEngine()))
+    alerts = documents(Hunt(list(expand_inputs([str(log)])), plan, DuckDBEngine()))
     return [a for a in alerts if a["event"]["dataset"] == "correlation"]
 
 
@@ -200,3 +203,24 @@ def test_generate_false_hides_the_referenced_rules(tmp_path):
     assert {r.title: r.emit for r in plan.rule_set.rules} == {"Probe rej": False, "Probe sf": True}
     alerts = list(Hunt(list(expand_inputs([str(log)])), plan, DuckDBEngine()))
     assert alerts == []
+
+
+def test_limits_reached_in_a_hunt_are_reported(tmp_path, monkeypatch):
+    """With room for one event in the reorder buffer, an event logged before events already
+    evaluated is evaluated late, and the run report says so."""
+    from rpcwatch.context import Limits, RunContext
+
+    log = tmp_path / "conn.log"
+    log.write_text("\n".join(json.dumps({"uid": f"C{i}", "proto": "tcp", "id.resp_p": 135, **ev(t)})
+                             for i, t in enumerate([1010.0, 1020.0, 1030.0, 1000.0])) + "\n")
+    plan = plan_hunt([str(rules_dir(tmp_path, COUNT3))], bundled=False)
+    with RunContext(limits=Limits(correlation_reorder_events=1)):  # as [limits] in rpcwatch.toml sets it
+        hunt = Hunt(list(expand_inputs([str(log)])), plan, DuckDBEngine())
+        alerts = [a.to_dict() for a in hunt if a.dataset == "correlation"]
+    assert [(a["correlation"]["value"], a["correlation"]["events_count"]) for a in alerts] == [(4, 4)]
+    assert hunt.report.correlation_losses == [
+        "Three probes: 1 events arrived after later events had been evaluated (reorder buffer of 1 events "
+        "full, or behind the watermark) and were evaluated late, at their group's latest time"]
+    summary = io.StringIO()
+    print_summary(hunt.report, plan, summary)
+    assert "correlation limit reached: Three probes: 1 events arrived after later events" in summary.getvalue()

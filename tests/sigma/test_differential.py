@@ -4,11 +4,11 @@ from __future__ import annotations
 import pyarrow as pa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from oracle import evaluate
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
-
-from oracle import evaluate
 from sigma_strategies import event_values, rule
+
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.sigma.compiler import RuleError, compile_rule
 from rpcwatch.sigma.logsources import BoundRule

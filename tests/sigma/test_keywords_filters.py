@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import textwrap
 
+from documents import documents
+
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import Hunt, plan_hunt
 from rpcwatch.sources import expand_inputs
@@ -30,7 +32,7 @@ def hunt_with(tmp_path, rule_text: str, log_name: str, log_text: str, prefilter=
     (tmp_path / log_name).write_text(log_text)
     plan = plan_hunt([str(rules)], bundled=False, prefilter=prefilter, filters=filters)
     assert not plan.problems, plan.problems
-    return list(Hunt(list(expand_inputs([str(tmp_path / log_name)])), plan, DuckDBEngine()))
+    return documents(Hunt(list(expand_inputs([str(tmp_path / log_name)])), plan, DuckDBEngine()))
 
 
 def test_tsv_keywords_search_the_raw_line(tmp_path):
@@ -67,7 +69,7 @@ def test_a_filter_document_tunes_the_named_rule(tmp_path):
         """))
     plan = plan_hunt(filters=[str(scanners)])
     assert plan.rule_set.filters == {"Known research scanners": 1}
-    alerts = list(Hunt(list(expand_inputs(["examples"])), plan, DuckDBEngine()))
+    alerts = documents(Hunt(list(expand_inputs(["examples"])), plan, DuckDBEngine()))
     rpc = [a["source"]["ip"] for a in alerts if a["rule"]["name"] == "Detect RPC from Internet"]
     assert "45.83.64.17" not in rpc and len(rpc) == 2
     assert not any(a["rule"]["name"] == "RPC Sweep from Internet" for a in alerts)

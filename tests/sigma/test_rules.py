@@ -68,7 +68,7 @@ def test_configured_networks_replace_the_lists():
 
 
 @pytest.mark.parametrize("title,tables", [
-    ("Detect RPC from Internet", ["zeek.conn"]),
+    ("Detect RPC from Internet", ["zeek.conn", "suricata.eve", "aws.vpcflow", "netfilter", "ecs"]),
     ("DCE/RPC from Internet", ["zeek.dce_rpc", "zeek.conn"]),
 ])
 def test_routing(title, tables):

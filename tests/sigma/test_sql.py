@@ -5,9 +5,9 @@ import textwrap
 
 import pyarrow as pa
 import pytest
+from oracle import evaluate
 from sigma.rule import SigmaRule
 
-from oracle import evaluate
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.sigma.compiler import compile_rule
 from rpcwatch.sigma.logsources import BoundRule

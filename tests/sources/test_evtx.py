@@ -17,6 +17,7 @@ import pytest
 from rpcwatch.sources import evtx as evtx_reader
 from rpcwatch.sources.prefilter import Literal, PrefilterPlan
 from rpcwatch.sources.windows import SYSTEM_FIELD_TYPES, WINDOWS_TABLE
+
 from .windows_corpus import parser_records, port_135_events, read, sigma_text
 
 pytestmark = pytest.mark.corpus

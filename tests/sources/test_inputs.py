@@ -57,3 +57,32 @@ def test_closing_early_stops_the_thread_and_closes_the_stream():
     assert stream.read(10) == b"y" * 10
     stream.close()
     assert raw.closed_by_reader and stream.closed
+
+
+def test_a_gzip_bomb_is_inflated_a_few_mebibytes_at_a_time():
+    """1 MiB of deflate can stand for a GiB; reading it must not hold more than a few MiB."""
+    import gzip
+    import tracemalloc
+
+    from rpcwatch.sources.base import ReadStats
+    from rpcwatch.sources.inputs import INFLATE_BATCH, GzipStream
+
+    size = 256 << 20
+    bomb = io.BytesIO()
+    with gzip.GzipFile(fileobj=bomb, mode="wb", compresslevel=9) as out:
+        for _ in range(size >> 24):
+            out.write(b"\n" * (1 << 24))
+    assert len(bomb.getvalue()) < 1 << 20  # one compressed block holds all of it
+    bomb.seek(0)
+    stats = ReadStats("bomb.gz")
+    stream, total = GzipStream(bomb, stats), 0
+    tracemalloc.start()
+    try:
+        while chunk := stream.read(1 << 20):
+            assert chunk.count(b"\n") == len(chunk)
+            total += len(chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == size and not stats.lost
+    assert peak < 4 * INFLATE_BATCH

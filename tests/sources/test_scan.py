@@ -57,11 +57,21 @@ def test_parallel_json(tmp_path, tiny_ranges):
     assert stats.records == 4001 and stats.skipped_total == 1
 
 
+def test_unicode_case_folding_and_many_literals_per_line(monkeypatch):
+    """Caseless literals fold as the rules compare (the Kelvin sign is a k); a line with
+    several matches is kept once; the RE2 fallback keeps the same lines."""
+    caseless = LineFilter(frozenset({Literal("kerberos"), Literal("ntlm")}), "zeek-json")
+    block = "a \u212aerberos line\nKERBEROS and ntlm\nnothing\nNtLm\n".encode()
+    expected = "a \u212aerberos line\nKERBEROS and ntlm\nNtLm\n".encode()
+    assert caseless.select(block) == expected
+    monkeypatch.setattr(prefilter, "_hyperscan_database", lambda alternatives: None)
+    assert prefilter.LineMatcher(caseless.pattern).kept(block) == expected
+
+
 def test_a_prefilter_that_keeps_nearly_every_line_stops_filtering(monkeypatch):
     """Thousands of rules can demand so many literals that every line holds one: after a
     sample the filter hands lines through unscanned (always sound: the rules still decide)."""
     monkeypatch.setattr(prefilter, "USELESS_SAMPLE", 1000)
-    monkeypatch.setattr(prefilter, "_filter_yield", {})
     everywhere = LineFilter(frozenset({Literal("a")}), "zeek-json")
     block = b"a1\n" * 400 + b"zz\n" * 10
     assert everywhere.select(block) == b"a1\n" * 400
@@ -88,6 +98,7 @@ def test_files_read_side_by_side_by_workers_equal_reading_them_here(tmp_path, mo
     from pathlib import Path
 
     from rpcwatch import workers
+    from rpcwatch.context import RunContext
 
     examples = Path(__file__).resolve().parents[2] / "examples"
     (tmp_path / "a_conn.log").write_text(HEADER + rows(400) + "a broken line\n" + rows(100, 400))
@@ -95,15 +106,11 @@ def test_files_read_side_by_side_by_workers_equal_reading_them_here(tmp_path, mo
     (tmp_path / "c_unknown.txt").write_text("not a log\n")
     paths = [tmp_path, examples]
     monkeypatch.setattr(workers, "SEVERAL_FILES_MIN_SIZE", 0)
-    monkeypatch.setattr(workers, "_pool", None)
-    workers.set_worker_count(2)
-    try:
+    with RunContext(workers=workers.WorkerPool(2)) as run:
         side_by_side = read_all(paths, plan=None)
-        assert workers._pool is not None  # the files went to the workers
-        workers.set_worker_count(0)
+        assert run.workers._pool is not None  # the files went to the workers
+    with RunContext(workers=workers.WorkerPool(0)):
         here = read_all(paths, plan=None)
-    finally:
-        workers.set_worker_count(None)
     assert side_by_side == here
     stats = {Path(s[0]).name: s for s in here[0]}
     assert stats["a_conn.log"][3] and stats["b_conn.log.gz"][4] and stats["c_unknown.txt"][5]

@@ -251,7 +251,7 @@ def test_a_read_error_mid_file_keeps_what_was_read():
     data = (HEADER + ROW * 3000).encode()
     reading = LogReading([InputFile("flaky.log", lambda: FailingDisk(data))])
     assert sum(b.data.num_rows for b in reading.batches()) == 3000
-    assert reading.stats[0].lost == ["read error: Input/output error (after %d bytes)" % len(data)]
+    assert reading.stats[0].lost == [f"read error: Input/output error (after {len(data)} bytes)"]
     assert reading.stats[0].error is None
 
 

@@ -38,7 +38,7 @@ def raw_winlogbeat(event: dict) -> dict:
         "computer_name": system["Computer"],
         "event_id": str(event_id),
         "provider_name": system["Provider"]["#attributes"]["Name"],
-        "provider_guid": "{%s}" % system["Provider"]["#attributes"]["Guid"].strip("{}"),
+        "provider_guid": "{" + system["Provider"]["#attributes"]["Guid"].strip("{}") + "}",
         "record_id": system["EventRecordID"],
         "process": {"pid": system["Execution"]["#attributes"]["ProcessID"],
                     "thread": {"id": system["Execution"]["#attributes"]["ThreadID"]}},

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_hunt import hunt
 
 from rpcwatch.config import Config
 from rpcwatch.networks import address_spellings, parse_address
@@ -11,7 +12,6 @@ from rpcwatch.triage.enrich import AlertEnricher
 from rpcwatch.triage.mitre import threat_of
 from rpcwatch.triage.risk import alert_risk, incident_risk, severity_of_stage
 from rpcwatch.triage.scope import AddressScope
-from test_hunt import hunt
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -22,7 +22,22 @@ def _check_enriched(alert: dict) -> None:
     assert alert["event"]["outcome"]
     assert alert["threat"]["tactic"]["name"] == ["Initial Access"]
     assert alert["threat"]["technique"]["id"] == ["T1133", "T1190"]
-    assert alert["rule"]["investigation_guide"].startswith("What to check")
+    # the guide is named, not repeated in every alert (hunt --with-guides adds it)
+    assert alert["rule"]["reference"].startswith("rpcwatch/rules/") and "investigation_guide" not in alert["rule"]
+
+
+def test_guides_only_when_asked():
+    from documents import documents
+
+    from rpcwatch.engines.duckdb import DuckDBEngine
+    from rpcwatch.hunt import Hunt, plan_hunt
+    from rpcwatch.sources import expand_inputs
+
+    alerts = list(Hunt(list(expand_inputs([str(EXAMPLES)])), plan_hunt(), DuckDBEngine()))
+    with_guides = documents(alerts, guides=True)
+    assert all(d["rule"]["investigation_guide"].startswith("What to check") for d in with_guides
+               if d["rule"]["name"] == "Detect RPC from Internet")
+    assert not any("investigation_guide" in d["rule"] for d in documents(alerts))
 
 
 def test_every_example_alert_is_enriched():
@@ -104,9 +119,14 @@ def test_address_spellings_cover_what_logs_write():
 
 def test_an_event_without_a_connection_reads_as_event_host_process_user():
     enricher = AlertEnricher(Config())
-    alert = {"rule": {"name": "Suspicious Plink Port Forwarding"}, "host": {"name": "PC01.example.corp"},
-             "process": {"executable": "C:\\Users\\IEUser\\Desktop\\plink.exe"}, "user": {"name": "PC01\\IEUser"},
-             "event": {"code": 1, "outcome": "unknown"}}
-    assert enricher.reason(alert) == ("Suspicious Plink Port Forwarding, event 1 on PC01.example.corp, "
+    from rpcwatch.alerts import Alert, RuleRef
+
+    def alert(name: str, fields: dict) -> Alert:
+        return Alert(RuleRef("", name, "high"), "windows", None, "unknown", fields, event_id="x")
+
+    plink = alert("Suspicious Plink Port Forwarding", {
+        "host.name": "PC01.example.corp", "process.executable": "C:\\Users\\IEUser\\Desktop\\plink.exe",
+        "user.name": "PC01\\IEUser", "event.code": 1})
+    assert enricher.reason(plink) == ("Suspicious Plink Port Forwarding, event 1 on PC01.example.corp, "
                                       "process C:\\Users\\IEUser\\Desktop\\plink.exe, user PC01\\IEUser")
-    assert enricher.reason({"rule": {"name": "Bare"}, "event": {}}) == "Bare, unknown"
+    assert enricher.reason(alert("Bare", {})) == "Bare, unknown"

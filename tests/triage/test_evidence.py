@@ -9,12 +9,13 @@ from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.sources.prefilter import Literal
 from rpcwatch.triage.evidence import (
-    CONN_TABLE,
     MAX_PREFILTER_LITERALS,
     SOURCE_CONNECTIONS,
     EvidenceSearch,
     EvidenceSet,
 )
+
+CONN_TABLE = "zeek.conn"
 
 
 def _conn(origins: list[str]) -> pa.Table:

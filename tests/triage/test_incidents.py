@@ -4,15 +4,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import otrf_psexec
 import pyarrow as pa
 import pytest
 
-import otrf_psexec
 from rpcwatch.config import Config
 from rpcwatch.engines.duckdb import DuckDBEngine
 from rpcwatch.hunt import plan_hunt
 from rpcwatch.sources import expand_inputs
-from rpcwatch.triage.evidence import WINDOWS_PROCESS, WINDOWS_TABLE, EvidenceSearch
+from rpcwatch.triage.evidence import EXECUTION_PROCESSES, EvidenceSearch
 from rpcwatch.triage.incidents import IncidentBuilder
 from rpcwatch.triage.run import run_triage
 
@@ -40,7 +40,7 @@ def operations(finding):
 
 def test_rita_sources_become_stage_one_incidents(corpus):
     result = triage([corpus / "rita"])
-    expected_sources = {a["source"]["ip"] for a in result.alerts}
+    expected_sources = {a.source_ip for a in result.alerts}
     assert len(expected_sources) == 29
     assert {i.source for i in result.incidents} == expected_sources
     assert len(result.incidents) == 29
@@ -150,14 +150,14 @@ def test_psexec_host_logs_add_the_service_process(psexec):
     result, windows = psexec
     search = EvidenceSearch(*_entities(result), Config())
     engine = DuckDBEngine()
-    rules = [b for b in search.bound_rules() if b.table == WINDOWS_TABLE]
+    rules = [b for b in search.bound_rules() if b.table == "windows"]
     for bound, rows in engine.match(windows, rules):
         result.evidence.add_rows(bound, rows)
-    result.evidence.tables_seen.add(WINDOWS_TABLE)
+    result.evidence.tables_seen.add("windows")
     [incident] = IncidentBuilder(Config(), result.alerts, result.evidence).build()
     victim = incident.victims[0]
     assert victim.hosts == [otrf_psexec.VICTIM_HOST]
-    processes = [e for e in stage(incident, 4).evidence if e.search == WINDOWS_PROCESS]
+    processes = [e for e in stage(incident, 4).evidence if e.search == EXECUTION_PROCESSES]
     assert {(e.event_code, e.image, e.parent_image) for e in processes} >= {
         (1, "C:\\Windows\\System32\\cmd.exe", "C:\\Windows\\System32\\services.exe")}
     assert all(e.host == otrf_psexec.VICTIM_HOST for e in processes)
@@ -173,7 +173,7 @@ def test_windows_inbound_logged_with_the_local_host_as_source(psexec):
         "DestinationPort": "50123", "Image": "C:\\Windows\\System32\\svchost.exe",
         "TimeCreated_SystemTime": "2020-09-20T16:16:57.000Z"}])
     search = EvidenceSearch([otrf_psexec.INTERNET_CLIENT], [], Config())
-    rules = [b for b in search.bound_rules() if b.table == WINDOWS_TABLE]
+    rules = [b for b in search.bound_rules() if b.table == "windows"]
     for bound, rows in DuckDBEngine().match(flipped, rules):
         result.evidence.add_rows(bound, rows)
     [incident] = IncidentBuilder(Config(), result.alerts, result.evidence).build()
@@ -194,6 +194,6 @@ def test_rows_and_alerts_make_the_same_evidence(examples):
 
     from rpcwatch.triage.evidence import evidence_from_alert
     found = {e.identity: e for records in examples.evidence.found.values() for e in records}
-    for alert in (a for a in examples.alerts if "original" in a):  # correlations have no record
+    for alert in (a for a in examples.alerts if a.original is not None):  # correlations have no record
         from_alert = evidence_from_alert(alert, "alerts")
         assert replace(found[from_alert.identity], search="alerts") == from_alert

@@ -1,44 +1,51 @@
 """Suppression: one alert per key per window, exact at the window's edges."""
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from rpcwatch.alerts import epoch_micros, iso_from_micros
+from rpcwatch.alerts import Alert, epoch_micros, iso_from_micros
+from rpcwatch.engines.duckdb import DuckDBEngine
+from rpcwatch.hunt import Hunt, plan_hunt
+from rpcwatch.sources import expand_inputs
 from rpcwatch.triage.suppress import Suppression, SuppressionError, parse_duration, suppress
-from test_hunt import hunt
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MINUTE = 60_000_000
 
 
+def hunt(paths) -> tuple[list[Alert], None]:
+    return list(Hunt(list(expand_inputs([str(p) for p in paths])), plan_hunt(), DuckDBEngine())), None
+
+
+def shown_as_documents(alerts: list[Alert], fields: str, window: str | None) -> list[dict]:
+    return [a.to_dict() for a in suppress(alerts, Suppression.parse(fields, window))]
+
+
 @pytest.fixture(scope="module")
-def probe() -> dict:
+def probe() -> Alert:
     """A real alert (the examples' first rejected probe) to copy with other times."""
     alerts, _ = hunt([EXAMPLES])
-    return next(a for a in alerts if a.get("original", {}).get("uid") == "CBb8kaw3ZqRMm2AKxh")
+    return next(a for a in alerts if a.record_id == "CBb8kaw3ZqRMm2AKxh")
 
 
-def at(alert: dict, micros: int, uid: str) -> dict:
-    moved = copy.deepcopy(alert)
-    moved["@timestamp"] = iso_from_micros(micros)
-    moved["original"]["uid"] = uid
-    return moved
+def at(alert: Alert, micros: int, uid: str) -> Alert:
+    return replace(alert, timestamp=iso_from_micros(micros), record_id=uid, original={**alert.original, "uid": uid})
 
 
 def test_window_edges(probe):
     """[t, t + 5m): just inside stays, exactly at the edge and after open new windows."""
-    start = epoch_micros(probe["@timestamp"])
+    start = epoch_micros(probe.timestamp)
     times = {"first": start, "inside": start + 5 * MINUTE - 1, "edge": start + 5 * MINUTE,
              "edge+inside": start + 10 * MINUTE - 1, "outside": start + 10 * MINUTE + 1}
     # input order must not matter: feed them backwards
     alerts = [at(probe, t, uid) for uid, t in reversed(times.items())]
-    shown = suppress(alerts, Suppression.parse("source.ip,destination.ip", "5m"))
+    shown = shown_as_documents(alerts, "source.ip,destination.ip", "5m")
     assert [(a["count"], a["suppression"]["record_ids"]) for a in shown] == [
         (2, ["first", "inside"]), (2, ["edge", "edge+inside"]), (1, ["outside"])]
-    assert shown[0]["first_seen"] == probe["@timestamp"]
+    assert shown[0]["first_seen"] == probe.timestamp
     assert shown[0]["last_seen"] == iso_from_micros(times["inside"])
     assert shown[1]["first_seen"] == iso_from_micros(times["edge"])
     assert shown[0]["suppression"]["values"] == ["45.83.64.17", "10.20.0.10"]
@@ -47,7 +54,7 @@ def test_window_edges(probe):
 
 def test_keys_are_per_rule_and_per_value():
     alerts, _ = hunt([EXAMPLES])
-    shown = suppress(alerts, Suppression.parse("source.ip", None))
+    shown = shown_as_documents(alerts, "source.ip", None)
     counts = {(a["rule"]["name"], a["source"]["ip"]): a["count"] for a in shown}
     assert counts == {("Detect RPC from Internet", "45.83.64.17"): 5,
                       ("Detect RPC from Internet", "167.94.138.44"): 1,
@@ -62,13 +69,13 @@ def test_keys_are_per_rule_and_per_value():
 
 def test_fields_inside_the_original_record():
     alerts, _ = hunt([EXAMPLES])
-    shown = suppress(alerts, Suppression.parse("original.id.resp_h", "1h"))
+    shown = shown_as_documents(alerts, "original.id.resp_h", "1h")
     assert {a["suppression"]["values"][0] for a in shown} >= {"10.20.0.12", "10.20.0.10"}
 
 
 def test_rita_one_alert_per_source_per_day(corpus):
     alerts, _ = hunt([corpus / "rita"])
-    shown = suppress(alerts, Suppression.parse("source.ip", "1d"))
+    shown = shown_as_documents(alerts, "source.ip", "1d")
     assert sum(a["count"] for a in shown) == 31
     by_source = {}
     for alert in shown:
@@ -86,7 +93,7 @@ def test_durations(text, micros):
 
 @pytest.mark.parametrize("fields,window,message", [
     ("a,b,c,d", "5m", "at most 3"), ("source.ip,", "5m", "empty field"), ("source.ip", "soon", "duration"),
-    ("source.ip", "0s", "longer than zero")])
+    ("source.ip", "0s", "longer than zero"), ("src.ip", "5m", "no alert has the field")])
 def test_bad_options(fields, window, message):
     with pytest.raises(SuppressionError, match=message):
         Suppression.parse(fields, window)

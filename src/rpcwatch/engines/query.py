@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from typing import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rpcwatch.schema import RAW_COLUMN
 from rpcwatch.sigma.expr import fields_of, has_keywords
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import Dialect, SqlPrinter, Unprintable, lowered_name
-from rpcwatch.sources.base import RAW_COLUMN
 
 RULES_COLUMN = "__rules__"
 ROW_COLUMN = "__row__"
@@ -69,22 +70,20 @@ def rules_query(schema: pa.Schema, rules: Sequence[BoundRule], dialect: Dialect,
 
 
 class SqlRuleEngine(ABC):
-    """Runs bound rules over Arrow tables as one SQL query per batch.
+    """Runs bound rules over Arrow tables as SQL, one query per batch and rule list.
 
-    Each batch is projected onto the columns the rules read, in a per-table schema that
-    only grows (a column that changes type between batches becomes text, which Sigma
-    compares the same way), so thousands of rules are planned once per table rather than
-    once per batch; only row numbers and rule numbers come back from the engine.
-    """
+    Each batch is projected onto the columns the rules read, in a per-rule-list schema
+    that only grows (a column that changes type between batches becomes text, which
+    Sigma compares the same way), so thousands of rules are planned once per table rather
+    than once per batch; only row numbers and rule numbers come back from the engine.
+    Caches are keyed by the rule list itself (bound rules compare by identity)."""
 
     name: str
 
     def __init__(self, dialect: Dialect):
         self.dialect = dialect
-        #: (schema, rule identities) -> (the rules, kept alive so identities stay unique; SQL)
-        self._queries: dict[tuple, tuple[tuple, str | None]] = {}
-        #: per rule list: the columns its rules read, and the stable schema seen so far
-        self._shapes: dict[int, tuple[Sequence[BoundRule], BatchShape]] = {}
+        self._queries: dict[tuple, str | None] = {}
+        self._shapes: dict[tuple[BoundRule, ...], BatchShape] = {}
         #: rules that could not be printed for some table schema, with the reason
         self.problems: dict[str, str] = {}
 
@@ -94,27 +93,41 @@ class SqlRuleEngine(ABC):
 
     def query_for(self, schema: pa.Schema, rules: Sequence[BoundRule]) -> str | None:
         """The SQL that evaluates these rules on this schema (None: no rule can match)."""
-        key = (schema, tuple(id(rule) for rule in rules))
+        key = (schema, tuple(rules))
         if key not in self._queries:
-            self._queries[key] = (tuple(rules), rules_query(schema, rules, self.dialect, VIEW_NAME, self.problems))
-        return self._queries[key][1]
+            self._queries[key] = rules_query(schema, rules, self.dialect, VIEW_NAME, self.problems)
+        return self._queries[key]
 
     def match(self, data: pa.Table, rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
         """Yield each rule with the rows of ``data`` it matched (rules without matches omitted)."""
         if data.num_rows == 0:
             return
-        view = self._shape_for(rules).project(data)
+        rules = tuple(rules)
+        shape = self._shapes.get(rules)
+        if shape is None:
+            shape = self._shapes[rules] = BatchShape(rules)
+        found = list(self.evaluate(shape.project(data), rules))
+        yield from _taken(data, found)
+
+    def evaluate(self, view: pa.Table, rules: tuple[BoundRule, ...]) -> Iterator[tuple[BoundRule, pa.Array]]:
+        """One query over ``view``: each rule with the row numbers it matched."""
         sql = self.query_for(view.schema, rules)
         if sql is None:
             return
-        yield from rows_by_rule(self.execute(view, sql), data, rules)
+        for index, hit in matched_row_numbers(self.execute(view, sql)):
+            yield rules[index], hit
 
-    def _shape_for(self, rules: Sequence[BoundRule]) -> "BatchShape":
-        entry = self._shapes.get(id(rules))
-        if entry is None or entry[0] is not rules:
-            entry = (rules, BatchShape(rules))
-            self._shapes[id(rules)] = entry
-        return entry[1]
+
+def _taken(data: pa.Table, found: list[tuple[BoundRule, pa.Array]]) -> Iterator[tuple[BoundRule, pa.Table]]:
+    """Each rule's rows of ``data``, in order: one take of every matched row from the (wide)
+    batch, then per rule from that small table."""
+    if not found:
+        return
+    matched = np.unique(np.concatenate([rows.to_numpy() for _, rows in found]))
+    records = data.take(pa.array(matched))
+    for rule, rows in found:
+        positions = np.searchsorted(matched, np.sort(rows.to_numpy()))
+        yield rule, records.take(pa.array(positions))
 
 
 def precomputed_rows_by_rule(data: pa.Table,
@@ -123,14 +136,8 @@ def precomputed_rows_by_rule(data: pa.Table,
     engine ran where the data lives), decoded like a query result."""
     matched = pa.table({ROW_COLUMN: pa.array(range(data.num_rows), pa.int64()),
                         RULES_COLUMN: data.column(RULES_COLUMN)})
-    yield from rows_by_rule(matched, data.drop_columns([RULES_COLUMN]), rules)
-
-
-def rows_by_rule(matched: pa.Table, data: pa.Table,
-                 rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
-    """Decode a :func:`rules_query` result: each rule with its rows of ``data``, in order."""
-    for index, hit in matched_row_numbers(matched):
-        yield rules[index], data.take(hit.take(pc.sort_indices(hit)))
+    found = [(rules[index], hit) for index, hit in matched_row_numbers(matched)]
+    yield from _taken(data.drop_columns([RULES_COLUMN]), found)
 
 
 def matched_row_numbers(matched: pa.Table) -> Iterator[tuple[int, pa.Array]]:
@@ -145,11 +152,12 @@ def matched_row_numbers(matched: pa.Table) -> Iterator[tuple[int, pa.Array]]:
     for index in pc.unique(flat).to_pylist():
         yield index, pc.take(rows, pc.filter(parents, pc.equal(flat, index)))
 
+
 class BatchShape:
     """The columns a set of rules reads, and a schema for them that only grows."""
 
     def __init__(self, rules: Sequence[BoundRule]):
-        wanted = set()
+        wanted: set[str] = set()
         self.all_text = False
         for rule in rules:
             wanted.update(name.lower() for name in fields_of(rule.expr))

@@ -12,8 +12,8 @@ The index only narrows; the rule's full condition always decides.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import ahocorasick
 import numpy as np

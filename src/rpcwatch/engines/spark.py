@@ -10,11 +10,12 @@ itself go through :mod:`rpcwatch.engines.spark_scan`.
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rpcwatch.engines import EngineUnavailable
 from rpcwatch.engines.query import RULES_COLUMN, VIEW_NAME, SqlRuleEngine, precomputed_rows_by_rule
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import SparkDialect
@@ -23,7 +24,7 @@ from rpcwatch.sigma.sql import SparkDialect
 DEFAULT_MASTER = "local[2]"
 
 
-class SparkUnavailable(RuntimeError):
+class SparkUnavailable(EngineUnavailable):
     """pyspark is not installed, or Spark could not start (no Java)."""
 
 
@@ -76,3 +77,7 @@ class SparkEngine(SqlRuleEngine):
             return self.session.sql(sql).toArrow()
         finally:
             self.session.catalog.dropTempView(VIEW_NAME)
+
+
+def open_engine(master: str | None = None) -> SparkEngine:
+    return SparkEngine(master=master)

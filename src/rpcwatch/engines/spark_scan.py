@@ -12,15 +12,16 @@ local file does.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rpcwatch.alerts import FILE_COLUMN
 from rpcwatch.engines.query import rules_query
 from rpcwatch.engines.spark import SparkEngine
+from rpcwatch.schema import FILE_COLUMN
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import lowered_name
 from rpcwatch.sources import ReadStats, TableBatch
@@ -60,7 +61,7 @@ def uri_inputs(session, uri: str) -> list[InputFile]:
         relative = path.toString()[len(root.toString()):]
         if not any(part.startswith((".", "_")) for part in relative.split("/") if part):
             files.append((path.toString(), status.getLen()))
-    return [InputFile(name, lambda n=name: HadoopStream(session, n), size=size) for name, size in sorted(files)]
+    return [InputFile(name, partial(HadoopStream, session, name), size=size) for name, size in sorted(files)]
 
 
 class HadoopStream(io.RawIOBase):

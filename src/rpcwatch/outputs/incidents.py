@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from typing import IO, Sequence
+from collections.abc import Sequence
+from typing import IO
 
 from rich.console import Console
 from rich.table import Table

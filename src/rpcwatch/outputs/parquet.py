@@ -5,17 +5,15 @@ came from in ``__file__`` (alerts name it as ``log.file.path``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from rpcwatch.alerts import FILE_COLUMN
-from rpcwatch.sigma.logsources import table_info
+from rpcwatch.schema import FILE_COLUMN, RAW_COLUMN, table_info
 from rpcwatch.sources import LogReading, ReadStats
-from rpcwatch.sources.base import RAW_COLUMN
 from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.windows import WINDOWS_TABLE, with_text_event_data
 
@@ -37,7 +35,7 @@ def export_parquet(inputs: list[InputFile], directory: Path) -> ParquetExport:
     export = ParquetExport()
     reading = LogReading(inputs)
     export.stats = reading.stats
-    prefix = f"part-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}"
+    prefix = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     for number, batch in enumerate(reading.batches()):
         data = batch.data.drop_columns([c for c in (RAW_COLUMN,) if c in batch.data.column_names])
         if batch.table == WINDOWS_TABLE:  # one schema for all producers' event data

@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from rpcwatch.hunt import HuntPlan, HuntReport
-from rpcwatch.triage.run import TriageResult
 from rpcwatch.outputs.table import safe_text
+from rpcwatch.triage.run import TriageResult
 
 
 def _size(count: float) -> str:
@@ -42,6 +42,8 @@ def print_summary(report: HuntReport, plan: HuntPlan, stream: IO[str], verbose: 
     console.print(Text("rpcwatch hunt", style="bold"))
     console.print(overview)
     _problems_table(console, report, verbose)
+    for loss in report.correlation_losses:
+        console.print(Text("correlation limit reached: ", style="yellow") + safe_text(loss))
     for problem in plan.problems:
         console.print(Text("rule not runnable: ", style="yellow") + safe_text(problem.title or problem.path)
                       + Text(" - ") + safe_text(problem.reason))

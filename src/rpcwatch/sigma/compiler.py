@@ -6,8 +6,7 @@ module translates that tree and rejects, with a reason, what rpcwatch cannot run
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import re2
 from sigma.conditions import (
@@ -38,6 +37,7 @@ from sigma.types import (
 )
 
 from rpcwatch.networks import parse_network
+from rpcwatch.sigma.compiled import CompiledRule, RuleError
 from rpcwatch.sigma.expr import (
     BoolTest,
     CidrTest,
@@ -66,32 +66,6 @@ _COMPARE_OPS = {
     SigmaCompareExpression.CompareOperators.GT: ">",
     SigmaCompareExpression.CompareOperators.GTE: ">=",
 }
-
-
-class RuleError(Exception):
-    """Why a rule cannot run (the other rules still do)."""
-
-
-@dataclass(frozen=True)
-class CompiledRule:
-    """A runnable rule: its metadata and its detection as an expression tree."""
-
-    id: str
-    title: str
-    level: str
-    tags: tuple[str, ...]
-    logsource: Mapping[str, str | None]
-    expr: Expr
-    path: str = ""
-    status: str = ""
-    description: str = ""
-    falsepositives: tuple[str, ...] = ()
-    guide: str = ""
-    name: str | None = None
-    #: unique within a rule set (correlations refer to rules by it)
-    key: str = ""
-    #: False for a rule referenced only by correlations that do not ``generate`` it
-    emit: bool = True
 
 
 def compile_rule(rule: SigmaRule, placeholders: Mapping[str, Sequence[str]] | None = None,

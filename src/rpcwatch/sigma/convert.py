@@ -1,17 +1,26 @@
 """``rpcwatch rules convert``: Sigma rules as SIEM queries, with the configured networks.
 
 SQL targets (``duckdb``, ``spark-sql``) print rpcwatch's own compiled form, the same the
-engines run, for the table shapes the readers produce. The other targets use pySigma's
-backends with processing pipelines that are data (``pipelines/*.yml``), and thin
-backend subclasses where a backend writes something wrong for these rules.
+engines run, for the table shapes the readers produce. The other targets are pySigma's
+installed backends (:mod:`rpcwatch.sigma.targets`). A Windows rule of a category is
+converted once per log source rpcwatch reads it from (``mappings/logsources.yml``: Sysmon,
+and the Security log's equivalent where there is one): each route adds its channel and
+event ids and renames fields to the event log's own names, then the target's pipeline
+(``pipelines/*.yml``, data) renames those to the SIEM add-on's names.
+
+Rule text reaches the output in comments (:func:`comment_line`) and in the backends'
+literals and field names (escaped by :mod:`rpcwatch.sigma.backends`).
 """
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from sigma.collection import SigmaCollection
@@ -21,22 +30,43 @@ from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 
 from rpcwatch.config import Config
+from rpcwatch.schema import default_schema
 from rpcwatch.sigma.compiler import RuleError, compile_rule
 from rpcwatch.sigma.expr import fields_of
-from rpcwatch.sigma.loader import apply_networks, bundled_rule_files, parse_file, rule_files
-from rpcwatch.sigma.logsources import BoundRule, bind, table_info
+from rpcwatch.sigma.loader import RuleProblem, bundled_rule_files, rule_files
+from rpcwatch.sigma.logsources import BoundRule, Route, bind, route_service, routes_for, runs_on
+from rpcwatch.sigma.parse import apply_networks, parse_file
 from rpcwatch.sigma.sql import Dialect, SparkDialect, SqlPrinter, Unprintable
-from rpcwatch.sigma.targets import TARGETS, Target
+from rpcwatch.sigma.targets import Target, TargetUnavailable, target
 from rpcwatch.sources.windows import SYSTEM_FIELD_TYPES, WINDOWS_TABLE
-from rpcwatch.sources.zeek import arrow_type
 
 if TYPE_CHECKING:
     from sigma.conversion.base import Backend
 
+#: characters that end a line somewhere (a comment must stay one line in every language)
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
 
-def _backend(target: Target, pipeline_name: str) -> Backend:
-    from rpcwatch.sigma.backends import BACKENDS  # pySigma's backends: only this command needs them
-    return BACKENDS[target.backend](pipeline(target.pipelines[pipeline_name]))
+
+def comment_line(target_name: str, text: str) -> str | None:
+    """Rule text (a title, an id) as one comment line of the target's language, or None
+    where the language has no comments. Line breaks and other control characters become
+    a space, so nothing after them can leave the comment; Splunk's block comment also
+    loses its delimiter (a backtick becomes an apostrophe)."""
+    template = target(target_name).comment
+    if template is None:
+        return None
+    text = _LINE_BREAKS.sub(" ", text)
+    if template.startswith("```"):
+        text = text.replace("`", "'")
+    return template.format(text)
+
+
+def _backend(target_: Target, pipeline_name: str, route: ProcessingPipeline | None = None) -> Backend:
+    from rpcwatch.sigma.backends import backend_class  # pySigma's backends: only this command needs them
+
+    assert target_.backend is not None, "targets without an SQL dialect name a backend (targets.py)"
+    chosen = pipeline(target_.pipelines[pipeline_name])
+    return backend_class(target_.backend)(route + chosen if route is not None else chosen)
 
 
 def _dialect(name: str) -> Dialect:
@@ -50,7 +80,7 @@ def _dialect(name: str) -> Dialect:
 
 @dataclass(frozen=True)
 class Conversion:
-    """One rule's queries for a target, or why it has none."""
+    """One rule's queries for a target, and why it has none (or not all it should)."""
 
     title: str
     id: str
@@ -69,16 +99,17 @@ class ConversionResult:
 
 def convert(paths: Iterable[str | Path], target_name: str, pipeline_name: str | None = None,
             config: Config | None = None, bundled: bool = True) -> ConversionResult:
-    """Convert the bundled rules (unless ``bundled`` is False) and the rules under ``paths``."""
-    target = TARGETS[target_name]
-    pipeline_name = pipeline_name or target.default_pipeline
-    if pipeline_name not in target.pipelines:
-        raise ValueError(f"target {target_name} has no pipeline {pipeline_name!r} "
-                         f"(one of: {', '.join(target.pipelines)})")
+    """Convert the bundled rules (unless ``bundled`` is False) and the rules under ``paths``.
+    Raises :class:`ValueError` (a usage error) for an unknown target or pipeline."""
+    chosen = target(target_name)
+    pipeline_name = pipeline_name or chosen.default_pipeline
+    if pipeline_name not in chosen.pipelines:
+        raise TargetUnavailable(f"target {target_name} has no pipeline {pipeline_name!r} "
+                                f"(one of: {', '.join(chosen.pipelines)})")
     config = config or Config()
     documents, conversions = _documents([*(bundled_rule_files() if bundled else []), *rule_files(paths)], config)
-    if target.dialect is not None:
-        dialect = _dialect(target.dialect)
+    if chosen.dialect is not None:
+        dialect = _dialect(chosen.dialect)
         conversions += [_sql_conversion(document, dialect, config) for document in documents]
         prelude = tuple(dialect.ip_key_definitions()) if any(
             "rpcw_ip_key(" in q for c in conversions for q in c.queries) else ()
@@ -88,16 +119,69 @@ def convert(paths: Iterable[str | Path], target_name: str, pipeline_name: str | 
     # Rules first, before references are resolved: pySigma leaves a rule that a correlation
     # references unfinalized (ES|QL without its "from ... | where"), as a part of the
     # correlation rather than a query of its own.
-    backend = _backend(target, pipeline_name)
-    conversions += [_backend_conversion(rule, backend, target) for rule in rules]
+    conversions += [_rule_conversion(rule, chosen, pipeline_name, config) for rule in rules]
     if correlations:
-        SigmaCollection(documents, resolve_references=False).resolve_rule_references()
+        SigmaCollection([*documents], resolve_references=False).resolve_rule_references()
         # a correlation is converted from its rules' conversions, by the same backend
-        backend = _backend(target, pipeline_name)
+        backend = _backend(chosen, pipeline_name)
         for rule in rules:
-            _backend_conversion(rule, backend, target)
-        conversions += [_backend_conversion(correlation, backend, target) for correlation in correlations]
+            _backend_conversion(rule, backend, chosen)
+        conversions += [_backend_conversion(correlation, backend, chosen) for correlation in correlations]
     return ConversionResult(target_name, pipeline_name, conversions)
+
+
+def _rule_conversion(rule: SigmaRule, target_: Target, pipeline_name: str, config: Config) -> Conversion:
+    """The rule's queries, one per log source it reads; a log source the target's
+    pipeline cannot express is named in ``problem`` next to the queries of the others."""
+    variants = _log_source_variants(rule, config)
+    if not variants:
+        return _backend_conversion(rule, _backend(target_, pipeline_name), target_)
+    queries: list[str] = []
+    problems: list[str] = []
+    for service, route in variants:
+        converted = _backend_conversion(copy.deepcopy(rule), _backend(target_, pipeline_name, route), target_)
+        queries += converted.queries
+        if converted.problem:
+            problems.append(f"{service} log source not converted: {converted.problem}")
+    return Conversion(rule.title, str(rule.id or ""), tuple(queries), "; ".join(problems) or None)
+
+
+def _log_source_variants(rule: SigmaRule, config: Config) -> list[tuple[str, ProcessingPipeline]]:
+    """For a rule of a category whose routes are event log channels: each channel's
+    service name and the pipeline that narrows the rule to it; empty for other rules."""
+    logsource = {"category": rule.logsource.category, "product": rule.logsource.product,
+                 "service": rule.logsource.service}
+    if logsource["service"] or not logsource["category"]:
+        return []
+    routes = [(route_service(route), route) for route in routes_for(logsource)]
+    named = [(service, route) for service, route in routes if service is not None]
+    if not routes or len(named) < len(routes):
+        return []
+    try:
+        compiled = compile_rule(rule, config.placeholders)
+    except RuleError:  # rpcwatch cannot run it, a backend may still convert it: as it is
+        return []
+    return [(service, route_pipeline(route, {**logsource, "service": service}))
+            for service, route in named if runs_on(route, compiled)]
+
+
+def route_pipeline(route: Route, logsource: dict[str, str | None]) -> ProcessingPipeline:
+    """A route of ``logsources.yml`` as a pySigma pipeline: its selection added to the rule,
+    its value and field renames, and ``logsource`` (the rule's, with the channel's
+    service) set on the rule for the target's pipeline to recognise."""
+    items: list[dict] = [{"type": "add_condition", "conditions": dict(route.selection)}]
+    items += [{"type": "map_string", "mapping": dict(values), "field_name_conditions": [
+        {"type": "include_fields", "fields": [field]}]} for field, values in route.values.items()]
+    if route.fields:
+        items.append({"type": "field_name_mapping", "mapping": dict(route.fields)})
+    if route.prefixes:
+        items.append({"type": "detection_item_failure", "field_name_conditions": [
+            {"type": "include_fields", "fields": sorted(route.prefixes)}],
+            "message": f"values of {', '.join(sorted(route.prefixes))} are written differently in the "
+                       f"{logsource['service']} log (device paths) and no pipeline rewrites them"})
+    items.append({"type": "change_logsource", **logsource})
+    return ProcessingPipeline.from_dict({"name": f"rpcwatch route: {logsource['service']}", "priority": 10,
+                                         "transformations": items})
 
 
 def _documents(files: Iterable[Path],
@@ -106,9 +190,9 @@ def _documents(files: Iterable[Path],
     the ones that cannot be parsed or configured as problems."""
     documents, problems = [], []
     for file in files:
-        for document, problem in parse_file(file):
-            if problem is not None:
-                problems.append(Conversion(problem.title or str(file), problem.id, problem=problem.reason))
+        for document in parse_file(file):
+            if isinstance(document, RuleProblem):
+                problems.append(Conversion(document.title or str(file), document.id, problem=document.reason))
                 continue
             try:
                 if isinstance(document, SigmaRule):
@@ -121,7 +205,7 @@ def _documents(files: Iterable[Path],
     return documents, problems
 
 
-def _backend_conversion(document, backend: Backend, target: Target) -> Conversion:
+def _backend_conversion(document, backend: Backend, target_: Target) -> Conversion:
     title, rule_id = document.title, str(document.id or "")
     try:
         if isinstance(document, SigmaCorrelationRule):
@@ -129,10 +213,10 @@ def _backend_conversion(document, backend: Backend, target: Target) -> Conversio
         else:
             queries = backend.convert_rule(document)
     except NotImplementedError:
-        return Conversion(title, rule_id, problem=f"{target.description} does not support this rule type")
+        return Conversion(title, rule_id, problem=f"{target_.description} does not support this rule type")
     except SigmaError as exc:
         return Conversion(title, rule_id, problem=str(exc))
-    return Conversion(title, rule_id, tuple(str(q) for q in queries))
+    return Conversion(title, rule_id, tuple(q if isinstance(q, str) else str(q) for q in queries))
 
 
 def pipeline(file_name: str | None) -> ProcessingPipeline:
@@ -142,7 +226,7 @@ def pipeline(file_name: str | None) -> ProcessingPipeline:
     return ProcessingPipeline.from_yaml(_pipeline_text(file_name))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pipeline_text(file_name: str) -> str:
     return (resources.files("rpcwatch.sigma") / "pipelines" / file_name).read_text(encoding="utf-8")
 
@@ -176,7 +260,7 @@ def table_schema(table: str, fields: Iterable[str]) -> pa.Schema:
     Windows table has its System fields with their types and every event data field a
     rule reads, as text (Sigma compares numbers written as text as numbers)."""
     if table != WINDOWS_TABLE:
-        return pa.schema([(name, arrow_type(kind)) for name, kind in table_info(table).columns.items()])
+        return default_schema(table)
     columns = dict(SYSTEM_FIELD_TYPES)
     folded = {name.lower() for name in columns}
     for name in fields:

@@ -6,9 +6,9 @@ event by event. Leaves say *what* is compared, never *how* a dialect does it.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator, Union
 
 from rpcwatch.networks import IPNetwork
 
@@ -21,7 +21,7 @@ class Wildcard(Enum):
 
 
 #: A Sigma string: literal text and wildcards, in order.
-Pattern = tuple[Union[str, Wildcard], ...]
+Pattern = tuple[str | Wildcard, ...]
 
 
 def plain_text(pattern: Pattern) -> str | None:
@@ -56,7 +56,8 @@ class BoolTest:
 
 @dataclass(frozen=True)
 class NullTest:
-    """The field is absent or unset."""
+    """The field has no value: absent, unset, or empty text (EVTX writes "no value" as an
+    empty element)."""
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,8 @@ class TimePartTest:
     value: int
 
 
-Test = Union[StringTest, NumberTest, BoolTest, NullTest, ExistsTest, CidrTest, RegexTest,
-             FieldRefTest, TimePartTest]
+Test = (StringTest | NumberTest | BoolTest | NullTest | ExistsTest | CidrTest | RegexTest
+        | FieldRefTest | TimePartTest)
 
 
 # ---- boolean structure ------------------------------------------------------------------
@@ -124,17 +125,17 @@ class Keyword:
 
 @dataclass(frozen=True)
 class And:
-    items: tuple["Expr", ...]
+    items: tuple[Expr, ...]
 
 
 @dataclass(frozen=True)
 class Or:
-    items: tuple["Expr", ...]
+    items: tuple[Expr, ...]
 
 
 @dataclass(frozen=True)
 class Not:
-    item: "Expr"
+    item: Expr
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class Const:
     value: bool
 
 
-Expr = Union[Match, Keyword, And, Or, Not, Const]
+Expr = Match | Keyword | And | Or | Not | Const
 
 TRUE = Const(True)
 FALSE = Const(False)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
+from rpcwatch.schema import SAFE_LITERAL, Literal, LiteralSet
 from rpcwatch.sigma.expr import (
     And,
     Const,
@@ -21,12 +22,21 @@ from rpcwatch.sigma.expr import (
     StringTest,
     plain_text,
 )
-from rpcwatch.sources.prefilter import SAFE_LITERAL, Literal, LiteralSet, best_alternative
 
 #: string values that compare against booleans (``T`` in Zeek TSV), so their text is not required
 _BOOLEAN_WORDS = {"true", "false", "t", "f"}
 _DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
+
+
+def best_alternative(alternatives: Iterable[LiteralSet]) -> LiteralSet | None:
+    """Of several sets that are each sufficient (children of an AND), the most selective."""
+    best, best_score = None, -1
+    for candidate in alternatives:
+        score = min(lit.score for lit in candidate) * 100 - len(candidate)
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
 
 
 def required_literals(expr: Expr) -> LiteralSet | None:
@@ -146,6 +156,8 @@ def field_literals(expr: Expr) -> frozenset[FieldLiteral] | None:
 
 def _foldable_runs(text: str) -> list[str]:
     """Runs of ASCII or caseless characters (emoji, symbols): Python and Arrow lower-case them alike."""
+    if text.isascii():  # nearly every rule value: one run, without a look at each character
+        return [text]
     runs, current = [], []
     for char in text:
         if char.isascii() or char.lower() == char == char.upper():

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import pyarrow as pa
 
 from rpcwatch.networks import merged_key_ranges
-from rpcwatch.sources.base import RAW_COLUMN
+from rpcwatch.schema import RAW_COLUMN
 from rpcwatch.sigma.expr import (
     And,
     BoolTest,
@@ -38,7 +38,6 @@ from rpcwatch.sigma.expr import (
     Wildcard,
     plain_text,
 )
-
 
 _DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)")
 _TRUE_WORDS = ("true", "t")
@@ -316,7 +315,7 @@ class SqlPrinter:
             schema = {f.name: f.type for f in schema}
         self.schema = dict(schema)
         self.dialect = dialect or Dialect()
-        self._folded = {}
+        self._folded: dict[str, str] = {}
         for name in self.schema:
             self._folded.setdefault(name.lower(), name)
         self._depth = 0
@@ -367,7 +366,7 @@ class SqlPrinter:
     def string_list(self, column: str, tests: list[StringTest], case_sensitive: bool) -> str:
         subject = self.text(column, case_sensitive)
         fold = (lambda t: t) if case_sensitive else str.lower
-        plain = [plain_text(t.pattern) for t in tests if plain_text(t.pattern) is not None]
+        plain = [text for text in (plain_text(t.pattern) for t in tests) if text is not None]
         patterns = [t.pattern for t in tests if plain_text(t.pattern) is None]
         parts = []
         if plain:
@@ -438,8 +437,8 @@ class SqlPrinter:
 
     # ---- one value ------------------------------------------------------------------
     def value_test(self, expr: str, dtype: pa.DataType, test: Test) -> str:
-        if isinstance(test, NullTest):
-            return f"({expr} IS NULL)"
+        if isinstance(test, NullTest):  # no value: unset, or empty text (docs/sigma-support.md)
+            return f"({expr} IS NULL OR {expr} = '')" if _is_string(dtype) else f"({expr} IS NULL)"
         if isinstance(test, ExistsTest):
             return f"({expr} IS {'NOT ' if test.exists else ''}NULL)"
         if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
@@ -487,15 +486,16 @@ class SqlPrinter:
         return f"({self.dialect.like(value, pattern)})"
 
     def number_test(self, expr: str, dtype: pa.DataType, test: NumberTest) -> str:
-        if not isinstance(test.value, (int, float)) or (isinstance(test.value, float) and not math.isfinite(test.value)):
+        value = test.value
+        if not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
             return "FALSE"
         if _is_numeric(dtype):
-            value = expr
+            operand = expr
         elif pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-            value = self.dialect.as_number(expr)
+            operand = self.dialect.as_number(expr)
         else:
             return "FALSE"
-        return f"({value} {_sql_op(test.op)} {_number(test.value)})"
+        return f"({operand} {_sql_op(test.op)} {_number(test.value)})"
 
     def bool_test(self, expr: str, dtype: pa.DataType, test: BoolTest) -> str:
         if pa.types.is_boolean(dtype):

@@ -6,13 +6,14 @@ decorated with :func:`~rpcwatch.sources.base.register`, imported below.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
 
 from rpcwatch import workers
-from rpcwatch.sources import evtx, pcap, winjson, zeek  # noqa: F401  (registers their readers)
-from rpcwatch.sources.base import READERS, ReadStats, Reader, TableBatch
+from rpcwatch.sources import ecs, evtx, netfilter, pcap, suricata, vpcflow, winjson, zeek  # noqa: F401  (registers)
+from rpcwatch.sources.base import READERS, ByteStream, Reader, ReadStats, TableBatch
 from rpcwatch.sources.inputs import InputError, InputFile, expand_inputs, open_decompressed
 from rpcwatch.sources.prefilter import PrefilterPlan
 
@@ -31,7 +32,7 @@ def sniff_reader(head: bytes) -> type[Reader] | None:
 class _CountingStream(io.RawIOBase):
     """Reports raw (on-disk) bytes consumed, for progress bars."""
 
-    def __init__(self, raw: BinaryIO, on_bytes: Callable[[int], None]):
+    def __init__(self, raw: ByteStream, on_bytes: Callable[[int], None]):
         self._raw = raw
         self._on_bytes = on_bytes
 
@@ -122,7 +123,7 @@ class _ReadAhead:
             sum(inputs[i].size or 0 for i in self._eligible) >= workers.SEVERAL_FILES_MIN_SIZE
         self._pool = workers.worker_pool() if worth_it else None
         self._inputs, self._prefilter = inputs, prefilter
-        self._futures: dict[int, object] = {}
+        self._futures: dict[int, Future[tuple[ReadStats, list[TableBatch]]]] = {}
         self._next = 0  # position in _eligible of the next file to hand out
         self._window = 2 * workers.worker_count()
 
@@ -132,6 +133,7 @@ class _ReadAhead:
         while self._next < len(self._eligible) and len(self._futures) < self._window:
             position = self._eligible[self._next]
             source = self._inputs[position]
+            assert source.reopen_path is not None  # only inputs with one are eligible
             self._futures[position] = self._pool.submit(_read_in_worker, source.reopen_path, source.size,
                                                         self._prefilter)
             self._next += 1

@@ -1,22 +1,35 @@
 """What every reader shares: the batch it yields, the statistics it keeps, its interface."""
 from __future__ import annotations
 
+import io
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO, ClassVar, Iterator
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:
     from rpcwatch.sources.inputs import InputFile
     from rpcwatch.sources.prefilter import PrefilterPlan
 
-#: the column with a record's raw text, added by readers for keyword rules (see docs/sigma-support.md)
-RAW_COLUMN = "__raw__"
+from rpcwatch.schema import RAW_COLUMN  # noqa: F401  (readers import it from here)
 
 #: Largest number of example locations kept per skip reason (the count is always exact).
 MAX_EXAMPLES = 5
+
+
+class ByteStream(Protocol):
+    """An input as opened, before buffering: a file, an archive member, standard input,
+    or a stream wrapping one (inflating, counting, reading a range)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int: ...
+
+    def close(self) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -77,10 +90,10 @@ class ReadStats:
         return sum(self.skipped.values())
 
 
-READERS: list[type["Reader"]] = []
+READERS: list[type[Reader]] = []
 
 
-def register(reader: type["Reader"]) -> type["Reader"]:
+def register(reader: type[Reader]) -> type[Reader]:
     """Class decorator: make a reader known to format sniffing (first registered, first asked)."""
     READERS.append(reader)
     return reader
@@ -101,8 +114,31 @@ class Reader(ABC):
     def read(
         self,
         source: InputFile,
-        stream: BinaryIO,
+        stream: io.BufferedReader,
         stats: ReadStats,
         prefilter: PrefilterPlan | None = None,
     ) -> Iterator[TableBatch]:
         """Yield the input's records as Arrow tables, counting what was skipped in ``stats``."""
+
+    @classmethod
+    def resume_context(cls, head: bytes) -> bytes | None:
+        """What must stand before a later piece of a growing input for it to read alone,
+        given the input's first bytes: ``b""`` for line formats whose lines stand on their
+        own, ``None`` for formats that cannot be read from the middle (binary containers,
+        read once when complete). Live mode prepends it to each new piece."""
+        return None if b"\x00" in head[:4096] else b""
+
+#: epoch seconds a timestamp can have (the years 1 to 9999, what ISO-8601 and Python write)
+EARLIEST_SECONDS, LATEST_SECONDS = -62135596800.0, 253402300799.999
+
+
+def representable_seconds(seconds: pa.Array, field: str, stats: ReadStats) -> pa.Array:
+    """Epoch seconds with NaN, infinities and times outside the years 1-9999 unset, each
+    counted: such a time cannot be written as a timestamp or placed in a window."""
+    ok = pc.and_(pc.greater_equal(seconds, EARLIEST_SECONDS), pc.less_equal(seconds, LATEST_SECONDS))
+    bad = pc.sum(pc.invert(pc.fill_null(ok, True))).as_py() or 0
+    if not bad:
+        return seconds
+    stats.warn(f"{field} is not a time in the years 1-9999 (NaN, infinite or out of range; kept as unset)",
+               count=bad)
+    return pc.if_else(ok, seconds, pa.scalar(None, seconds.type))

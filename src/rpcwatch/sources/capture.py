@@ -16,8 +16,9 @@ it passed over as lost, and goes on from there.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from rpcwatch.sources.base import ReadStats
 
@@ -65,10 +66,11 @@ class BlockBuffer:
     """A read-ahead window over the stream that hands out byte ranges; ``offset`` is the
     position of ``data`` in the stream."""
 
-    def __init__(self, stream: BinaryIO, stats: ReadStats):
+    def __init__(self, stream: BinaryIO, stats: ReadStats, head: bytes = b""):
         self._stream = stream
         self._stats = stats
-        self.data = b""
+        stats.bytes_read += len(head)
+        self.data = head
         self.pos = 0
         self.offset = 0
 
@@ -120,9 +122,10 @@ class BlockBuffer:
         return False
 
 
-def iter_records(stream: BinaryIO, stats: ReadStats) -> Iterator[Record]:
-    """Yield every packet record of a pcap or pcapng stream."""
-    buffer = BlockBuffer(stream, stats)
+def iter_records(stream: BinaryIO, stats: ReadStats, head: bytes = b"") -> Iterator[Record]:
+    """Yield every packet record of a pcap or pcapng stream; ``head``: its first bytes,
+    already read from ``stream``."""
+    buffer = BlockBuffer(stream, stats, head)
     if not buffer.ensure(4):
         stats.skip("capture shorter than its file header")
         return

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict, deque
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from rpcwatch.sources.dcerpc import DceRpcSession, looks_like_dce_rpc
 from rpcwatch.sources.packets import ICMP, ICMP6, TCP, UDP, Decoded, Tunnelled
@@ -586,33 +587,35 @@ class ConnectionTable:
                      ts: float, rst: int) -> None:
         if rst:
             return
-        if conn.dce is None:
-            if not self._detect_dce(conn, is_orig, seq, payload, ts):
-                return
-        conn.dce.deliver(is_orig, seq, payload, ts)
-        while conn.dce.mapped_ports:
-            address, port = conn.dce.mapped_ports.pop()
+        dce = conn.dce if conn.dce is not None else self._detect_dce(conn, is_orig, seq, payload, ts)
+        if dce is None:
+            return
+        dce.deliver(is_orig, seq, payload, ts)
+        while dce.mapped_ports:
+            address, port = dce.mapped_ports.pop()
             self._remember(address or conn.key.resp_h, port)
         if len(payload) < length:
             self._on_problem("payload cut by snaplen (DCE/RPC analysis of that direction stopped)")
 
-    def _detect_dce(self, conn: Connection, is_orig: bool, seq: int, payload: bytes, ts: float) -> bool:
+    def _detect_dce(self, conn: Connection, is_orig: bool, seq: int, payload: bytes,
+                    ts: float) -> DceRpcSession | None:
         """Zeek's DPD: the signature on the first payload of either direction; the first
-        payloads are held so the analyzer sees both streams from their start."""
+        payloads are held so the analyzer sees both streams from their start. Returns the
+        connection's new analyzer, if the payload starts one."""
         bit = 1 if is_orig else 2
         if conn.dce_checked & bit:
-            return False
+            return None
         conn.dce_checked |= bit
         if not looks_like_dce_rpc(payload):
             conn.dce_held.append((is_orig, seq, payload, ts))
             if conn.dce_checked == 3:
                 conn.dce_held.clear()
-            return False
-        conn.dce = self._dce_session()
+            return None
+        dce = conn.dce = self._dce_session()
         for held in conn.dce_held:
-            conn.dce.deliver(*held)
+            dce.deliver(*held)
         conn.dce_held.clear()
-        return True
+        return dce
 
     def _remember(self, address: bytes, port: int) -> None:
         self._expected_dce[(address, port)] = None

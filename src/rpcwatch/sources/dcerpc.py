@@ -18,10 +18,10 @@ import json
 import re
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Callable
 
 PTYPE_REQUEST = 0
 PTYPE_RESPONSE = 2
@@ -164,6 +164,7 @@ class DceRpcSession:
             direction.buffer.clear()
 
     def _append(self, direction: _Direction, payload: bytes, is_orig: bool, ts: float) -> None:
+        assert direction.next_seq is not None  # deliver() sets it before any payload is appended
         direction.next_seq += len(payload)
         direction.buffer += payload
         self._parse_pdus(direction, is_orig, ts)
@@ -238,41 +239,41 @@ class DceRpcSession:
         for _ in range(count):
             context_id, syntaxes = struct.unpack_from(order + "HB", body, pos)
             interface = _uuid_text(body[pos + 4:pos + 20], drep)
-            self._set_session(ts)
+            info = self._set_session(ts)
             self._ctx_to_uuid[context_id] = interface
             self._uuid = interface
-            self._info.endpoint = self.names.endpoint(interface)
+            info.endpoint = self.names.endpoint(interface)
             pos += 24 + 20 * syntaxes
 
     def _bind_ack(self, body: bytes, order: str, ts: float) -> None:
         (size,) = struct.unpack_from(order + "H", body, 8)
         sec_addr = body[10:10 + size].rstrip(b"\x00").decode("latin-1")
-        self._set_session(ts)
+        info = self._set_session(ts)
         if sec_addr:
-            self._named_pipe = self._info.named_pipe = sec_addr
+            self._named_pipe = info.named_pipe = sec_addr
 
     def _request(self, body: bytes, order: str, ts: float) -> None:
         context_id, opnum = struct.unpack_from(order + "HH", body, 4)
-        self._set_session(ts)
-        self._info.ts = ts
+        self._set_session(ts).ts = ts
         self._ctx_to_opnum[context_id] = opnum
 
     def _response(self, body: bytes, order: str, ts: float) -> None:
         (context_id,) = struct.unpack_from(order + "H", body, 4)
         opnum = self._ctx_to_opnum.get(context_id, 0)
-        self._set_session(ts)
-        info = self._info
-        if info.endpoint is not None:
+        info = self._set_session(ts)
+        # an endpoint is only ever named after a bind, which also sets the session's interface
+        if info.endpoint is not None and self._uuid is not None:
             info.operation = self.names.operation(self._uuid, opnum)
             if info.ts != ts:
                 info.rtt = ts - info.ts
-        interface = self._ctx_to_uuid.get(context_id, self._uuid)
-        if context_id in self._ctx_to_uuid:
-            info.endpoint = self.names.endpoint(interface)
-            info.operation = self.names.operation(interface, opnum)
+        bound = self._ctx_to_uuid.get(context_id)
+        if bound is not None:
+            info.endpoint = self.names.endpoint(bound)
+            info.operation = self.names.operation(bound, opnum)
+        interface = bound if bound is not None else self._uuid
         if interface == EPMAPPER_UUID and opnum == EPT_MAP:
             self._remember_mapped_port(body[8:])
-        self._write()
+        self._write(info)
         self._pending = False
 
     def _remember_mapped_port(self, stub: bytes) -> None:
@@ -285,17 +286,19 @@ class DceRpcSession:
 
     # -- Zeek's script-level state ------------------------------------------------------
 
-    def _set_session(self, ts: float) -> None:
+    def _set_session(self, ts: float) -> _CallInfo:
+        """The connection's call record, created on first use, with the session's names."""
         if self._info is None:
             self._info = _CallInfo(ts=ts)
+        info = self._info
         self._pending = True
         if self._uuid is not None:
-            self._info.endpoint = self.names.endpoint(self._uuid)
+            info.endpoint = self.names.endpoint(self._uuid)
         if self._named_pipe is not None:
-            self._info.named_pipe = self._named_pipe
+            info.named_pipe = self._named_pipe
+        return info
 
-    def _write(self) -> None:
-        info = self._info
+    def _write(self, info: _CallInfo) -> None:
         if info.endpoint is None or info.operation is None:
             return
         if self.names.is_ignored(info.endpoint, info.operation):
@@ -304,9 +307,8 @@ class DceRpcSession:
 
     def finish(self) -> None:
         """Connection end: Zeek writes a call whose response was never seen once more."""
-        if self._pending:
-            self._set_session(self._info.ts)
-            self._write()
+        if self._pending and self._info is not None:  # _set_session sets both
+            self._write(self._set_session(self._info.ts))
             self._pending = False
 
 

@@ -14,13 +14,17 @@ which the parser drops silently; the reader finds it from the file size.
 """
 from __future__ import annotations
 
+import io
 import shutil
+import struct
 import tempfile
 import warnings
+import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import evtx as evtx_parser
 
@@ -58,9 +62,11 @@ class EvtxReader(Reader):
 
     @classmethod
     def sniff(cls, head: bytes) -> bool:
-        return head.startswith(EVTX_MAGIC)
+        """The file header's magic; or, when the header is damaged, a chunk where the
+        first chunk starts (the records are in the chunks: the header is rebuilt)."""
+        return head.startswith(EVTX_MAGIC) or head[FILE_HEADER_SIZE:FILE_HEADER_SIZE + len(CHUNK_MAGIC)] == CHUNK_MAGIC
 
-    def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
+    def read(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
              prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
         stats.format = self.format_name
         line_filter = prefilter.for_table(WINDOWS_TABLE, PREFILTER_FORMAT) if prefilter else None
@@ -74,7 +80,8 @@ class EvtxReader(Reader):
                 stats.error = f"unreadable EVTX file ({exc})"
                 return
             tables = EventJsonTables(stats)
-            for texts in _record_batches(_until_fatal_error(records, stats), stats):
+            # evtx's generated stub declares __next__ Optional; None is how the binding ends iteration
+            for texts in _record_batches(_until_fatal_error(records, stats), stats):  # type: ignore[arg-type]
                 stats.records += len(texts)
                 data = "\n".join(texts).encode()
                 if line_filter is not None:
@@ -85,14 +92,14 @@ class EvtxReader(Reader):
 
 
 @contextmanager
-def _seekable_evtx(source: InputFile, stream: BinaryIO,
+def _seekable_evtx(source: InputFile, stream: io.BufferedReader,
                    stats: ReadStats) -> Iterator[tuple[BinaryIO, str | None]]:
     """The input as a seekable file, and its path when the parser can open it itself.
 
     The parser needs random access: a plain file on disk is handed over by path; a
     stream (stdin, zip member, gzip) is spooled to a temporary file first."""
     path = Path(source.disk_path) if source.disk_path else None
-    if path is not None:
+    if path is not None and stream.peek(len(EVTX_MAGIC)).startswith(EVTX_MAGIC):
         with open(path, "rb") as file:
             stats.bytes_read = path.stat().st_size
             yield file, str(path)
@@ -100,8 +107,35 @@ def _seekable_evtx(source: InputFile, stream: BinaryIO,
     with tempfile.TemporaryFile(prefix="rpcwatch-", suffix=".evtx") as spool:
         shutil.copyfileobj(stream, spool, 1 << 20)
         stats.bytes_read = spool.tell()
+        _rebuild_header(spool, stats)
         spool.seek(0)
         yield spool, None
+
+
+def _rebuild_header(file: BinaryIO, stats: ReadStats) -> None:
+    """A file whose header is damaged (zeroed, overwritten) but whose chunks are intact:
+    write the header the chunks describe (chunk count, next record id, checksum), so the
+    parser reads them. The header holds no record."""
+    file.seek(0)
+    if file.read(len(EVTX_MAGIC)) == EVTX_MAGIC:
+        return
+    size = file.seek(0, 2)
+    chunks, next_record = 0, 1
+    while FILE_HEADER_SIZE + (chunks + 1) * CHUNK_SIZE <= size:
+        file.seek(FILE_HEADER_SIZE + chunks * CHUNK_SIZE)
+        chunk = file.read(40)
+        if not chunk.startswith(CHUNK_MAGIC):
+            break
+        next_record = max(next_record, struct.unpack_from("<Q", chunk, 32)[0] + 1)
+        chunks += 1
+    header = bytearray(128)
+    header[:8] = EVTX_MAGIC
+    struct.pack_into("<QQQIHHHH", header, 8, 0, max(chunks - 1, 0), next_record, 128, 1, 3, FILE_HEADER_SIZE,
+                     chunks)
+    struct.pack_into("<I", header, 124, zlib.crc32(bytes(header[:120])))
+    file.seek(0)
+    file.write(bytes(header) + bytes(FILE_HEADER_SIZE - len(header)))
+    stats.warn("EVTX file header damaged: rebuilt from its chunks", where=f"{chunks} chunks")
 
 
 def _check_file_size(file: BinaryIO, stats: ReadStats) -> None:

@@ -1,5 +1,5 @@
-"""Helpers shared by the line-oriented readers (Zeek TSV/JSON, Windows JSON exports):
-counting and repairing lines, and turning blocks of JSON lines into Arrow tables.
+"""JSON lines: the parser base of every JSON-lines format (Zeek JSON, Windows JSON exports,
+Suricata EVE, ECS documents), and blocks of JSON lines turned into Arrow tables.
 
 JSON blocks are parsed in bulk by Arrow's JSON reader; Python only looks at single
 lines when a block cannot be parsed as a whole (a broken line, or values whose JSON
@@ -10,12 +10,16 @@ from __future__ import annotations
 import io
 import json
 import re
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pjson
+import re2
 
 from rpcwatch.sources.base import ReadStats
+from rpcwatch.sources.lines import LineParser, excerpt
+from rpcwatch.sources.scan import Run
 
 #: Arrow's message when one field holds values of two JSON kinds within a block
 _KIND_CONFLICT = re.compile(r"Column\((/[^)]*)\) changed from (\w+) to (\w+)")
@@ -26,66 +30,83 @@ _SCALAR_VALUE = rb"-?[0-9][0-9.eE+-]*|true|false"
 _SINGLE_VALUE = rb'"(?:[^"\\]|\\.)*"|' + _SCALAR_VALUE
 #: each retry learns one more field, so this bounds the work on hostile input
 MAX_REPARSES = 32
+#: objects and arrays nested deeper than this are not parsed: no log nests deeper than a
+#: few levels, and a parser's recursion is bounded by its stack (Arrow's crashes the
+#: process past a few thousand levels)
+MAX_JSON_DEPTH = 64
+#: a line with more openings than MAX_JSON_DEPTH may nest that deep; only such lines are
+#: measured (one RE2 pass finds them; no other line is looked at)
+_MANY_OPENINGS = re2.compile(b"(?m)^(?:[^\\n\\[{]*[\\[{]){%d}" % (MAX_JSON_DEPTH + 1))
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+#: a UTF-16 surrogate half on its own cannot be text (Python refuses to encode it)
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: what the scan counts in JSON lines: the joint between two objects
+JSON_LINES_MARKER = b"}\n{"
 
 
-def excerpt(text: str | bytes, limit: int = 80) -> str:
-    """A short printable form of a bad line, for skip examples."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="backslashreplace")
-    text = text.rstrip("\r\n")
-    return repr(text if len(text) <= limit else text[:limit] + "...")
+class JsonLinesParser(LineParser):
+    """One JSON-lines input: a line is one object, ``{`` to ``}``; a format supplies
+    :meth:`parse` (``self.json`` turns kept lines into a flat Arrow table)."""
 
+    def __init__(self, source, stream, stats: ReadStats, scan_filter=None):
+        super().__init__(source, stream, stats, scan_filter)
+        self.json = JsonBlockParser(stats)
 
-def count_lines(data: bytes) -> int:
-    """Lines in a block that ends on a line boundary (or at end of input), blank ones
-    included: the shape checks below find blank lines where there are any."""
-    if not data:
-        return 0
-    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    def well_formed(self, run: Run) -> bool:
+        return run.marks == run.lines - 1 and run.edges == b"{}"
 
+    def quick_check(self, data: bytes, lines: int) -> bool:
+        """Every line looks like one object: as many line starts with ``{`` and line ends
+        with ``}`` as lines (full validity is checked when a line is parsed)."""
+        opens = data.count(b"\n{") + data.startswith(b"{")
+        closes = data.count(b"}\n") + data.endswith(b"}")
+        return opens == lines and closes == lines
 
-def repair_utf8(data: bytes, stats: ReadStats) -> bytes:
-    """Invalid UTF-8 cannot enter an Arrow string; escape the bytes as ``\\xNN`` (what
-    Zeek itself writes for non-printable bytes) and keep the record."""
-    if data.isascii():
-        return data
-    try:
-        data.decode("utf-8")
-        return data
-    except UnicodeDecodeError:
-        pass
-    lines = data.split(b"\n")
-    for index, line in enumerate(lines):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            fixed = line.decode("utf-8", errors="backslashreplace").encode("utf-8")
-            stats.warn("invalid UTF-8 (bytes escaped as \\xNN, record kept)",
-                       where=excerpt(fixed))
-            lines[index] = fixed
-    return b"\n".join(lines)
-
-
-def drop_non_objects(data: bytes, lines: int, stats: ReadStats) -> tuple[bytes, int]:
-    """Cheap shape check before the prefilter discards lines: every line must look like
-    one JSON object (``{`` ... ``}``). Only when the counts disagree are lines looked at
-    one by one. Full JSON validity is checked when a line is parsed.
-    Returns the kept lines and the number of blank lines (not records)."""
-    opens = data.count(b"\n{") + data.startswith(b"{")
-    closes = data.count(b"}\n") + data.endswith(b"}")
-    if opens == lines and closes == lines:
-        return data, 0
-    kept, blank = [], 0
-    for line in data.split(b"\n"):
+    def malformed(self, line: bytes) -> str | None:
         stripped = line.strip()
-        if not stripped:
-            blank += 1
-        elif stripped.startswith(b"{") and stripped.endswith(b"}"):
-            kept.append(line)
+        if stripped.startswith(b"{") and stripped.endswith(b"}"):
+            return None
+        return "not a JSON object (malformed line)"
+
+
+
+def shallow_lines(data: bytes, stats: ReadStats) -> bytes:
+    """The block without lines nested deeper than :data:`MAX_JSON_DEPTH` (each counted)."""
+    if _MANY_OPENINGS.search(data) is None:
+        return data
+    kept = []
+    for line in data.splitlines(keepends=True):
+        if _MANY_OPENINGS.search(line) is not None and json_depth(line) > MAX_JSON_DEPTH:
+            stats.skip(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", where=excerpt(line))
         else:
-            stats.skip("not a JSON object (malformed line)", where=excerpt(line))
-    blank -= 1 if data.endswith(b"\n") else 0
-    return (b"\n".join(kept) + b"\n" if kept else b""), blank
+            kept.append(line)
+    return b"".join(kept)
+
+
+def json_depth(line: bytes) -> int:
+    """How deep objects and arrays nest in a line (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for token in _JSON_TOKEN.finditer(line):
+        char = token.group()[:1]
+        if char in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in b"]}":
+            depth -= 1
+    return deepest
+
+
+def _text_only(value: Any) -> Any:
+    """JSON values with lone surrogate halves (``"\\ud800"``) written as the escape text they
+    came as, so they can be stored as text."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value) \
+            if _LONE_SURROGATE.search(value) else value
+    if isinstance(value, list):
+        return [_text_only(v) for v in value]
+    if isinstance(value, dict):
+        return {_text_only(k): _text_only(v) for k, v in value.items()}
+    return value
 
 
 def parse_json_lines_slowly(data: bytes, stats: ReadStats) -> pa.Table | None:
@@ -103,19 +124,25 @@ def parse_json_lines_slowly(data: bytes, stats: ReadStats) -> pa.Table | None:
         if not isinstance(value, dict):
             stats.skip("not a JSON object (malformed line)", where=excerpt(line))
             continue
+        if b"\\u" in line:
+            text_only = _text_only(value)
+            if text_only != value:
+                stats.warn("lone UTF-16 surrogate escape in a string (kept as the text \\uXXXX)",
+                           where=excerpt(line))
+                value = text_only
         rows.append(flatten_dict(value))
     if not rows:
         return None
     try:
         return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # numbers beyond 64 bits, mixed kinds
         names = list(dict.fromkeys(name for row in rows for name in row))
         columns = {}
         for name in names:
             values = [row.get(name) for row in rows]
             try:
                 columns[name] = pa.array(values)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
                 stats.warn(f"field {name} has values of different types (kept as text)")
                 columns[name] = pa.array([as_text(v) for v in values], type=pa.string())
         return pa.table(columns)
@@ -199,6 +226,7 @@ class JsonBlockParser:
         self._parse_options = pjson.ParseOptions()
 
     def parse(self, data: bytes) -> pa.Table | None:
+        data = shallow_lines(data, self._stats)
         if not data.strip():
             return None
         data = self._rewrite(data)

@@ -13,10 +13,11 @@ import hashlib
 import os
 import socket
 import tempfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,9 +25,11 @@ import pyarrow.compute as pc
 from rpcwatch.sources.base import MAX_EXAMPLES, Reader, ReadStats, TableBatch, register
 from rpcwatch.sources.capture import is_capture, iter_records
 from rpcwatch.sources.connections import PROTO_NAMES, Connection, ConnectionTable
-from rpcwatch.sources.inputs import InputFile, PeekStream
+from rpcwatch.sources.dcerpc import DceRpcSession
+from rpcwatch.sources.inputs import InputFile
 from rpcwatch.sources.packets import NO_CONNECTION, decode
 from rpcwatch.sources.prefilter import PrefilterPlan
+
 # the worker pool of the plain-log scanner is shared
 from rpcwatch.workers import PARALLEL_MIN_SIZE, worker_count, worker_pool
 
@@ -148,13 +151,15 @@ class ZeekLogBuilder:
         ends = (address_text(key.orig_h), key.orig_p, address_text(key.resp_h), key.resp_p)
         self._add_conn(conn, uid, ends)
         if conn.dce is not None:
-            self._add_calls(conn, uid, ends)
+            self._add_calls(conn.dce, uid, ends)
 
     def _add_conn(self, conn: Connection, uid: int, ends: tuple) -> None:
         orig, resp = conn.orig, conn.resp
+        orig_bytes: int | None
+        resp_bytes: int | None
         orig_bytes, resp_bytes, state, missed, history = conn.summary()
-        duration = conn.last_time - conn.ts
-        if duration <= 0:  # Zeek leaves duration and sizes unset for a connection that took no time
+        duration: float | None = conn.last_time - conn.ts
+        if conn.last_time <= conn.ts:  # Zeek leaves duration and sizes unset for a connection that took no time
             duration = orig_bytes = resp_bytes = None
         self.conn.rows.append((
             conn.ts, uid, *ends, PROTO_NAMES[conn.proto],
@@ -162,10 +167,10 @@ class ZeekLogBuilder:
             duration, orig_bytes, resp_bytes, state, missed, history,
             orig.packets, orig.ip_bytes, resp.packets, resp.ip_bytes, conn.tunnel))
 
-    def _add_calls(self, conn: Connection, uid: int, ends: tuple) -> None:
+    def _add_calls(self, dce: DceRpcSession, uid: int, ends: tuple) -> None:
         self.dce_rpc.rows.extend(
             (call.ts, uid, *ends, call.rtt, call.named_pipe, call.endpoint, call.operation)
-            for call in conn.dce.calls)
+            for call in dce.calls)
 
     def batches(self, path: str, final: bool = False) -> Iterator[TableBatch]:
         """Full batches of at most ``BATCH_ROWS`` rows (and, when ``final``, the rest)."""
@@ -222,7 +227,6 @@ def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
     """Read a capture stream and yield its conn and dce_rpc rows in bounded batches.
     ``observer`` also sees every finished :class:`Connection` (e.g. for its frame bytes)."""
     seed = stream.read(UID_SEED_BYTES)
-    stream = PeekStream(seed, stream)
     builder = ZeekLogBuilder(UidMaker(seed))
     packet_problems, analysis_problems = _Problems(), _Problems(analysis=True)
     reports = shard is None or shard.reports
@@ -237,15 +241,14 @@ def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
     table = ConnectionTable(finished, lambda reason: analysis_problems.count(reason, count))
     packet, tunnelled = table.packet, table.tunnelled
     conn_rows, dce_rpc_rows = builder.conn.rows, builder.dce_rpc.rows
-    for ts, link_type, frame, wire_len in iter_records(stream, capture_stats):
+    for ts, link_type, frame, wire_len in iter_records(stream, capture_stats, head=seed):
         count += 1
         decoded = decode(link_type, frame)
-        kind = decoded.__class__
-        if kind is tuple:
+        if isinstance(decoded, tuple):
             if shard is not None and not shard.owns(decoded[1], decoded[2]):
                 continue
             packet(count, ts, wire_len, decoded)
-        elif kind is str:
+        elif isinstance(decoded, str):
             if reports:  # every shard sees every frame: one counts
                 packet_problems.count(decoded, count)
             continue
@@ -278,20 +281,22 @@ class PcapReader(Reader):
     def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
              prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
         stats.format = self.format_name
-        pool = worker_pool() if source.disk_path and (source.size or 0) >= PARALLEL_MIN_SIZE else None
-        if pool is None:
+        disk_path = source.disk_path
+        pool = worker_pool() if disk_path and (source.size or 0) >= PARALLEL_MIN_SIZE else None
+        if pool is None or disk_path is None:
             yield from track_capture(stream, stats, path=source.path)
         else:
-            yield from track_in_workers(pool, source, stats)
+            yield from track_in_workers(pool, disk_path, source, stats)
 
 
-def track_in_workers(pool: Executor, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
-    """A large capture on disk, tracked by every worker process, each for its share of the
-    host pairs. Workers spill their batches to Arrow IPC files, read back one batch at a
-    time in worker order, so memory stays bounded and the output does not depend on timing."""
+def track_in_workers(pool: Executor, disk_path: str, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
+    """A large capture on disk (``source``, at ``disk_path``), tracked by every worker
+    process, each for its share of the host pairs. Workers spill their batches to Arrow IPC
+    files, read back one batch at a time in worker order, so memory stays bounded and the
+    output does not depend on timing."""
     shards = [Shard(index, worker_count()) for index in range(worker_count())]
     with tempfile.TemporaryDirectory(prefix="rpcwatch-pcap-") as spill:
-        futures = [pool.submit(_track_shard, source.disk_path, source.path, shard, spill) for shard in shards]
+        futures = [pool.submit(_track_shard, disk_path, source.path, shard, spill) for shard in shards]
         for future in futures:
             shard_stats, spilled = future.result()
             _merge_stats(stats, shard_stats)

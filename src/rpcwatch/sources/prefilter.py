@@ -18,48 +18,20 @@ turns it off entirely).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Iterable, Literal as TypingLiteral, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import re2
 
-#: characters never escaped by Zeek TSV/JSON, evtx JSON or Go/Python JSON encoders
-SAFE_LITERAL = re.compile(r"[A-Za-z0-9_.:;=@#%+!~$^()\[\]{}|'*?-]+")
-
-
-@dataclass(frozen=True)
-class Literal:
-    """A piece of text that a matching record must contain."""
-
-    text: str
-    kind: TypingLiteral["number", "string"] = "string"
-    case_sensitive: bool = False
-
-    @property
-    def score(self) -> int:
-        """Higher is more selective (used to pick one alternative of an AND)."""
-        return len(self.text) + (2 if self.kind == "number" else 0)
-
-
-#: A record can only match when it contains at least one literal of the set.
-LiteralSet = frozenset[Literal]
-
-
-def best_alternative(alternatives: Iterable[LiteralSet]) -> LiteralSet | None:
-    """Of several sets that are each sufficient (children of an AND), the most selective."""
-    best, best_score = None, -1
-    for candidate in alternatives:
-        score = min(lit.score for lit in candidate) * 100 - len(candidate)
-        if score > best_score:
-            best, best_score = candidate, score
-    return best
+from rpcwatch.schema import Literal, LiteralSet
 
 
 def _number_pattern(text: str, fmt: str) -> str:
     integer, _, fraction = text.partition(".")
     negative = integer.startswith("-")
     digits = integer.lstrip("-").lstrip("0") or "0"
-    body = re.escape(digits) + (r"\." + re.escape(fraction.rstrip("0")) + "0*" if fraction.rstrip("0") else r"(?:\.0*)?")
+    significant = fraction.rstrip("0")
+    body = re.escape(digits) + (r"\." + re.escape(significant) + "0*" if significant else r"(?:\.0*)?")
     body = " *" + ("-" if negative else "") + "0*" + body + " *"
     if fmt == "zeek-tsv":
         return rf"(?:^|[\t,]){body}(?:[\t,\r]|$)"
@@ -79,33 +51,91 @@ def _pattern(lit: Literal, fmt: str) -> str:
 #: exhaust the default 8 MB lazy DFA and RE2 falls back to a far slower engine; the memory
 #: is only taken when a pattern needs it.
 LINE_PATTERN_MEMORY = 64 << 20
-
-
-def compile_line_pattern(pattern: bytes):
-    """The compiled form of a :class:`LineFilter` pattern (also in scan worker processes)."""
-    options = re2.Options()
-    options.never_capture = True
-    options.max_mem = LINE_PATTERN_MEMORY
-    return re2.compile(pattern, options)
-
-
 #: a prefilter that has kept this share of the first bytes it saw stops filtering: thousands
 #: of rules (SigmaHQ's Windows set) demand so many literals that nearly every line holds
 #: one, and the scan would only cost time. Stopping is always sound (rules still decide).
 USELESS_SHARE, USELESS_SAMPLE = 0.85, 8 << 20
-#: per pattern, in this process: bytes scanned, bytes kept
-_filter_yield: dict[bytes, list[int]] = {}
 
 
-def kept_lines(regex, pattern: bytes, data: bytes) -> bytes:
-    """The lines of ``data`` that ``regex`` (compiled from ``pattern``) finds, or all of them."""
-    seen = _filter_yield.setdefault(pattern, [0, 0])
-    if seen[0] >= USELESS_SAMPLE and seen[1] >= USELESS_SHARE * seen[0]:
-        return data
-    kept = b"".join(regex.findall(data))
-    seen[0] += len(data)
-    seen[1] += len(kept)
-    return kept
+class LineMatcher:
+    """Finds the lines of a block that hold one of a filter's alternatives.
+
+    Hyperscan (Intel's multi-pattern matcher, its library in the wheel) scans for all
+    alternatives at once at several GB/s and reports where each match ends; the lines
+    around those ends are kept. RE2 is the fallback for an alternative Hyperscan cannot
+    compile. Caseless alternatives are matched with Unicode case folding (the Kelvin sign
+    is a ``k``), as the rules compare. The matcher also learns, per process, whether it
+    is worth running (see :data:`USELESS_SHARE`)."""
+
+    def __init__(self, pattern: bytes):
+        self.pattern = pattern
+        self._scanned = self._kept = 0
+        self._database = _hyperscan_database(pattern.split(b"\n"))
+        #: the RE2 pattern used when Hyperscan cannot compile the alternatives (re2 has no type stubs)
+        self._line: Any = None
+        if self._database is None:
+            options = re2.Options()
+            options.never_capture = True
+            options.max_mem = LINE_PATTERN_MEMORY
+            alternatives = b"|".join(pattern.split(b"\n"))
+            self._line = re2.compile(b"(?m)[^\\n]*(?:" + alternatives + b")[^\\n]*\\n?", options)
+
+    @property
+    def useless(self) -> bool:
+        return self._scanned >= USELESS_SAMPLE and self._kept >= USELESS_SHARE * self._scanned
+
+    def kept(self, data: bytes) -> bytes:
+        """The lines of ``data`` holding an alternative, or all of ``data`` once the filter
+        has shown it keeps nearly everything."""
+        if self.useless:
+            return data
+        kept = self._lines(data)
+        self._scanned += len(data)
+        self._kept += len(kept)
+        return kept
+
+    def _lines(self, data: bytes) -> bytes:
+        if self._database is None:
+            return b"".join(self._line.findall(data))
+        ends: list[int] = []
+        self._database.scan(data, match_event_handler=lambda _id, _start, end, _flags, _context: ends.append(end))
+        lines, last = [], -1
+        for end in ends:  # in order of end offset; several in one line keep it once
+            if end <= last:
+                continue
+            start = data.rfind(b"\n", 0, end) + 1
+            newline = data.find(b"\n", end)
+            last = len(data) if newline < 0 else newline + 1
+            lines.append(data[start:last])
+        return b"".join(lines)
+
+
+def _hyperscan_database(alternatives: list[bytes]):
+    try:
+        import hyperscan
+    except ImportError:  # pragma: no cover - the wheel ships the library on every platform we test on
+        return None
+    flags = [hyperscan.HS_FLAG_MULTILINE | (hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP
+                                            if b"(?i" in alternative else 0) for alternative in alternatives]
+    database = hyperscan.Database()
+    try:
+        database.compile(expressions=alternatives, ids=list(range(len(alternatives))),
+                         elements=len(alternatives), flags=flags)
+    except hyperscan.error:
+        return None
+    return database
+
+
+def compile_line_pattern(pattern: bytes) -> LineMatcher:
+    """The matcher of a :class:`LineFilter` pattern, compiled once per run (and once per
+    worker process) and kept in the run context's cache."""
+    from rpcwatch.context import current
+
+    matchers = current().line_matchers
+    matcher = matchers.get(pattern)
+    if matcher is None:
+        matcher = matchers[pattern] = LineMatcher(pattern)
+    return matcher
 
 
 class LineFilter:
@@ -113,17 +143,16 @@ class LineFilter:
 
     def __init__(self, literals: LiteralSet, fmt: str):
         self.literals = literals
-        #: the RE2 pattern of a whole line holding a literal (empty: no line can match)
+        #: the filter's alternatives, one per line (empty: no line can match); the key its
+        #: matcher is compiled and cached by, also in worker processes
         self.pattern = b""
         if literals:
-            alternatives = "|".join(sorted(_pattern(lit, fmt) for lit in literals))
-            self.pattern = f"(?m)[^\\n]*(?:{alternatives})[^\\n]*\\n?".encode()
-            self._line = compile_line_pattern(self.pattern)
+            self.pattern = "\n".join(sorted(_pattern(lit, fmt) for lit in literals)).encode()
 
     def select(self, block: bytes) -> bytes:
         if not self.pattern:
             return b""
-        return kept_lines(self._line, self.pattern, block)
+        return compile_line_pattern(self.pattern).kept(block)
 
 
 class PrefilterPlan:

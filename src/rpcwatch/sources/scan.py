@@ -10,16 +10,22 @@ one per core: the byte-level work (counting, the RE2 scan) holds Python's GIL, s
 threads would not help. Workers read their range themselves (no data crosses the
 process boundary but the candidate lines) and start on whole lines. Compressed or
 piped input is scanned in the reading process.
+
+A line longer than the run's ``max_line_bytes`` is never held whole: it is left out where
+it is found and reported (:attr:`Run.oversize`), its neighbours are kept.
 """
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterator
+from typing import TYPE_CHECKING
 
-from rpcwatch.sources.inputs import iter_line_chunks
-from rpcwatch.sources.prefilter import compile_line_pattern, kept_lines
+from rpcwatch.context import current
+from rpcwatch.sources.inputs import iter_line_chunks, without_long_lines
+from rpcwatch.sources.prefilter import compile_line_pattern
 from rpcwatch.workers import PARALLEL_MIN_SIZE, worker_pool
 
 if TYPE_CHECKING:
@@ -49,18 +55,14 @@ class Run:
     kept: bytes = b""
     #: the run's bytes, when they are at hand (serial scanning)
     data: bytes | None = None
-
-
-_compiled: dict[bytes, object] = {}
+    #: offsets of lines longer than the limit, left out just before this run
+    oversize: tuple[int, ...] = ()
+    #: the run holds a carriage return somewhere (a CRLF line end, or a CR inside a line)
+    returns: bool = False
 
 
 def _filter(pattern: bytes | None):
-    if pattern is None:
-        return None
-    regex = _compiled.get(pattern)
-    if regex is None:
-        regex = _compiled[pattern] = compile_line_pattern(pattern)
-    return regex
+    return None if pattern is None else compile_line_pattern(pattern)
 
 
 def _is_clean(data: bytes) -> bool:
@@ -76,81 +78,100 @@ def _is_clean(data: bytes) -> bool:
 
 
 def scan_block(block: bytes, offset: int, marker: bytes, pattern: bytes | None,
-               headers: bool, keep_data: bool) -> list[Run]:
+               headers: bytes, keep_data: bool) -> list[Run]:
     """Cut a block of whole lines into runs. ``pattern`` is the prefilter's line regex
-    (``None`` keeps every line; an empty pattern keeps none); ``headers`` says whether
-    ``#`` lines are headers (TSV) or data."""
-    regex = _filter(pattern)
+    (``None`` keeps every line; an empty pattern keeps none); ``headers`` is how header
+    lines start (Zeek TSV: ``#``; VPC flow logs: ``version ``), empty when a format has none."""
+    matcher = _filter(pattern)
     runs = []
     start, size = 0, len(block)
     while start < size:
-        if headers and block.startswith(b"#", start):
+        if headers and block.startswith(headers, start):
             end = start
-            while end < size and block.startswith(b"#", end):
+            while end < size and block.startswith(headers, end):
                 newline = block.find(b"\n", end)
                 end = size if newline < 0 else newline + 1
             runs.append(Run(offset + start, end - start, header=block[start:end]))
             start = end
             continue
-        end = _next_header_line(block, start) if headers else size
+        end = _next_header_line(block, start, headers) if headers else size
         data = block[start:end]
         if pattern == b"":
             kept = b""
-        elif regex is None:
+        elif matcher is None:
             kept = data
         else:
-            kept = kept_lines(regex, pattern, data)
+            kept = matcher.kept(data)
         body = data[:-1] if data.endswith(b"\n") else data
         runs.append(Run(offset + start, end - start, lines=data.count(b"\n") + (not data.endswith(b"\n")),
                         marks=data.count(marker), clean=_is_clean(data), edges=body[:1] + body[-1:],
-                        kept=kept, data=data if keep_data else None))
+                        kept=kept, data=data if keep_data else None, returns=b"\r" in data))
         start = end
     return runs
 
 
-def _next_header_line(block: bytes, start: int) -> int:
-    """Where the next line starting with ``#`` begins (or the end). Looks for the byte
-    ``#`` alone (a memchr scan) and checks that it starts a line: much faster than a
-    search for ``\\n#`` in data where ``#`` is rare."""
-    at = block.find(b"#", start)
+def _next_header_line(block: bytes, start: int, headers: bytes) -> int:
+    """Where the next header line begins (or the end). A one-byte start (``#``) is looked
+    for alone (a memchr scan), then checked to start a line: much faster than a search
+    for ``\\n#`` in data where ``#`` is rare. A longer start is found with its newline."""
+    if len(headers) > 1:
+        at = block.find(b"\n" + headers, start)
+        return len(block) if at < 0 else at + 1
+    at = block.find(headers, start)
     while at > 0 and block[at - 1] != 0x0A:
-        at = block.find(b"#", at + 1)
+        at = block.find(headers, at + 1)
     return len(block) if at < 0 else at
 
 
 def _scan_range(path: str, start: int, end: int, marker: bytes, pattern: bytes | None,
-                headers: bool, first: bool) -> list[Run]:
-    """Worker task: the whole lines that begin in [start, end) of a file."""
+                headers: bytes, first: bool, max_line: int) -> list[Run]:
+    """Worker task: the whole lines that begin in [start, end) of a file. A line that
+    goes on more than ``max_line`` bytes is left out, reported in the last run."""
     with open(path, "rb", buffering=0) as fh:
         if not first:
             probe = os.pread(fh.fileno(), 1, start - 1)
             if probe != b"\n":
-                first = _find_newline(fh, start)
-                if first < 0 or first + 1 >= end:
+                newline = _find_newline(fh, start, end)  # no line starts here when there is none
+                if newline < 0 or newline + 1 >= end:
                     return []
-                start = first + 1
+                start = newline + 1
         block = os.pread(fh.fileno(), end - start, start)
+        oversize: tuple[int, ...] = ()
         if block and not block.endswith(b"\n"):
-            tail_end = _find_newline(fh, end)
-            block += os.pread(fh.fileno(), (tail_end + 1 if tail_end >= 0 else os.fstat(fh.fileno()).st_size) - end, end)
-    return scan_block(block, start, marker, pattern, headers, keep_data=False)
+            cut = block.rfind(b"\n") + 1
+            limit = end + max_line - (len(block) - cut) + 1
+            tail_end = _find_newline(fh, end, limit)
+            size = os.fstat(fh.fileno()).st_size
+            line_end = tail_end + 1 if tail_end >= 0 else min(size, limit)
+            if line_end - (start + cut) > max_line:
+                block, oversize = block[:cut], (start + cut,)
+            else:
+                block += os.pread(fh.fileno(), line_end - end, end)
+    if max_line < RANGE_SIZE:
+        block, inside = without_long_lines(block, max_line, start)
+        oversize = tuple(sorted((*inside, *oversize)))
+    runs = scan_block(block, start, marker, pattern, headers, keep_data=False)
+    if oversize:
+        runs.append(Run(start + len(block), 0, oversize=oversize))
+    return runs
 
 
-def _find_newline(fh, position: int) -> int:
-    """Offset of the first newline at or after ``position``, or -1."""
+def _find_newline(fh, position: int, until: int) -> int:
+    """Offset of the first newline in [position, until), or -1."""
     step = 1 << 16
-    while True:
-        data = os.pread(fh.fileno(), step, position)
+    while position < until:
+        data = os.pread(fh.fileno(), min(step, until - position), position)
         if not data:
             return -1
         at = data.find(b"\n")
         if at >= 0:
             return position + at
         position += len(data)
+    return -1
 
 
 def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, pattern: bytes | None,
-                          headers: bool) -> Iterator[Run] | None:
+                          headers: bytes, max_line: int) -> Iterator[Run] | None:
     """Runs of a plain file from ``start`` on, scanned by worker processes, in file order;
     ``None`` when the file is too small to be worth it or there is a single core."""
     pool = worker_pool() if size - start >= PARALLEL_MIN_SIZE else None
@@ -158,17 +179,18 @@ def scan_file_in_parallel(path: str, start: int, size: int, marker: bytes, patte
         return None
     starts = range(start, size, RANGE_SIZE)
     results = pool.map(_scan_range, *zip(*[(path, s, min(s + RANGE_SIZE, size), marker, pattern, headers,
-                                            s == start) for s in starts]))
+                                            s == start, max_line) for s in starts]))
     return (run for runs in results for run in runs)
 
 
-def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter: LineFilter | None,
-              marker: bytes, headers: bool, start: int = 0) -> Iterator[Run]:
+def line_runs(source: InputFile, stream: io.BufferedReader, stats: ReadStats, line_filter: LineFilter | None,
+              marker: bytes, headers: bytes, start: int = 0) -> Iterator[Run]:
     """The runs of an input from ``start``: scanned by workers when the input is a large
     plain file and a filter does most of the work, else block by block from ``stream``."""
     pattern = None if line_filter is None else line_filter.pattern
+    max_line = current().limits.max_line_bytes
     if source.disk_path and pattern is not None and source.size:
-        runs = scan_file_in_parallel(source.disk_path, start, source.size, marker, pattern, headers)
+        runs = scan_file_in_parallel(source.disk_path, start, source.size, marker, pattern, headers, max_line)
         first = _first_or_none(runs)
         if first is not None:
             for run in first:
@@ -177,11 +199,12 @@ def line_runs(source: InputFile, stream: BinaryIO, stats: ReadStats, line_filter
                     source.progress(run.length)
                 yield run
             return
-    offset = start
-    for block in iter_line_chunks(stream):
-        stats.bytes_read += len(block)
-        yield from scan_block(block, offset, marker, pattern, headers, keep_data=True)
-        offset += len(block)
+    for chunk in iter_line_chunks(stream, max_line):
+        stats.bytes_read += len(chunk.data)
+        block_runs = scan_block(chunk.data, start + chunk.offset, marker, pattern, headers, keep_data=True)
+        if chunk.oversize:
+            block_runs.insert(0, Run(start + chunk.offset, 0, oversize=chunk.oversize))
+        yield from block_runs
 
 
 def _first_or_none(runs: Iterator[Run] | None) -> Iterator[Run] | None:
@@ -206,5 +229,6 @@ def run_bytes(source: InputFile, run: Run) -> bytes:
     (only the rare run that needs a closer look)."""
     if run.data is not None:
         return run.data
+    assert source.disk_path is not None, "runs without their data come only from scanning a file on disk"
     with open(source.disk_path, "rb", buffering=0) as fh:
         return os.pread(fh.fileno(), run.length, run.offset)

@@ -189,7 +189,22 @@ def conform_system_fields(table: pa.Table, stats: ReadStats) -> pa.Table:
     for name, wanted in SYSTEM_FIELD_TYPES.items():
         if name not in columns:
             columns[name] = pa.nulls(table.num_rows, wanted)
+    _add_sigma_field_names(columns)
     return pa.table(columns)
+
+
+def _add_sigma_field_names(columns: dict) -> None:
+    """Some providers name event data with spaces (Windows Defender: ``Source Name``,
+    ``Threat Name``); Sigma rules name a field with its spaces stripped (``SourceName``).
+    The Sigma name is added next to the written one, which stays for the alert's
+    ``original``; a field the event already has under the Sigma name is left alone."""
+    for name in [name for name in columns if " " in name]:
+        columns.setdefault(sigma_field_name(name), columns[name])
+
+
+def sigma_field_name(name: str) -> str:
+    """A field name as Sigma rules write it: without spaces."""
+    return name.replace(" ", "")
 
 
 def _cast_system_field(name: str, column, wanted: pa.DataType, stats: ReadStats):

@@ -14,23 +14,24 @@ are parsed in bulk by Arrow; Python reads single lines only in broken blocks.
 """
 from __future__ import annotations
 
+import io
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from rpcwatch.datafiles import load_yaml
-from rpcwatch.sources.base import Reader, ReadStats, TableBatch, register
-from rpcwatch.sources.inputs import InputFile, iter_line_chunks
-from rpcwatch.sources.jsonlines import JsonBlockParser, count_lines, drop_non_objects, repair_utf8
+from rpcwatch.sources.base import ReadStats, TableBatch, register
+from rpcwatch.sources.inputs import UTF8_BOM, InputFile
+from rpcwatch.sources.jsonlines import JSON_LINES_MARKER, JsonBlockParser, JsonLinesParser
+from rpcwatch.sources.lines import LineParser, LineReader, RewrittenStream
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
 from rpcwatch.sources.windows import WINDOWS_TABLE, EventJsonTables, conform_system_fields, is_system_field
 
-BLOCK_SIZE = 16 << 20
-UTF8_BOM = b"\xef\xbb\xbf"
 EVTX_JSON = "evtx-json"
 FLAT_JSON = "ndjson-flat"
 WINLOGBEAT = "winlogbeat"
@@ -66,58 +67,55 @@ def _strip_preamble(head: bytes) -> bytes:
 
 
 @register
-class WindowsJsonReader(Reader):
+class WindowsJsonReader(LineReader):
     """The JSON export shapes above; ``stats.format`` names the shape found."""
 
     format_name = "windows-json"
+    marker = JSON_LINES_MARKER
 
     @classmethod
     def sniff(cls, head: bytes) -> bool:
         return detect_shape(head) is not None
 
-    def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
-             prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
-        raw_blocks = _counted(iter_line_chunks(stream, BLOCK_SIZE), stats)
-        first = next(raw_blocks, b"")
-        shape = detect_shape(first)
-        if shape is None:  # only when called on a stream that was not sniffed
-            stats.error = "not a supported log format"
-            return
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
+               prefilter: PrefilterPlan | None) -> LineParser:
+        head = stream.peek(1 << 16)
+        shape = detect_shape(head) or FLAT_JSON
         stats.format = shape
-        blocks = _chain(first.removeprefix(UTF8_BOM), raw_blocks)
-        if shape == EVTX_JSON and _is_pretty(first):
-            blocks = _pretty_records(blocks)
+        if shape == EVTX_JSON and _is_pretty(head):
+            stream = io.BufferedReader(_OneObjectPerLine(stream), buffer_size=1 << 20)
+            source = replace(source, disk_path=None)
         # Only evtx-json keeps the producer's values byte for byte; the other shapes'
         # values change on the way (escapes, ECS value maps), so the literal prefilter,
         # which looks at raw bytes, would not be sound for them.
-        line_filter = prefilter.for_table(WINDOWS_TABLE, EVTX_JSON) if prefilter and shape == EVTX_JSON else None
-        converter = _converter(shape, stats)
-        for block in blocks:
-            table = self._table(block, converter, line_filter, stats)
-            if table is not None and table.num_rows:
-                yield TableBatch(WINDOWS_TABLE, table, source.path, shape)
-
-    @staticmethod
-    def _table(block: bytes, converter: Callable[[bytes], pa.Table | None],
-               line_filter: LineFilter | None, stats: ReadStats) -> pa.Table | None:
-        block = repair_utf8(block, stats)
-        lines = count_lines(block)
-        block, blank = drop_non_objects(block, lines, stats)
-        stats.records += lines - blank
-        if line_filter is not None:
-            block = line_filter.select(block)
-        return converter(block)
+        scan_filter = prefilter.for_table(WINDOWS_TABLE, EVTX_JSON) if prefilter and shape == EVTX_JSON else None
+        return _WindowsJsonParser(source, stream, stats, scan_filter, shape)
 
 
-def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield first
-    yield from rest
+class _WindowsJsonParser(JsonLinesParser):
+    table = WINDOWS_TABLE
+
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, scan_filter: LineFilter | None,
+                 shape: str):
+        super().__init__(source, stream, stats, scan_filter)
+        self.shape = shape
+        self._convert = _converter(shape, stats, self.json)
+
+    def parse(self, lines: bytes) -> Iterator[TableBatch]:
+        table = self._convert(lines)
+        if table is not None and table.num_rows:
+            yield TableBatch(WINDOWS_TABLE, table, self.source.path, self.shape)
 
 
-def _counted(blocks: Iterator[bytes], stats: ReadStats) -> Iterator[bytes]:
-    for block in blocks:
-        stats.bytes_read += len(block)
-        yield block
+class _OneObjectPerLine(RewrittenStream):
+    """evtx_dump's pretty-printed objects as one object per line (see :func:`_pretty_records`)."""
+
+    def __init__(self, raw: BinaryIO):
+        super().__init__(raw)
+        self._records = _pretty_records(iter(lambda: raw.read(1 << 24), b""))
+
+    def next_block(self) -> bytes | None:
+        return next(self._records, None)
 
 
 def _is_pretty(first: bytes) -> bool:
@@ -151,10 +149,9 @@ def _one_object_per_line(data: bytes) -> bytes:
     return data.replace(b"\x00", b"\n{").strip() + b"\n"
 
 
-def _converter(shape: str, stats: ReadStats) -> Callable[[bytes], pa.Table | None]:
+def _converter(shape: str, stats: ReadStats, parser: JsonBlockParser) -> Callable[[bytes], pa.Table | None]:
     if shape == EVTX_JSON:
         return EventJsonTables(stats).build
-    parser = JsonBlockParser(stats)
     normalise = _flat_to_sigma if shape == FLAT_JSON else _ecs_to_sigma
 
     def convert(block: bytes) -> pa.Table | None:
@@ -270,8 +267,10 @@ def _ecs_to_sigma(table: pa.Table) -> pa.Table:
     (:func:`conform_system_fields` merges same-named columns, first value first).
     ECS columns without a Sigma counterpart stay under their ECS names."""
     mappings = field_mappings()
-    names, columns = [], []
-    rest_names, rest_columns = [], []
+    names: list[str] = []
+    columns: list[pa.ChunkedArray] = []
+    rest_names: list[str] = []
+    rest_columns: list[pa.ChunkedArray] = []
     for name, column in zip(table.column_names, table.columns):
         native = _native_name(name, mappings)
         (names if native else rest_names).append(native or name)

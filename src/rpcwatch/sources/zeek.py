@@ -8,28 +8,26 @@ rare lines that are broken.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC
 from pathlib import PurePath
-from typing import BinaryIO, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from rpcwatch.sources.base import RAW_COLUMN, Reader, ReadStats, TableBatch, register
+from rpcwatch.schema import RAW_COLUMN, ZEEK_FLOAT_TYPES, ZEEK_INT_TYPES
+from rpcwatch.sources.base import ReadStats, TableBatch, register, representable_seconds
 from rpcwatch.sources.inputs import InputFile
-from rpcwatch.sources.jsonlines import JsonBlockParser, drop_non_objects, excerpt, flatten_dict, repair_utf8
+from rpcwatch.sources.jsonlines import JSON_LINES_MARKER, JsonLinesParser, excerpt, flatten_dict
+from rpcwatch.sources.lines import LineParser, LineReader
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
-from rpcwatch.sources.scan import Run, line_runs, run_bytes
+from rpcwatch.sources.scan import Run
 
-#: data lines seen before any ``#fields`` header are held back up to this size
-#: (btest baselines are diff-sorted, so their header can come after the data)
-PENDING_LIMIT = 64 << 20
-
-INT_TYPES = {"count", "port", "int"}
-FLOAT_TYPES = {"double", "interval", "time"}
 _INT_RE = r"^[+-]?[0-9]+$"
 _FLOAT_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
@@ -53,7 +51,7 @@ PATH_SIGNATURES = (
 _FIELD_NAME = re.compile(rb"[A-Za-z_][A-Za-z0-9_.]*")
 
 
-def log_path_for(fields: list[str] | set[str], file_path: str) -> str:
+def log_path_for(fields: Iterable[str], file_path: str) -> str:
     """Name a Zeek log from its field names, else from Zeek's file naming
     (``conn.log``, ``conn.10:00:00-11:00:00.log.gz``, ``dce_rpc.json.gz``)."""
     names = set(fields)
@@ -106,6 +104,17 @@ class ZeekHeader:
         return "zeek." + (self.path or log_path_for(self.fields, file_path))
 
 
+def _row_skipper(stats: ReadStats):
+    """Arrow's handler for a row of the wrong width. Not a method of the block: Arrow holds
+    the handler in C++, where the garbage collector cannot see a cycle back to the block,
+    so a bound method would keep every block (and its statistics) alive."""
+    def skip(row) -> str:
+        stats.skip(f"wrong number of fields (expected {row.expected_columns})", where=excerpt(row.text))
+        return "skip"
+
+    return skip
+
+
 class _Block:
     """Parses data lines of one header block into typed Arrow tables."""
 
@@ -118,16 +127,11 @@ class _Block:
         self._parse_options = pcsv.ParseOptions(
             delimiter=header.separator.decode("latin-1"), quote_char=False,
             escape_char=False, double_quote=False, ignore_empty_lines=True,
-            invalid_row_handler=self._invalid_row)
+            invalid_row_handler=_row_skipper(stats))
         self._convert_options = pcsv.ConvertOptions(
             column_types={n: pa.string() for n in names},
             null_values=[header.unset_field], strings_can_be_null=True,
             quoted_strings_can_be_null=False)
-
-    def _invalid_row(self, row) -> str:
-        self.stats.skip(f"wrong number of fields (expected {row.expected_columns})",
-                        where=excerpt(row.text))
-        return "skip"
 
     def parse(self, lines: bytes, raw: bool = False) -> pa.Table | None:
         """Typed rows of whole lines; with ``raw`` also the line itself (keyword rules
@@ -166,10 +170,11 @@ class _Block:
             column = _unescape_column(column)
             parts = pc.split_pattern(column, self.header.set_separator)
             return pc.if_else(is_empty, pa.scalar([], pa.list_(pa.string())), parts)
-        if zeek_type in INT_TYPES:
+        if zeek_type in ZEEK_INT_TYPES:
             return self._cast(name, zeek_type, column, pa.int64(), _INT_RE)
-        if zeek_type in FLOAT_TYPES:
-            return self._cast(name, zeek_type, column, pa.float64(), _FLOAT_RE)
+        if zeek_type in ZEEK_FLOAT_TYPES:
+            seconds = self._cast(name, zeek_type, column, pa.float64(), _FLOAT_RE)
+            return representable_seconds(seconds, name, self.stats) if zeek_type == "time" else seconds
         if zeek_type == "bool":
             truth = pc.equal(column, "T")
             known = pc.or_(truth, pc.equal(column, "F"))
@@ -185,22 +190,30 @@ class _Block:
         try:
             return pc.cast(column, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            valid = pc.match_substring_regex(column, pattern)
-            bad = pc.sum(pc.invert(pc.fill_null(valid, True))).as_py() or 0
-            self.stats.warn(f"invalid {zeek_type} value in field {name} (kept as unset)",
-                            count=bad)
-            return pc.cast(pc.if_else(valid, column, pa.scalar(None, pa.string())), target)
+            pass
+        valid = pc.match_substring_regex(column, pattern)
+        bad = pc.sum(pc.invert(pc.fill_null(valid, True))).as_py() or 0
+        if bad:
+            self.stats.warn(f"invalid {zeek_type} value in field {name} (kept as unset)", count=bad)
+        kept = pc.if_else(valid, column, pa.scalar(None, pa.string()))
+        try:
+            return pc.cast(kept, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # well-formed but beyond the type (a Zeek count above 2**63 - 1): value by value,
+            # only in the block that has one
+            values = [_in_range(v, target) for v in kept.to_pylist()]
+            out = sum(1 for v, k in zip(values, kept.to_pylist()) if v is None and k is not None)
+            self.stats.warn(f"{zeek_type} value out of range in field {name} (kept as unset)", count=out)
+            return pa.array(values, type=target)
 
 
-def arrow_type(zeek_type: str) -> pa.DataType:
-    """The Arrow type a column of this Zeek type has in a ``zeek.*`` table."""
-    if zeek_type.startswith(("set[", "vector[", "table[")):
-        return pa.list_(pa.string())
-    if zeek_type in INT_TYPES:
-        return pa.int64()
-    if zeek_type in FLOAT_TYPES:
-        return pa.float64()
-    return pa.bool_() if zeek_type == "bool" else pa.string()
+def _in_range(text: str | None, target: pa.DataType) -> int | float | None:
+    if text is None:
+        return None
+    if pa.types.is_integer(target):
+        number = int(text)
+        return number if -(1 << 63) <= number < (1 << 63) else None
+    return float(text)
 
 
 def _unique(names: list[str]) -> list[str]:
@@ -214,86 +227,126 @@ def _unique(names: list[str]) -> list[str]:
 
 
 @register
-class ZeekTsvReader(Reader):
+class ZeekTsvReader(LineReader):
     """Zeek's ASCII TSV: ``#`` header blocks (several per file allowed), or ``tsv=T``."""
 
     format_name = "zeek-tsv"
+    marker = b"\t"
+    headers = b"#"
 
     @classmethod
     def sniff(cls, head: bytes) -> bool:
         lines = head.lstrip(b"\r\n").split(b"\n", 256)[:256]
-        if any(line.startswith((b"#separator", b"#fields\t")) for line in lines):
-            return True  # also when diff-sorted data comes before the header (btest baselines)
-        first = next((line for line in lines if not line.startswith(b"###")), b"")
-        return cls._plain_header(first) is not None
+        if lines[0].startswith((b"#separator", b"#fields\t")):
+            return True
+        if lines[0].startswith(b"###"):  # btest baselines: diff-sorted, data may precede the header
+            return any(line.startswith((b"#separator", b"#fields\t")) for line in lines) or \
+                plain_header(next((line for line in lines if not line.startswith(b"###")), b"")) is not None
+        return plain_header(lines[0]) is not None
 
-    @staticmethod
-    def _plain_header(line: bytes) -> list[str] | None:
-        names = line.rstrip(b"\r").split(b"\t")
-        if len(names) < 3 or not all(_FIELD_NAME.fullmatch(n) for n in names):
-            return None
-        decoded = [n.decode() for n in names]
-        if not ({"ts", "uid", "id.orig_h"} & set(decoded)):
-            return None
-        return decoded
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
+               prefilter: PrefilterPlan | None) -> LineParser:
+        return _TsvParser(source, stream, stats, prefilter, self.format_name)
 
-    def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
-             prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
-        stats.format = self.format_name
-        meta, skipped = self._start(stream)
-        plain = skipped > 0
-        scan_filter = None
+    @classmethod
+    def resume_context(cls, head: bytes) -> bytes:
+        """The ``#`` header block at the start (separator, fields, types), or the field
+        names line of ``tsv=T``: a later piece of the log is read with it."""
+        lines = head.split(b"\n")
+        if plain_header(lines[0]) is not None:
+            return lines[0] + b"\n"
+        block = []
+        for line in lines[:-1]:  # the last element is an incomplete line
+            if not line.startswith(b"#") or line.startswith(b"#close"):
+                break
+            block.append(line + b"\n")
+        return b"".join(block)
+
+def plain_header(line: bytes) -> list[str] | None:
+    """The field names of a ``tsv=T`` log's first line, or None."""
+    names = line.rstrip(b"\r").split(b"\t")
+    if len(names) < 3 or not all(_FIELD_NAME.fullmatch(n) for n in names):
+        return None
+    decoded = [n.decode() for n in names]
+    if not ({"ts", "uid", "id.orig_h"} & set(decoded)):
+        return None
+    return decoded
+
+
+class _TsvParser(LineParser):
+    """One TSV input: the header block in force, and the table its lines belong to."""
+
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, prefilter: PrefilterPlan | None,
+                 format_name: str):
+        super().__init__(source, stream, stats)
+        self._prefilter, self._format = prefilter, format_name
+        fields = plain_header(stream.peek(1 << 16).split(b"\n", 1)[0])
+        self.meta = ZeekHeader(fields=fields or [])
+        self.block: _Block | None = None
+        if fields is not None:  # tsv=T: the first line names the fields; data starts after it
+            self.start = len(stream.readline())
+            self.block = _Block(self.meta, source, stats)
         if prefilter is not None:
-            first_table = meta.table(source.path) if plain else _table_from_head(stream.peek(1 << 16), source.path)
-            scan_filter = prefilter.for_table(first_table, self.format_name)
-        block: _Block | None = _Block(meta, source, stats) if plain else None
-        pending: list[Run] = []
-        for run in line_runs(source, stream, stats, scan_filter, marker=b"\t", headers=True, start=skipped):
-            if run.header is not None:
-                meta, started = _apply_header_lines(meta, run.header, stats)
-                if started:
-                    block = _Block(meta, source, stats)
-                    for held in pending:
-                        yield from self._data(held, block, prefilter, scan_filter, source, stats)
-                    pending = []
-                continue
-            if block is None:  # data before its header (diff-sorted btest baselines)
-                if sum(held.length for held in pending) < PENDING_LIMIT:
-                    pending.append(run)
-                else:
-                    stats.skip("data line before any #fields header", count=run.lines)
-                continue
-            yield from self._data(run, block, prefilter, scan_filter, source, stats)
-        for held in pending:
-            stats.skip("data line without a #fields header", count=held.lines,
-                       where=excerpt(run_bytes(source, held).split(b"\n", 1)[0]))
+            first_table = self.meta.table(source.path) if self.block else _table_from_head(
+                stream.peek(1 << 16), source.path)
+            self.scan_filter = prefilter.for_table(first_table, format_name)
 
-    def _start(self, stream) -> tuple[ZeekHeader, int]:
-        """A ``tsv=T`` log starts with a plain line of field names: consume it, and say how
-        many bytes it took."""
-        fields = self._plain_header(stream.peek(1 << 16).split(b"\n", 1)[0])
-        if fields is None:
-            return ZeekHeader(), 0
-        return ZeekHeader(fields=fields), len(stream.readline())
+    @property
+    def table(self) -> str | None:  # type: ignore[override]
+        return None if self.block is None else self.block.table
 
-    def _data(self, run: Run, block: _Block, prefilter: PrefilterPlan | None,
-              scan_filter: LineFilter | None, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
-        if not run.lines:
-            return
-        stats.tables.add(block.table)
-        line_filter = prefilter.for_table(block.table, self.format_name) if prefilter else None
-        expected = len(block.header.fields) - 1
-        if run.clean and expected and run.marks == expected * run.lines and line_filter is scan_filter:
-            stats.records += run.lines
-            kept = run.kept
-        else:  # a closer look: broken lines, bad bytes, or a block of another log than scanned for
-            data = repair_utf8(run_bytes(source, run), stats)
-            data, blank = _drop_misshapen_lines(data, block, run.lines, stats)
-            stats.records += run.lines - blank
-            kept = line_filter.select(data) if line_filter is not None else data
-        table = block.parse(kept, raw=prefilter is not None and prefilter.keeps_raw(block.table))
+    @property
+    def ready(self) -> bool:
+        return self.block is not None
+
+    def header(self, lines: bytes) -> bool:
+        self.meta, started = _apply_header_lines(self.meta, lines, self.stats)
+        if not started:
+            return False
+        problem = _unusable_separator(self.meta.separator)
+        self.unreadable = f"data line under a #separator that {problem}" if problem else None
+        self.block = None if problem else _Block(self.meta, self.source, self.stats)
+        return not problem
+
+    def line_filter(self) -> LineFilter | None:
+        if self._prefilter is None or self.block is None:
+            return None
+        return self._prefilter.for_table(self.block.table, self._format)
+
+    @property
+    def _expected(self) -> int:
+        return len(self.meta.fields) - 1
+
+    def well_formed(self, run: Run) -> bool:
+        return self._expected > 0 and self.meta.separator == b"\t" and run.marks == self._expected * run.lines \
+            and not run.returns
+
+    def quick_check(self, data: bytes, lines: int) -> bool:
+        return self._expected > 0 and data.count(self.meta.separator) == self._expected * lines \
+            and b"\r" not in data
+
+    def malformed(self, line: bytes) -> str | None:
+        if line.count(self.meta.separator) != self._expected:
+            return f"wrong number of fields (expected {self._expected + 1})"
+        if b"\r" in line.rstrip(b"\r\n"):  # Arrow would end the row there; Zeek writes \x0d
+            return "carriage return inside a line"
+        return None
+
+    def parse(self, lines: bytes) -> Iterator[TableBatch]:
+        assert self.block is not None
+        raw = self._prefilter is not None and self._prefilter.keeps_raw(self.block.table)
+        table = self.block.parse(lines, raw=raw)
         if table is not None:
-            yield TableBatch(block.table, table, source.path, self.format_name)
+            yield TableBatch(self.block.table, table, self.source.path, self._format)
+
+
+def _unusable_separator(separator: bytes) -> str | None:
+    """Why Arrow's parser cannot split on this separator (one ASCII byte, not a line end)."""
+    if len(separator) != 1:
+        return f"is {len(separator)} bytes long (one byte expected)"
+    if separator in (b"\n", b"\r", b"\x00") or separator >= b"\x80":
+        return f"is not a usable field separator ({separator!r})"
+    return None
 
 
 def _table_from_head(head: bytes, file_path: str) -> str:
@@ -301,31 +354,6 @@ def _table_from_head(head: bytes, file_path: str) -> str:
     meta, _ = _apply_header_lines(ZeekHeader(), b"\n".join(
         line for line in head.split(b"\n") if line.startswith(b"#")), ReadStats(file_path))
     return meta.table(file_path)
-
-
-def _drop_misshapen_lines(data: bytes, block: _Block, lines: int,
-                          stats: ReadStats) -> tuple[bytes, int]:
-    """Cheap integrity check over the whole block before the prefilter discards lines:
-    the separator count must be exactly (fields - 1) per line. Only when it is not
-    are lines looked at one by one, to report and drop the broken ones.
-    Returns the kept lines and the number of blank lines (not records)."""
-    separator = block.header.separator
-    expected = len(block.header.fields) - 1
-    if expected and data.count(separator) == expected * lines and b"\x00" not in data:
-        return data, 0
-    kept, blank = [], 0
-    for line in data.split(b"\n"):
-        if not line.strip():
-            blank += 1
-            continue
-        if b"\x00" in line:
-            stats.skip("binary data (NUL byte) in line", where=excerpt(line))
-        elif line.count(separator) != expected:
-            stats.skip(f"wrong number of fields (expected {expected + 1})", where=excerpt(line))
-        else:
-            kept.append(line)
-    blank -= 1 if data.endswith(b"\n") else 0  # split() yields an empty tail after the last newline
-    return (b"\n".join(kept) + b"\n" if kept else b""), blank
 
 
 def _apply_header_lines(meta: ZeekHeader, lines: bytes, stats: ReadStats) -> tuple[ZeekHeader, bool]:
@@ -364,7 +392,7 @@ def _decode_escaped(text: str) -> bytes:
 
 
 @register
-class ZeekJsonReader(Reader):
+class ZeekJsonReader(LineReader):
     """Zeek's JSON writer: one object per line, flat dotted keys, unset fields omitted.
 
     ``ts`` may be epoch seconds, epoch milliseconds or ISO-8601; it is normalised to
@@ -372,6 +400,7 @@ class ZeekJsonReader(Reader):
     """
 
     format_name = "zeek-json"
+    marker = JSON_LINES_MARKER
     _KEYS = (b'"ts"', b'"uid"', b'"id.orig_h"', b'"_path"')
 
     @classmethod
@@ -381,32 +410,14 @@ class ZeekJsonReader(Reader):
             return False
         return b'"ts"' in line and any(key in line for key in cls._KEYS[1:])
 
-    def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
-             prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
-        stats.format = self.format_name
+    def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
+               prefilter: PrefilterPlan | None) -> LineParser:
         log_table = self._table_of(stream.peek(1 << 16), source.path)
         scan_filter = None
         if prefilter is not None:  # a stream that names its records may mix logs: every Zeek table's filter
             scan_filter = prefilter.for_tables("zeek.", self.format_name) if log_table is None \
                 else prefilter.for_table(log_table, self.format_name)
-        parser = JsonBlockParser(stats)
-        for run in line_runs(source, stream, stats, scan_filter, marker=b"}\n{", headers=False):
-            if log_table is not None and run.lines:
-                stats.tables.add(log_table)
-            if run.clean and run.marks == run.lines - 1 and run.edges == b"{}":
-                stats.records += run.lines
-                kept = run.kept
-            else:  # a closer look: lines that are not objects, blank lines, bad bytes
-                data = repair_utf8(run_bytes(source, run), stats)
-                data, blank = drop_non_objects(data, run.lines, stats)
-                stats.records += run.lines - blank
-                kept = scan_filter.select(data) if scan_filter is not None else data
-            table = self._parse(kept, parser, stats)
-            if table is None:
-                continue
-            for table_name, part in self._by_path(table, source.path):
-                if part.num_rows:
-                    yield TableBatch(table_name, part, source.path, self.format_name)
+        return _ZeekJsonParser(source, stream, stats, scan_filter, log_table)
 
     @staticmethod
     def _table_of(head: bytes, file_path: str) -> str | None:
@@ -420,13 +431,25 @@ class ZeekJsonReader(Reader):
             return None
         return "zeek." + log_path_for(flatten_dict(first).keys(), file_path)
 
-    @staticmethod
-    def _parse(data: bytes, parser: JsonBlockParser, stats: ReadStats) -> pa.Table | None:
-        table = parser.parse(data)
-        return None if table is None else _normalise_json_table(table, stats)
 
-    @staticmethod
-    def _by_path(table: pa.Table, file_path: str) -> Iterator[tuple[str, pa.Table]]:
+
+class _ZeekJsonParser(JsonLinesParser):
+    def __init__(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats, scan_filter: LineFilter | None,
+                 log_table: str | None):
+        super().__init__(source, stream, stats, scan_filter)
+        self.table = log_table
+
+    def parse(self, lines: bytes) -> Iterator[TableBatch]:
+        table = self.json.parse(lines)
+        if table is None:
+            return
+        table = _normalise_json_table(table, self.stats)
+        for table_name, part in self._by_path(table):
+            if part.num_rows:
+                yield TableBatch(table_name, part, self.source.path, ZeekJsonReader.format_name)
+
+    def _by_path(self, table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+        file_path = self.source.path
         if "_path" in table.column_names:
             paths = table.column("_path")
             for value in pc.unique(paths).to_pylist():
@@ -449,15 +472,16 @@ def _epoch_seconds(column: pa.ChunkedArray, stats: ReadStats) -> pa.Array:
     """``ts`` as float seconds whatever Zeek's ``json_timestamps`` setting was."""
     column = column.combine_chunks()
     if pa.types.is_timestamp(column.type):
-        return pc.divide(pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()), 1e6)
+        micros = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64())
+        return pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6)
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        return _from_epoch_number(pc.cast(column, pa.float64()))
+        return representable_seconds(_from_epoch_number(pc.cast(column, pa.float64(), safe=False)), "ts", stats)
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         seconds = _parse_text_times(column)
         bad = pc.sum(pc.and_(pc.is_valid(column), pc.is_null(seconds))).as_py() or 0
         if bad:
             stats.warn("invalid ts value (kept as unset)", count=bad)
-        return seconds
+        return representable_seconds(seconds, "ts", stats)
     stats.warn(f"ts of unexpected type {column.type} (kept as unset)", count=len(column))
     return pa.nulls(len(column), pa.float64())
 
@@ -478,18 +502,18 @@ def _parse_text_times(column: pa.Array) -> pa.Array:
         micros = pc.cast(pc.cast(normalised, pa.timestamp("us")), pa.int64())
     except pa.ArrowInvalid:
         micros = pa.array([_iso_to_micros(v) for v in normalised.to_pylist()], type=pa.int64())
-    return pc.coalesce(as_number, pc.divide(pc.cast(micros, pa.float64()), 1e6))
+    return pc.coalesce(as_number, pc.divide(pc.cast(micros, pa.float64(), safe=False), 1e6))
 
 
 def _iso_to_micros(value: str | None) -> int | None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1_000_000)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1_000_000)

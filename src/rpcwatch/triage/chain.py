@@ -1,9 +1,9 @@
 """The advisory's attack chain as data (``triage/data/chain.yml``)."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping
 
 from rpcwatch.triage.data import load
 

@@ -8,22 +8,27 @@ parsed) and run by the same
 is proportional to the records of those addresses; a record becomes a Python object only
 once it matched.
 
-Windows searches use the ``windows`` table's native (Sysmon / Security) field names.
+Which tables are searched, and which of their columns, follows from the tables' column
+roles (``data/tables.yml``): every table with both ends of a connection is searched for
+connections, every table with an RPC operation for calls, every table with a parent
+process for processes started by service, WMI or DCOM hosts.
 """
 from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
-from rpcwatch.alerts import FILE_COLUMN, epoch_micros, iso_from_micros, iso_timestamp, outcome, record_id
+from rpcwatch.alerts import Alert, epoch_micros, iso_from_micros, iso_timestamp, outcome
 from rpcwatch.config import Config
 from rpcwatch.hunt import Engine, Hunt, HuntPlan, HuntReport, plan_bound
 from rpcwatch.networks import address_spellings, parse_address
-from rpcwatch.sigma.compiler import CompiledRule
+from rpcwatch.schema import FILE_COLUMN, Literal, LiteralSet, TableInfo, known_tables, table_info
+from rpcwatch.sigma.compiled import CompiledRule
 from rpcwatch.sigma.expr import (
     FALSE,
     BoolTest,
@@ -39,44 +44,21 @@ from rpcwatch.sigma.expr import (
 )
 from rpcwatch.sigma.literals import required_literals
 from rpcwatch.sigma.loader import RuleSet
-from rpcwatch.sigma.logsources import BoundRule, table_info
+from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sources import InputFile
-from rpcwatch.sources.prefilter import Literal, LiteralSet
 from rpcwatch.triage.chain import Chain, attack_chain
 
 SOURCE_CONNECTIONS = "connections from the sources"
 SOURCE_RPC = "DCE/RPC calls from the sources"
 VICTIM_CONNECTIONS = "connections from the victims"
 VICTIM_RPC = "DCE/RPC calls from the victims"
-WINDOWS_NETWORK = "Windows network events of the sources and victims"
-WINDOWS_PROCESS = "Windows processes started by service, WMI or DCOM hosts"
-
-CONN_TABLE, RPC_TABLE, WINDOWS_TABLE = "zeek.conn", "zeek.dce_rpc", "windows"
-#: Sysmon 3 (network connection), Security 5156 (permitted) and 5157 (blocked)
-WINDOWS_NETWORK_EVENTS = (3, 5156, 5157)
-WINDOWS_BLOCKED_EVENT = 5157
-#: Sysmon 1 and Security 4688 (process creation)
-WINDOWS_PROCESS_EVENTS = (1, 4688)
-#: native Windows field names, first present wins (Sysmon first, then Security)
-WINDOWS_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "source_ip": ("SourceIp", "SourceAddress"),
-    "destination_ip": ("DestinationIp", "DestAddress"),
-    "source_port": ("SourcePort",),
-    "destination_port": ("DestinationPort", "DestPort"),
-    "image": ("Image", "NewProcessName", "Application"),
-    "parent_image": ("ParentImage", "ParentProcessName"),
-    "parent_command_line": ("ParentCommandLine",),
-    "command_line": ("CommandLine",),
-    "host": ("Computer",),
-    "time": ("TimeCreated_SystemTime", "UtcTime"),
-}
+HOST_CONNECTIONS = "connections logged by hosts, with a source or victim at either end"
+EXECUTION_PROCESSES = "processes started by service, WMI or DCOM hosts"
 #: Past this many address spellings the line prefilter costs more than it saves: with
 #: thousands of alternatives and a victim on most lines, RE2 scans at a few MB/s
 #: (measured: 4,239 literals, 40 % of lines kept, 6 MB/s), while full parsing runs at
 #: tens of MB/s and the CIDR test still decides exactly.
 MAX_PREFILTER_LITERALS = 1024
-#: Security's Direction values: %%14593 outbound (the host initiated), %%14592 inbound
-_DIRECTION_INITIATED = {"%%14593": True, "%%14592": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +83,8 @@ class Evidence:
     destination_local: bool | None = None
     rpc_interface: str | None = None
     rpc_operation: str | None = None
-    #: Windows: the computer that logged it, whether it initiated the connection, the event
+    #: a host's own log: the computer that logged it, whether it initiated the connection
+    #: (None where the log does not say: a sensor between the ends), the event code
     host: str | None = None
     initiated: bool | None = None
     event_code: int | None = None
@@ -115,18 +98,17 @@ class Evidence:
         return None if self.micros is None else iso_from_micros(self.micros)
 
     @property
-    def is_windows(self) -> bool:
-        return self.table == WINDOWS_TABLE
-
-    @property
     def is_process(self) -> bool:
-        return self.is_windows and self.event_code in WINDOWS_PROCESS_EVENTS
+        """A process start (it has a parent), not a connection."""
+        return self.parent_image is not None or (self.image is not None and self.source_ip is None
+                                                 and self.destination_ip is None)
 
     @property
     def identity(self) -> tuple:
-        """Records found by several searches (and as alerts) count once."""
-        return (self.table, self.file, self.record_id, self.micros, self.rpc_operation, self.host,
-                self.event_code)
+        """Records found by several searches (and as alerts) count once. All that a record
+        says is its identity: a record id alone is not unique in every log (Suricata's
+        flow_id is shared by a flow's alert, flow and protocol events)."""
+        return tuple(getattr(self, name) for name in self.__slots__ if name != "search")
 
     def ref(self) -> dict[str, Any]:
         """Where to find the record, and what it says in one line."""
@@ -140,77 +122,87 @@ class Evidence:
             return f"{self.rpc_interface} {self.rpc_operation} {flow}"
         if self.is_process:
             return f"event {self.event_code} on {self.host}: {self.parent_image} started {self.image}"
-        if self.is_windows:
+        if self.host is not None:
             return f"event {self.event_code} on {self.host}: {flow} {self.image or ''}".rstrip()
         return f"{flow}/{self.transport or '?'} {self.outcome or ''}".rstrip()
 
 
-def evidence_from_alert(alert: dict, search: str) -> Evidence:
-    """An evidence record from an alert (:func:`rpcwatch.alerts.build_alerts`)."""
-    table = alert.get("event", {}).get("dataset", "")
-    original = alert.get("original", {})
-    path = alert.get("log", {}).get("file", {}).get("path")
-    if table == WINDOWS_TABLE:
-        return _windows_evidence(search, original, path, alert.get("@timestamp"))
-    source, destination, rpc = alert.get("source", {}), alert.get("destination", {}), alert.get("rpc", {})
-    return Evidence(
-        search=search, table=table, micros=epoch_micros(alert.get("@timestamp")), file=path,
-        record_id=record_id(alert), source_ip=source.get("ip"), source_port=_int(source.get("port")),
-        destination_ip=destination.get("ip"), destination_port=_int(destination.get("port")),
-        transport=alert.get("network", {}).get("transport"), outcome=alert["event"].get("outcome"),
-        carried_data=_carried_data(rpc.get("operation"), source.get("bytes"), destination.get("bytes")),
-        source_local=_locality(table, original, "source"),
-        destination_local=_locality(table, original, "destination"),
-        rpc_interface=rpc.get("interface"), rpc_operation=rpc.get("operation"))
+def evidence_from_alert(alert: Alert, search: str) -> Evidence:
+    """The evidence record of an alert's record (read from its native fields, as the
+    second pass reads rows, so a record seen both ways is one piece of evidence)."""
+    record = alert.original or {}
+    [evidence] = _evidence(search, alert.dataset, lambda name: [record[name]] if name in record else None,
+                           1, [alert.file])
+    return evidence
 
 
 def evidence_from_rows(search: str, table: str, rows: pa.Table) -> list[Evidence]:
     """Evidence records straight from matched rows, column by column: the second pass can
-    match many records, and an alert dictionary per record would cost ten times more."""
-    if table == WINDOWS_TABLE:
-        return [_windows_evidence(search, record, record.get(FILE_COLUMN), None) for record in rows.to_pylist()]
+    match many records, and an object per record would cost ten times more."""
+    def column(name: str) -> list | None:
+        return rows.column(name).to_pylist() if name in rows.column_names else None
+
+    paths = column(FILE_COLUMN) or [None] * rows.num_rows
+    return _evidence(search, table, column, rows.num_rows, paths)
+
+
+def _evidence(search: str, table: str, column: Callable[[str], list | None], size: int,
+              paths: Sequence[str | None]) -> list[Evidence]:
+    """Evidence from a table's columns through its roles; ``column(name)`` gives a
+    column's values, or None when the record(s) do not have it."""
     info = table_info(table)
-    size = rows.num_rows
 
-    def column(names: str | Sequence[str] | None) -> list:
-        for name in [names] if isinstance(names, str) else (names or ()):
-            if name in rows.column_names:
-                return rows.column(name).to_pylist()
-        return [None] * size
+    def role(name: str) -> list:
+        present = [values for values in map(column, info.columns_of(name)) if values is not None]
+        if len(present) == 1:
+            return [None if v == "" else v for v in present[0]]
+        return [next((v for v in row if v not in (None, "")), None) for row in zip(*present)] if present \
+            else [None] * size
 
-    outcome_spec = info.outcome.get("column")
-    outcomes = [outcome({outcome_spec: value}, info) for value in column(outcome_spec)] if outcome_spec \
+    def native(name: str | None) -> list:
+        values = column(name) if name else None
+        return values if values is not None else [None] * size
+
+    outcome_column = info.outcome.get("column")
+    outcomes = [outcome({outcome_column: value}, info) for value in native(outcome_column)] if outcome_column \
         else [outcome({}, info)] * size
-    transports = [t or info.transport for t in column(info.ecs.get("network.transport"))]
-    operations = column(info.ecs.get("rpc.operation"))
-    carried = map(_carried_data, operations, column(info.ecs.get("source.bytes")),
-                  column(info.ecs.get("destination.bytes")))
-    locality = [[v if isinstance(v, bool) else None for v in column(info.locality.get(side))]
+    transports = [_transport(t, info) for t in role("network.transport")]
+    operations = role("rpc.operation")
+    carried = map(_carried_data, operations, role("source.bytes"), role("destination.bytes"))
+    initiated = _initiated(info, column, size)
+    locality = [[v if isinstance(v, bool) else None for v in native(info.locality.get(side))]
                 for side in ("source", "destination")]
-    return [Evidence(search, table, epoch_micros(iso_timestamp(ts)), path, _text(rid), sip, _int(sport),
-                     dip, _int(dport), transport, out, data, src_local, dst_local, iface, op)
-            for ts, path, rid, sip, sport, dip, dport, transport, out, data, src_local, dst_local, iface, op
-            in zip(column(info.time), column(FILE_COLUMN), column(info.record_id),
-                   column(info.ecs.get("source.ip")), column(info.ecs.get("source.port")),
-                   column(info.ecs.get("destination.ip")), column(info.ecs.get("destination.port")),
-                   transports, outcomes, carried, locality[0], locality[1],
-                   column(info.ecs.get("rpc.interface")), operations)]
+    return [Evidence(search, table, epoch_micros(iso_timestamp(ts)), path, _text(rid), _text(sip), _int(sport),
+                     _text(dip), _int(dport), transport, out, data, src_local, dst_local, _text(iface), _text(op),
+                     _text(host), init, _int(code), _text(image), _text(parent), _text(parent_cl), _text(cl))
+            for (ts, path, rid, sip, sport, dip, dport, transport, out, data, src_local, dst_local, iface, op,
+                 host, init, code, image, parent, parent_cl, cl)
+            in zip(native(info.time), paths, native(info.record_id), role("source.ip"), role("source.port"),
+                   role("destination.ip"), role("destination.port"), transports, outcomes, carried,
+                   locality[0], locality[1], role("rpc.interface"), operations, role("host.name"), initiated,
+                   role("event.code"), role("process.executable"), role("process.parent.executable"),
+                   role("process.parent.command_line"), role("process.command_line"))]
 
 
-def _windows_evidence(search: str, original: Mapping, path: str | None, timestamp: str | None) -> Evidence:
-    def first(name: str) -> Any:
-        return next((original[f] for f in WINDOWS_FIELDS[name] if original.get(f) not in (None, "")), None)
+def _transport(value: Any, info: TableInfo) -> str | None:
+    if value is None:
+        return info.transport
+    text = str(value)
+    return info.transports.get(text) or text.lower()
 
-    code = _int(original.get("EventID"))
-    return Evidence(
-        search=search, table=WINDOWS_TABLE, micros=epoch_micros(timestamp or iso_timestamp(first("time"))),
-        file=path, record_id=_text(original.get("EventRecordID")),
-        source_ip=_text(first("source_ip")), source_port=_int(first("source_port")),
-        destination_ip=_text(first("destination_ip")), destination_port=_int(first("destination_port")),
-        transport="tcp", outcome="blocked" if code == WINDOWS_BLOCKED_EVENT else "established",
-        host=_text(first("host")), initiated=_initiated(original), event_code=code,
-        image=_text(first("image")), parent_image=_text(first("parent_image")),
-        parent_command_line=_text(first("parent_command_line")), command_line=_text(first("command_line")))
+
+def _initiated(info: TableInfo, column: Callable[[str], list | None], size: int) -> list[bool | None]:
+    """Per record: True when the logging host opened the connection, False when it was
+    inbound, None when the log does not say (``inbound`` in tables.yml)."""
+    verdicts: list[bool | None] = [None] * size
+    for name, inbound in info.inbound.items():
+        values = column(name)
+        if values is None:
+            continue
+        for index, value in enumerate(values):
+            if verdicts[index] is None and value is not None:
+                verdicts[index] = str(value).strip().lower() not in inbound
+    return verdicts
 
 
 @dataclass
@@ -261,7 +253,7 @@ class EvidenceSearch:
             literals[search.table].append(search.literals if search.literals is not None
                                           else required_literals(search.expr))
         rules = [b.rule for bound in by_table.values() for b in bound]
-        return plan_bound(RuleSet(rules=rules), by_table, self.config, prefilter=prefilter, enrich=False,
+        return plan_bound(RuleSet(rules=rules), by_table, self.config, prefilter=prefilter,
                           literals={table: _bounded(_union(sets)) for table, sets in literals.items()})
 
     def run(self, inputs: list[InputFile], engine: Engine, prefilter: bool = True) -> EvidenceSet:
@@ -275,36 +267,47 @@ class EvidenceSearch:
         return evidence
 
     def searches(self) -> Iterator[Search]:
-        sources = address_literals(self.sources)
-        yield Search(SOURCE_CONNECTIONS, CONN_TABLE, addresses_in(["id.orig_h"], self.sources), sources)
-        yield Search(SOURCE_RPC, RPC_TABLE, addresses_in(["id.orig_h"], self.sources), sources)
-        ip_fields = WINDOWS_FIELDS["source_ip"] + WINDOWS_FIELDS["destination_ip"]
-        yield Search(WINDOWS_NETWORK, WINDOWS_TABLE, all_of([
-            _one_of_numbers("EventID", WINDOWS_NETWORK_EVENTS),
-            addresses_in(ip_fields, self.sources + self.victims)]), address_literals(self.sources + self.victims))
-        if not self.victims:
-            return
-        victims = address_literals(self.victims)
-        yield Search(VICTIM_CONNECTIONS, CONN_TABLE,
-                     all_of([addresses_in(["id.orig_h"], self.victims), self._next_hop()]), victims)
-        yield Search(VICTIM_RPC, RPC_TABLE, addresses_in(["id.orig_h"], self.victims), victims)
-        yield Search(WINDOWS_PROCESS, WINDOWS_TABLE, all_of([
-            _one_of_numbers("EventID", WINDOWS_PROCESS_EVENTS), self._execution_parent()]))
+        """For every table, by its roles: connections and RPC calls of the sources and of
+        the victims, and processes started by execution hosts."""
+        sources, victims = address_literals(self.sources), address_literals(self.victims)
+        for info in known_tables():
+            if info.is_network:
+                yield from self._network_searches(info, sources, victims)
+            if self.victims and info.has_role("process.parent.executable"):
+                yield Search(EXECUTION_PROCESSES, info.name, self._execution_parent(info))
 
-    def _next_hop(self) -> Expr:
+    def _network_searches(self, info: TableInfo, sources: LiteralSet, victims: LiteralSet) -> Iterator[Search]:
+        clients = info.columns_of("source.ip")
+        if info.inbound:  # a host's own log: the remote end may be logged on either side
+            ends = clients + info.columns_of("destination.ip")
+            yield Search(HOST_CONNECTIONS, info.name, addresses_in(ends, self.sources + self.victims),
+                         sources | victims)
+            return
+        rpc = info.has_role("rpc.operation")
+        yield Search(SOURCE_RPC if rpc else SOURCE_CONNECTIONS, info.name, addresses_in(clients, self.sources),
+                     sources)
+        if self.victims:
+            from_victims = addresses_in(clients, self.victims)
+            yield Search(VICTIM_RPC if rpc else VICTIM_CONNECTIONS, info.name,
+                         from_victims if rpc else all_of([from_victims, self._next_hop(info)]), victims)
+
+    def _next_hop(self, info: TableInfo) -> Expr:
         """What a victim's connection must be to matter: to a lateral-movement port, RPC, or
         out of the internal networks (the victim's routine internal traffic is not read)."""
-        internal = any_of([Match("id.resp_h", CidrTest(self.config.internal.networks)),
-                           Match("local_resp", BoolTest(True))])
-        return any_of([_one_of_numbers("id.resp_p", sorted(self.chain.lateral_ports)),
-                       Match("service", StringTest((Wildcard.ANY, "dce_rpc", Wildcard.ANY))),
-                       negate(internal)])
+        internal = [Match(name, CidrTest(self.config.internal.networks)) for name in info.columns_of("destination.ip")]
+        if "destination" in info.locality:
+            internal.append(Match(info.locality["destination"], BoolTest(True)))
+        ports = [_one_of_numbers(name, sorted(self.chain.lateral_ports)) for name in info.columns_of("destination.port")]
+        rpc = [Match(name, StringTest((Wildcard.ANY, "dce_rpc", Wildcard.ANY)))
+               for name in info.columns_of("network.protocol")]
+        return any_of([*ports, *rpc, negate(any_of(internal))])
 
-    def _execution_parent(self) -> Expr:
+    def _execution_parent(self, info: TableInfo) -> Expr:
         suffixes = [Match(name, StringTest((Wildcard.ANY, suffix)))
-                    for name in WINDOWS_FIELDS["parent_image"] for suffix in self.chain.execution_parent_images]
+                    for name in info.columns_of("process.parent.executable")
+                    for suffix in self.chain.execution_parent_images]
         words = [Match(name, StringTest((Wildcard.ANY, word, Wildcard.ANY)))
-                 for name in WINDOWS_FIELDS["parent_command_line"]
+                 for name in info.columns_of("process.parent.command_line")
                  for word in self.chain.execution_parent_command_lines]
         return any_of(suffixes + words)
 
@@ -350,21 +353,6 @@ def _carried_data(operation: str | None, sent: Any, received: Any) -> bool | Non
     if sent is None or received is None:
         return None
     return bool(sent) and bool(received)
-
-
-def _locality(table: str, original: dict, side: str) -> bool | None:
-    column = table_info(table).locality.get(side)
-    value = original.get(column) if column else None
-    return value if isinstance(value, bool) else None
-
-
-def _initiated(original: dict) -> bool | None:
-    value = original.get("Initiated")
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    return _DIRECTION_INITIATED.get(str(original.get("Direction") or "").strip())
 
 
 def _int(value: Any) -> int | None:

@@ -8,8 +8,9 @@ records that show it.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from rpcwatch.alerts import iso_from_micros
 from rpcwatch.triage.chain import Chain, attack_chain
@@ -43,7 +44,8 @@ def exposure_inventory(flows: Iterable[Flow], hosts: Mapping[str, set[str]],
     accepted: dict[str, list[Flow]] = defaultdict(list)
     for flow in flows:
         if (flow.client_scope == "internet" and flow.server_scope == "internal"
-                and flow.server_port == chain.rpc_port and flow.established):
+                and flow.server_port == chain.rpc_port and flow.evidence.transport in (None, "tcp")
+                and flow.established):
             accepted[flow.server].append(flow)
     inventory = []
     for address, sessions in accepted.items():

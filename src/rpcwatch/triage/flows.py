@@ -1,17 +1,17 @@
 """Records as client -> server flows, the one shape the attack chain reasons about.
 
-Zeek records are already oriented (``id.orig_h`` opened the connection). Windows network
-events are oriented by who logged them: an event the host initiated (Sysmon
-``Initiated: true``, Security ``Direction: %%14593``) has the host as its source; for an
-inbound event the sources disagree on which side is ``Source`` (reference §5.1.3), so the
-end that is a known external source is taken as the client.
+A sensor's records are already oriented (Zeek's ``id.orig_h`` opened the connection). A
+host's own network events are oriented by who logged them (``inbound`` in tables.yml): an
+event the host initiated (Sysmon ``Initiated: true``, Security ``Direction: %%14593``) has
+the host as its source; for an inbound event the producers disagree on which side is
+``Source`` (reference §5.1.3), so the end that is a known external source is the client.
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Collection, Iterable, Iterator
 
 from rpcwatch.networks import parse_address
 from rpcwatch.triage.evidence import Evidence
@@ -57,7 +57,7 @@ def flows_of(records: Iterable[Evidence], known_sources: Collection[str], scope:
         client_port, server_port = record.source_port, record.destination_port
         if client is None or server is None:
             continue
-        if record.is_windows and record.initiated is False and server in known_sources and client not in known_sources:
+        if record.initiated is False and server in known_sources and client not in known_sources:
             client, server = server, client
             client_port, server_port = server_port, client_port
         yield Flow(record, client, server, server_port,
@@ -69,6 +69,6 @@ def hosts_by_address(flows: Iterable[Flow]) -> dict[str, set[str]]:
     hosts: dict[str, set[str]] = defaultdict(set)
     for flow in flows:
         record = flow.evidence
-        if record.host and record.is_windows and record.initiated is not None:
+        if record.host and record.initiated is not None:
             hosts[flow.client if record.initiated else flow.server].add(record.host)
     return hosts

@@ -9,20 +9,15 @@ and time) and what the inputs cannot show (``missing``). docs/triage.md has the 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
-from rpcwatch.alerts import iso_from_micros
+from rpcwatch.alerts import Alert, iso_from_micros
 from rpcwatch.config import Config
+from rpcwatch.schema import table_info
 from rpcwatch.triage.chain import Chain, attack_chain
-from rpcwatch.triage.evidence import (
-    CONN_TABLE,
-    RPC_TABLE,
-    WINDOWS_TABLE,
-    Evidence,
-    EvidenceSet,
-    evidence_from_alert,
-)
+from rpcwatch.triage.evidence import Evidence, EvidenceSet, evidence_from_alert
 from rpcwatch.triage.flows import Flow, canonical, flows_of, hosts_by_address
 from rpcwatch.triage.risk import incident_risk, severity_of_stage
 from rpcwatch.triage.scope import AddressScope
@@ -87,19 +82,21 @@ class Incident:
                 "victims": [v.to_dict() for v in self.victims], "stages": [s.to_dict() for s in self.stages]}
 
 
-def inbound_parties(alert: dict, scope: AddressScope, chain: Chain) -> tuple[str, str] | None:
+def inbound_parties(alert: Alert, scope: AddressScope, chain: Chain) -> tuple[str, str] | None:
     """(external source, internal victim) of an alert about traffic from the internet, else None.
     Windows may log an inbound connection with the local host as ``source`` (port 135 there)."""
     source, destination = scope.of_endpoint(alert, "source"), scope.of_endpoint(alert, "destination")
-    ips = canonical(alert.get("source", {}).get("ip")), canonical(alert.get("destination", {}).get("ip"))
+    ips = canonical(alert.source_ip), canonical(alert.destination_ip)
+    if ips[0] is None or ips[1] is None:
+        return None
     if source == "internet" and destination == "internal":
         return ips[0], ips[1]
-    if source == "internal" and destination == "internet" and alert.get("source", {}).get("port") == chain.rpc_port:
+    if source == "internal" and destination == "internet" and alert.source_port == chain.rpc_port:
         return ips[1], ips[0]
     return None
 
 
-def entities(alerts: Iterable[dict], scope: AddressScope, chain: Chain | None = None) -> tuple[set[str], set[str]]:
+def entities(alerts: Iterable[Alert], scope: AddressScope, chain: Chain | None = None) -> tuple[set[str], set[str]]:
     """The external sources of inbound alerts, and the victims they reached (established)."""
     chain = chain or attack_chain()
     sources, victims = set(), set()
@@ -108,23 +105,23 @@ def entities(alerts: Iterable[dict], scope: AddressScope, chain: Chain | None = 
         if parties is None:
             continue
         sources.add(parties[0])
-        if alert.get("event", {}).get("outcome") == "established":
+        if alert.outcome == "established":
             victims.add(parties[1])
     return sources, victims
 
 
 class IncidentBuilder:
-    def __init__(self, config: Config, alerts: list[dict], evidence: EvidenceSet, chain: Chain | None = None):
+    def __init__(self, config: Config, alerts: list[Alert], evidence: EvidenceSet, chain: Chain | None = None):
         self.chain = chain or attack_chain()
         self.scope = AddressScope(config)
         self.tables = evidence.tables_seen
-        self.alerts_by_source: dict[str, list[dict]] = defaultdict(list)
+        self.alerts_by_source: dict[str, list[Alert]] = defaultdict(list)
         for alert in alerts:
             parties = inbound_parties(alert, self.scope, self.chain)
             if parties is not None:
                 self.alerts_by_source[parties[0]].append(alert)
         # correlation alerts summarise records that are evidence on their own already
-        records = _unique([evidence_from_alert(a, ALERT_SEARCH) for a in alerts if "original" in a]
+        records = _unique([evidence_from_alert(a, ALERT_SEARCH) for a in alerts if a.original is not None]
                           + [e for found in evidence.found.values() for e in found])
         self.flows = list(flows_of(records, set(self.alerts_by_source), self.scope))
         self.by_client: dict[str, list[Flow]] = defaultdict(list)
@@ -156,9 +153,9 @@ class IncidentBuilder:
         return Incident(
             id="", source=source, stage=stage, stage_name=self.chain.stage(stage).name,
             severity=severity_of_stage(stage),
-            risk_score=incident_risk(stage, [a.get("risk_score", 0) for a in alerts]),
+            risk_score=incident_risk(stage, [a.risk_score or 0 for a in alerts]),
             first_seen=_iso(min(times, default=None)), last_seen=_iso(max(times, default=None)),
-            alerts=len(alerts), rules=sorted({a["rule"]["name"] for a in alerts}),
+            alerts=len(alerts), rules=sorted({a.rule.name for a in alerts}),
             victims=victims, stages=findings)
 
     def _is_contact(self, flow: Flow) -> bool:
@@ -219,8 +216,7 @@ class IncidentBuilder:
     def _victim_missing(self, victim: str, start: int | None, findings: list[StageFinding]) -> None:
         if start is None:
             return
-        windows = WINDOWS_TABLE in self.tables
-        if windows and not self.hosts.get(victim):
+        if _host_logs(self.tables) and not self.hosts.get(victim):
             _note(findings[3], f"no Windows event names the host of {victim}: processes started there "
                                "cannot be tied to it")
         if not self.by_client.get(victim):
@@ -233,7 +229,10 @@ class IncidentBuilder:
 
     def _summarise(self, source: str, victims: list[VictimProgress], findings: list[StageFinding]) -> None:
         tables, sessions = self.tables, any(v.stage >= 2 for v in victims)
-        rpc, conn, windows = RPC_TABLE in tables, CONN_TABLE in tables, WINDOWS_TABLE in tables
+        rpc = any(table_info(t).has_role("rpc.operation") for t in tables)
+        conn = any(table_info(t).is_network and not table_info(t).has_role("rpc.operation")
+                   and not table_info(t).inbound for t in tables)
+        windows = _host_logs(tables)
         if not rpc:
             _note(findings[2], "no dce_rpc.log among the inputs: RPC negotiation (endpoint-mapper calls) "
                                "cannot be seen")
@@ -280,6 +279,11 @@ def _summary(finding: StageFinding, source: str, chain: Chain) -> str:
                f"on port(s) {', '.join(map(str, ports))}"
     back = sum(1 for e in records if canonical(e.destination_ip) == source)
     return f"{back} connection(s) back to {source}; {len(hosts)} new external host(s): {', '.join(hosts[:5])}"
+
+
+def _host_logs(tables: Iterable[str]) -> bool:
+    """Whether the inputs hold a host's own logs (process starts, its connections either way)."""
+    return any(table_info(t).has_role("process.parent.executable") or table_info(t).inbound for t in tables)
 
 
 def _note(finding: StageFinding, text: str) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
+from rpcwatch.alerts import Alert
 from rpcwatch.hunt import Engine, Hunt, HuntPlan, HuntReport
 from rpcwatch.sources import InputFile
+from rpcwatch.triage.enrich import enrich
 from rpcwatch.triage.evidence import EvidenceSearch, EvidenceSet
 from rpcwatch.triage.exposure import ExposedHost, exposure_inventory
 from rpcwatch.triage.incidents import Incident, IncidentBuilder, entities
@@ -23,9 +25,9 @@ class TriageResult:
     plan: HuntPlan
     report: HuntReport
     #: every alert of the run, enriched
-    alerts: list[dict]
+    alerts: list[Alert]
     #: the alerts to show: suppressed when asked, else all of them
-    shown: list[dict]
+    shown: list[Alert]
     evidence: EvidenceSet = field(default_factory=EvidenceSet)
     incidents: list[Incident] = field(default_factory=list)
     exposure: list[ExposedHost] = field(default_factory=list)
@@ -37,7 +39,7 @@ def run_triage(inputs: list[InputFile], plan: HuntPlan, engine: Engine, incident
     Exposure needs only the alerts; incidents need the second pass."""
     with _replayable(inputs) as replayable:
         hunt = Hunt(replayable, plan, engine)
-        alerts = list(hunt)
+        alerts = list(enrich(hunt, plan.config))
         evidence = EvidenceSet()
         if incidents:
             sources, victims = entities(alerts, AddressScope(plan.config))

@@ -9,9 +9,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
+from rpcwatch.alerts import Alert
 from rpcwatch.config import Config
 from rpcwatch.networks import parse_address
-from rpcwatch.sigma.logsources import table_info
 
 Scope = Literal["internal", "internet", "non-routable", "unknown"]
 
@@ -30,10 +30,8 @@ class AddressScope:
             return "non-routable"
         return "internet"
 
-    def of_endpoint(self, alert: dict, side: str) -> Scope:
+    def of_endpoint(self, alert: Alert, side: str) -> Scope:
         """The scope of an alert's ``source`` or ``destination``, with the sensor's verdict."""
-        column = table_info(alert.get("event", {}).get("dataset", "")).locality.get(side)
-        local = alert.get("original", {}).get(column) if column else None
-        part = alert.get(side)
-        address = part.get("ip") if isinstance(part, dict) else None
-        return self.of(address, local if isinstance(local, bool) else None)
+        if side == "source":
+            return self.of(alert.source_ip, alert.source_local)
+        return self.of(alert.destination_ip, alert.destination_local)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
 
-from rpcwatch.alerts import epoch_micros, field_value, iso_from_micros, record_id
+from rpcwatch.alerts import Alert, is_alert_field, iso_from_micros
 
 MAX_FIELDS = 3
 _UNITS = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
@@ -45,25 +46,29 @@ class Suppression:
     window_text: str | None = None
 
     @classmethod
-    def parse(cls, fields: str, window: str | None) -> "Suppression":
+    def parse(cls, fields: str, window: str | None) -> Suppression:
         names = tuple(name.strip() for name in fields.split(","))
         if not all(names):
             raise SuppressionError(f"--suppress {fields!r}: empty field name")
         if len(names) > MAX_FIELDS:
             raise SuppressionError(f"--suppress takes at most {MAX_FIELDS} fields, got {len(names)}")
+        unknown = [name for name in names if not is_alert_field(name)]
+        if unknown:  # a misspelt field would be null in every alert and fold them all into one
+            raise SuppressionError(f"--suppress: no alert has the field(s) {', '.join(map(repr, unknown))} "
+                                   "(fields are named as in the JSON alerts: source.ip, destination.ip, "
+                                   "destination.port, rule.name, original.<native field>, ...)")
         return cls(names, parse_duration(window) if window else None, window)
 
-    def key(self, alert: dict) -> tuple:
-        rule = alert.get("rule", {})
-        return (rule.get("id") or rule.get("name"),) + tuple(_hashable(field_value(alert, f)) for f in self.fields)
+    def key(self, alert: Alert) -> tuple:
+        return (alert.rule.id or alert.rule.name,) + tuple(_hashable(alert.value(f)) for f in self.fields)
 
 
-def suppress(alerts: Iterable[dict], spec: Suppression) -> list[dict]:
+def suppress(alerts: Iterable[Alert], spec: Suppression) -> list[Alert]:
     """The first alert of each key and window, with ``count``, ``first_seen``, ``last_seen``
     and ``suppression`` (fields, values, window, the record ids of every folded alert)."""
-    by_key: dict[tuple, list[tuple[int | None, int, dict]]] = defaultdict(list)
+    by_key: dict[tuple, list[tuple[int | None, int, Alert]]] = defaultdict(list)
     for order, alert in enumerate(alerts):
-        by_key[spec.key(alert)].append((epoch_micros(alert.get("@timestamp")), order, alert))
+        by_key[spec.key(alert)].append((alert.micros, order, alert))
     shown = []
     for members in by_key.values():
         members.sort(key=lambda m: (m[0] is None, m[0] or 0, m[1]))
@@ -73,7 +78,7 @@ def suppress(alerts: Iterable[dict], spec: Suppression) -> list[dict]:
     return [alert for _, _, alert in shown]
 
 
-def _windows(members: list[tuple[int | None, int, dict]], length: int | None) -> Iterable[list]:
+def _windows(members: list[tuple[int | None, int, Alert]], length: int | None) -> Iterable[list]:
     current: list = []
     for member in members:
         if current and _opens_new_window(current[0][0], member[0], length):
@@ -90,19 +95,20 @@ def _opens_new_window(start: int | None, time: int | None, length: int | None) -
     return time >= start + length
 
 
-def _folded(window: list[tuple[int | None, int, dict]], spec: Suppression) -> dict:
-    first = dict(window[0][2])
+def _folded(window: list[tuple[int | None, int, Alert]], spec: Suppression) -> Alert:
+    first = window[0][2]
     times = [t for t, _, _ in window if t is not None]
-    first["count"] = len(window)
-    first["first_seen"] = iso_from_micros(min(times)) if times else None
-    first["last_seen"] = iso_from_micros(max(times)) if times else None
-    first["suppression"] = {
-        "fields": list(spec.fields),
-        "values": [field_value(first, f) for f in spec.fields],
-        "window": spec.window_text,
-        "record_ids": [record_id(alert) for _, _, alert in window],
-    }
-    return first
+    return replace(first, folded={
+        "count": len(window),
+        "first_seen": iso_from_micros(min(times)) if times else None,
+        "last_seen": iso_from_micros(max(times)) if times else None,
+        "suppression": {
+            "fields": list(spec.fields),
+            "values": [first.value(f) for f in spec.fields],
+            "window": spec.window_text,
+            "record_ids": [alert.record_id for _, _, alert in window],
+        },
+    })
 
 
 def _hashable(value: Any) -> Any:

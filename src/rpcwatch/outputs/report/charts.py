@@ -2,10 +2,10 @@
 draws them (and escapes the labels like every other value)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from rpcwatch.alerts import epoch_micros, iso_from_micros
+from rpcwatch.alerts import Alert, iso_from_micros
 
 
 @dataclass(frozen=True)
@@ -26,30 +26,28 @@ class Chart:
     labels: list[tuple[float, float, str]]  # x, y, text
 
 
-def timeline(alerts: Sequence[dict], buckets: int = 48, width: int = 960, height: int = 180) -> Chart:
+def timeline(alerts: Sequence[Alert], buckets: int = 48, width: int = 960, height: int = 180) -> Chart:
     """Alerts per time bucket, established ones stacked on the others."""
-    times = [(epoch_micros(a.get("@timestamp")), a.get("event", {}).get("outcome") == "established")
-             for a in alerts]
-    times = [(t, hit) for t, hit in times if t is not None]
+    times = [(micros, a.outcome == "established") for a in alerts if (micros := a.micros) is not None]
     if not times:
         return Chart(width, height, [], [(8, height / 2, "no dated alerts")])
     start, end = min(t for t, _ in times), max(t for t, _ in times)
     span = max(end - start, 1)
-    counts = [[0, 0] for _ in range(buckets)]
-    for t, established in times:
-        counts[min(buckets - 1, (t - start) * buckets // span)][int(established)] += 1
+    counts: list[list[int]] = [[0, 0] for _ in range(buckets)]
+    for t, hit in times:
+        counts[min(buckets - 1, (t - start) * buckets // span)][int(hit)] += 1
     top = max(sum(c) for c in counts)
     plot, step = height - 30, width / buckets
     bars = []
     for index, (others, established) in enumerate(counts):
-        base = plot
+        base: float = plot
         for count, css, what in ((others, "bar-other", "not established"), (established, "bar-hit", "established")):
             if count:
                 tall = plot * count / top
                 base -= tall
                 moment = iso_from_micros(start + span * index // buckets)[:19].replace("T", " ")
                 bars.append(Bar(index * step + 1, base, max(step - 2, 1), tall, css, f"{moment}: {count} {what}"))
-    labels = [(0, height - 8, iso_from_micros(start)[:19].replace("T", " ")),
+    labels: list[tuple[float, float, str]] = [(0, height - 8, iso_from_micros(start)[:19].replace("T", " ")),
               (width - 150, height - 8, iso_from_micros(end)[:19].replace("T", " ")),
               (0, 12, f"max {top} per {_duration(span // buckets)}")]
     return Chart(width, height, bars, labels)
@@ -58,7 +56,8 @@ def timeline(alerts: Sequence[dict], buckets: int = 48, width: int = 960, height
 def ranking(counts: Sequence[tuple[str, int]], width: int = 460, row: int = 22) -> Chart:
     """Horizontal bars, one per (label, count), largest first."""
     top = max((n for _, n in counts), default=1)
-    bars, labels = [], []
+    bars: list[Bar] = []
+    labels: list[tuple[float, float, str]] = []
     for index, (label, count) in enumerate(counts):
         y = index * row
         length = (width - 230) * count / top

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from typing import IO, Any
 
@@ -12,7 +12,7 @@ from jinja2 import Environment, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
 from rpcwatch import __version__
-from rpcwatch.alerts import record_id
+from rpcwatch.alerts import Alert
 from rpcwatch.outputs.report.charts import ranking, timeline
 from rpcwatch.triage.run import TriageResult
 
@@ -44,12 +44,12 @@ def write_report(result: TriageResult, stream: IO[str]) -> None:
 
 def _view(result: TriageResult) -> dict[str, Any]:
     alerts = result.alerts
-    sources = Counter(a.get("source", {}).get("ip") or "-" for a in alerts)
-    victims = Counter(a.get("destination", {}).get("ip") or "-" for a in alerts)
+    sources = Counter(a.source_ip or "-" for a in alerts)
+    victims = Counter(a.destination_ip or "-" for a in alerts)
     report = result.report
     return {
         "version": __version__,
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "counts": {"alerts": len(alerts), "shown": len(result.shown), "incidents": len(result.incidents),
                    "exposed": len(result.exposure), "records": report.records, "inputs": len(report.stats),
                    "skipped": sum(s.skipped_total for s in report.stats)},
@@ -68,15 +68,14 @@ def _view(result: TriageResult) -> dict[str, Any]:
     }
 
 
-def _alert_row(alert: dict) -> dict[str, Any]:
-    return {"time": alert.get("@timestamp"), "rule": alert["rule"]["name"], "level": alert["rule"].get("level"),
-            "risk": alert.get("risk_score"), "reason": alert.get("reason"),
-            "outcome": alert.get("event", {}).get("outcome"), "count": alert.get("count"),
-            "record": record_id(alert), "file": alert.get("log", {}).get("file", {}).get("path")}
+def _alert_row(alert: Alert) -> dict[str, Any]:
+    return {"time": alert.timestamp, "rule": alert.rule.name, "level": alert.rule.level,
+            "risk": alert.risk_score, "reason": alert.reason, "outcome": alert.outcome,
+            "count": (alert.folded or {}).get("count"), "record": alert.record_id, "file": alert.file}
 
 
 def _rules(result: TriageResult) -> list[dict[str, Any]]:
-    fired = Counter(a["rule"]["name"] for a in result.alerts)
+    fired = Counter(a.rule.name for a in result.alerts)
     return [{"title": rule.title, "id": rule.id, "level": rule.level, "tags": list(rule.tags),
              "alerts": fired.get(rule.title, 0), "guide": rule.guide, "description": rule.description}
             for rule in result.plan.rule_set.rules]
