@@ -146,3 +146,27 @@ def test_header_line_only_with_known_names(tmp_path):
     assert len(net.detections(alerts)) == 1
     assert list(report.stats[0].skipped) == [
         "header line with invalid field names (the lines after it are read by the header before it)"]
+
+
+def test_a_followed_custom_format_log_reads_appended_records_with_its_header(tmp_path):
+    """Live mode reads lines appended after its checkpoint with the header before them."""
+    import json
+    import subprocess
+    import sys
+
+    log, state, sink = tmp_path / "flows.log", tmp_path / "state", tmp_path / "alerts.jsonl"
+    log.write_text("version start action protocol dstport dstaddr srcaddr srcport\n"
+                   "4 1700000060 REJECT 6 135 10.1.2.5 45.155.205.233 50000\n")
+
+    def watch_once():
+        done = subprocess.run([sys.executable, "-m", "rpcwatch", "watch", str(log), "--once", "--state", str(state),
+                               "--to", f"file:{sink}"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in sink.read_text().splitlines()]
+
+    assert [a["destination"]["ip"] for a in watch_once()] == ["10.1.2.5"]
+    with log.open("a") as out:
+        out.write("4 1700000070 ACCEPT 6 135 10.1.2.7 45.155.205.233 50002\n")
+    alerts = watch_once()
+    assert [(a["destination"]["ip"], a["event"]["outcome"]) for a in alerts] == [
+        ("10.1.2.5", "blocked"), ("10.1.2.7", "established")]

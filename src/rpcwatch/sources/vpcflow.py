@@ -100,6 +100,16 @@ class VpcFlowReader(LineReader):
             return fields is not None and {"srcaddr", "dstaddr"} & set(fields) != set()
         return _is_record(first)
 
+    @classmethod
+    def resume_context(cls, head: bytes) -> bytes:
+        """The header line in force at the end of ``head`` (a custom format names its fields
+        there): lines appended later are read with it. Nothing for a default format."""
+        complete = head[:head.rfind(b"\n") + 1]
+        for line in reversed(complete.splitlines()):
+            if line.startswith(HEADER_START) and header_fields(line) is not None:
+                return line + b"\n"
+        return b""
+
     def parser(self, source: InputFile, stream: io.BufferedReader, stats: ReadStats,
                prefilter: PrefilterPlan | None) -> LineParser:
         # Records hold the values as AWS logs them: ports and protocol numbers as decimal
