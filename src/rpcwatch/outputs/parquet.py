@@ -35,18 +35,22 @@ def export_parquet(inputs: list[InputFile], directory: Path) -> ParquetExport:
     export = ParquetExport()
     reading = LogReading(inputs)
     export.stats = reading.stats
+    prefix = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     for number, batch in enumerate(reading.batches()):
         data = batch.data.drop_columns([c for c in (RAW_COLUMN,) if c in batch.data.column_names])
         if batch.table == WINDOWS_TABLE:  # one schema for all producers' event data
             data = with_text_event_data(data)
         data = _partitioned(data, batch.table, batch.path)
-        written: list[str] = []
+        # No file_visitor: Arrow calls it on its I/O threads and can drop its reference to
+        # the Python callable there after write_dataset returned; if the interpreter is
+        # exiting by then, that thread is stopped inside C++ and the process aborts
+        # ("terminate called without an active exception", apache/arrow#36980). Files
+        # are counted by their names instead.
         ds.write_dataset(data, directory, format="parquet", partitioning=list(PARTITIONS),
                          partitioning_flavor="hive", existing_data_behavior="overwrite_or_ignore",
-                         basename_template=f"part-{datetime.now(UTC):%Y%m%dT%H%M%S}-{number}-{{i}}.parquet",
-                         file_visitor=lambda f, written=written: written.append(f.path))
+                         basename_template=f"{prefix}-{number}-{{i}}.parquet")
         export.rows += data.num_rows
-        export.files += len(written)
+    export.files = sum(1 for _ in directory.rglob(f"{prefix}-*.parquet"))
     return export
 
 

@@ -25,16 +25,15 @@ import pyarrow.compute as pc
 from rpcwatch.sources.base import MAX_EXAMPLES, Reader, ReadStats, TableBatch, register
 from rpcwatch.sources.capture import is_capture, iter_records
 from rpcwatch.sources.connections import PROTO_NAMES, Connection, ConnectionTable
-from rpcwatch.sources.inputs import InputFile, PeekStream
-from rpcwatch.sources.packets import decode
+from rpcwatch.sources.dcerpc import DceRpcSession
+from rpcwatch.sources.inputs import InputFile
+from rpcwatch.sources.packets import NO_CONNECTION, decode
 from rpcwatch.sources.prefilter import PrefilterPlan
 
 # the worker pool of the plain-log scanner is shared
 from rpcwatch.workers import PARALLEL_MIN_SIZE, worker_count, worker_pool
 
 BATCH_ROWS = 65536
-#: decode() reasons that lose nothing the logs would show (Zeek ignores these packets too)
-INFORMATIONAL_PREFIXES = ("not IP", "IP protocol")
 BASE62_DIGITS = pa.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 #: a uid is two halves of 47 bits (8 base62 digits each), nearly the 96 bits of Zeek's
 UID_HALF_MASK = (1 << 47) - 1
@@ -58,8 +57,8 @@ DCE_RPC_SCHEMA = pa.schema([
     ("ts", pa.float64()), ("uid", pa.string()), *ID_FIELDS, ("rtt", pa.float64()),
     ("named_pipe", pa.string()), ("endpoint", pa.string()), ("operation", pa.string()),
 ])
-#: a capture knows nothing of Site::local_nets, and pcaps are read without tunnels
-ALWAYS_NULL = {"local_orig", "local_resp", "tunnel_parents"}
+#: a capture knows nothing of Site::local_nets
+ALWAYS_NULL = {"local_orig", "local_resp"}
 
 
 @lru_cache(maxsize=1 << 16)
@@ -122,9 +121,20 @@ class LogRows:
                 arrays.append(pa.nulls(len(taken), type=f.type))
             elif f.name == "uid":
                 arrays.append(uids.column(pa.array(next(columns), type=pa.int64())))
+            elif f.name == "tunnel_parents":
+                arrays.append(_parent_uids(pa.array(next(columns), type=pa.int64()), uids))
             else:
                 arrays.append(pa.array(next(columns), type=f.type))
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+def _parent_uids(numbers: pa.Array, uids: UidMaker) -> pa.Array:
+    """Zeek's ``tunnel_parents``: the set holding the uid of what carried the connection,
+    unset for a connection seen outside any tunnel."""
+    if numbers.null_count == len(numbers):
+        return pa.nulls(len(numbers), type=pa.list_(pa.string()))
+    offsets = pa.array(range(len(numbers) + 1), type=pa.int32())
+    return pa.ListArray.from_arrays(offsets, uids.column(numbers), mask=pc.is_null(numbers))
 
 
 class ZeekLogBuilder:
@@ -141,24 +151,26 @@ class ZeekLogBuilder:
         ends = (address_text(key.orig_h), key.orig_p, address_text(key.resp_h), key.resp_p)
         self._add_conn(conn, uid, ends)
         if conn.dce is not None:
-            self._add_calls(conn, uid, ends)
+            self._add_calls(conn.dce, uid, ends)
 
     def _add_conn(self, conn: Connection, uid: int, ends: tuple) -> None:
         orig, resp = conn.orig, conn.resp
+        orig_bytes: int | None
+        resp_bytes: int | None
         orig_bytes, resp_bytes, state, missed, history = conn.summary()
-        duration = conn.last_time - conn.ts
-        if duration <= 0:  # Zeek leaves duration and sizes unset for a connection that took no time
+        duration: float | None = conn.last_time - conn.ts
+        if conn.last_time <= conn.ts:  # Zeek leaves duration and sizes unset for a connection that took no time
             duration = orig_bytes = resp_bytes = None
         self.conn.rows.append((
             conn.ts, uid, *ends, PROTO_NAMES[conn.proto],
             "dce_rpc" if conn.dce is not None and conn.dce.confirmed else None,
             duration, orig_bytes, resp_bytes, state, missed, history,
-            orig.packets, orig.ip_bytes, resp.packets, resp.ip_bytes))
+            orig.packets, orig.ip_bytes, resp.packets, resp.ip_bytes, conn.tunnel))
 
-    def _add_calls(self, conn: Connection, uid: int, ends: tuple) -> None:
+    def _add_calls(self, dce: DceRpcSession, uid: int, ends: tuple) -> None:
         self.dce_rpc.rows.extend(
             (call.ts, uid, *ends, call.rtt, call.named_pipe, call.endpoint, call.operation)
-            for call in conn.dce.calls)
+            for call in dce.calls)
 
     def batches(self, path: str, final: bool = False) -> Iterator[TableBatch]:
         """Full batches of at most ``BATCH_ROWS`` rows (and, when ``final``, the rest)."""
@@ -185,10 +197,8 @@ class _Problems:
     def report(self, stats: ReadStats) -> None:
         for reason, (count, first) in self.counts.items():
             where = f"first at packet {first}"
-            if self.analysis:
-                stats.warn(reason, count, where=where)
-            elif reason.startswith(INFORMATIONAL_PREFIXES):
-                stats.warn(reason + " (packet not tracked)", count, where=where)
+            if self.analysis or reason.startswith(NO_CONNECTION):
+                stats.warn(reason, count, where=where)  # nothing Zeek would log is missing
             else:
                 stats.skip(reason + " (packet skipped)", count, where=where)
 
@@ -217,7 +227,6 @@ def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
     """Read a capture stream and yield its conn and dce_rpc rows in bounded batches.
     ``observer`` also sees every finished :class:`Connection` (e.g. for its frame bytes)."""
     seed = stream.read(UID_SEED_BYTES)
-    stream = PeekStream(seed, stream)
     builder = ZeekLogBuilder(UidMaker(seed))
     packet_problems, analysis_problems = _Problems(), _Problems(analysis=True)
     reports = shard is None or shard.reports
@@ -230,23 +239,31 @@ def track_capture(stream: BinaryIO, stats: ReadStats, path: str = "",
             observer(conn)
 
     table = ConnectionTable(finished, lambda reason: analysis_problems.count(reason, count))
-    packet = table.packet
+    packet, tunnelled = table.packet, table.tunnelled
     conn_rows, dce_rpc_rows = builder.conn.rows, builder.dce_rpc.rows
-    for ts, link_type, frame, wire_len in iter_records(stream, capture_stats):
+    for ts, link_type, frame, wire_len in iter_records(stream, capture_stats, head=seed):
         count += 1
         decoded = decode(link_type, frame)
-        if decoded.__class__ is str:
-            packet_problems.count(decoded, count)
+        if isinstance(decoded, tuple):
+            if shard is not None and not shard.owns(decoded[1], decoded[2]):
+                continue
+            packet(count, ts, wire_len, decoded)
+        elif isinstance(decoded, str):
+            if reports:  # every shard sees every frame: one counts
+                packet_problems.count(decoded, count)
             continue
-        if shard is not None and not shard.owns(decoded[1], decoded[2]):
-            continue
-        packet(count, ts, wire_len, decoded)
+        else:  # in a tunnel: what the inner packet lacks is counted by the shard that owns it
+            if shard is not None and not shard.owns(decoded.src, decoded.dst):
+                continue
+            problem = tunnelled(count, ts, wire_len, decoded)
+            if problem is not None:
+                packet_problems.count(problem, count)
         if len(conn_rows) >= BATCH_ROWS or len(dce_rpc_rows) >= BATCH_ROWS:
             yield from builder.batches(path)
     table.flush()
     if reports:
         stats.records = count
-        packet_problems.report(stats)
+    packet_problems.report(stats)
     analysis_problems.report(stats)
     yield from builder.batches(path, final=True)
 
@@ -264,20 +281,22 @@ class PcapReader(Reader):
     def read(self, source: InputFile, stream: BinaryIO, stats: ReadStats,
              prefilter: PrefilterPlan | None = None) -> Iterator[TableBatch]:
         stats.format = self.format_name
-        pool = worker_pool() if source.disk_path and (source.size or 0) >= PARALLEL_MIN_SIZE else None
-        if pool is None:
+        disk_path = source.disk_path
+        pool = worker_pool() if disk_path and (source.size or 0) >= PARALLEL_MIN_SIZE else None
+        if pool is None or disk_path is None:
             yield from track_capture(stream, stats, path=source.path)
         else:
-            yield from track_in_workers(pool, source, stats)
+            yield from track_in_workers(pool, disk_path, source, stats)
 
 
-def track_in_workers(pool: Executor, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
-    """A large capture on disk, tracked by every worker process, each for its share of the
-    host pairs. Workers spill their batches to Arrow IPC files, read back one batch at a
-    time in worker order, so memory stays bounded and the output does not depend on timing."""
+def track_in_workers(pool: Executor, disk_path: str, source: InputFile, stats: ReadStats) -> Iterator[TableBatch]:
+    """A large capture on disk (``source``, at ``disk_path``), tracked by every worker
+    process, each for its share of the host pairs. Workers spill their batches to Arrow IPC
+    files, read back one batch at a time in worker order, so memory stays bounded and the
+    output does not depend on timing."""
     shards = [Shard(index, worker_count()) for index in range(worker_count())]
     with tempfile.TemporaryDirectory(prefix="rpcwatch-pcap-") as spill:
-        futures = [pool.submit(_track_shard, source.disk_path, source.path, shard, spill) for shard in shards]
+        futures = [pool.submit(_track_shard, disk_path, source.path, shard, spill) for shard in shards]
         for future in futures:
             shard_stats, spilled = future.result()
             _merge_stats(stats, shard_stats)
