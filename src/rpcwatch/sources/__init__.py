@@ -157,11 +157,36 @@ def _read_in_worker(path: str, size: int | None, prefilter: PrefilterPlan | None
     return reading.stats[0], batches
 
 
+class _Progress:
+    """Bytes of one input reported once each, though two readers may go over the same start:
+    the stream (the head read to sniff the format, or the whole input) and a reader that
+    reads ranges of the file on disk after it. Each goes through the input in order from
+    its start; what is reported is how far the further of them has got."""
+
+    def __init__(self, on_bytes: Callable[[int], None]):
+        self._on_bytes = on_bytes
+        self._streamed = self._ranged = self._reported = 0
+
+    def streamed(self, size: int) -> None:
+        self._streamed += size
+        self._report(self._streamed)
+
+    def ranged(self, size: int) -> None:
+        self._ranged += size
+        self._report(self._ranged)
+
+    def _report(self, position: int) -> None:
+        if position > self._reported:
+            self._on_bytes(position - self._reported)
+            self._reported = position
+
+
 def _counted(source: InputFile, on_bytes: Callable[[int], None] | None) -> InputFile:
     if on_bytes is None or source.path == "-":
         return source
-    return InputFile(source.path, lambda: _CountingStream(source.open_raw(), on_bytes), source.size,
-                     source.disk_path, on_bytes, source.reopen_path)
+    progress = _Progress(on_bytes)
+    return InputFile(source.path, lambda: _CountingStream(source.open_raw(), progress.streamed), source.size,
+                     source.disk_path, progress.ranged, source.reopen_path)
 
 
 def _why_unknown(head: bytes) -> str:
