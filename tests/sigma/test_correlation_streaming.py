@@ -206,6 +206,25 @@ def test_chained_correlations_polled_with_watermarks(inner, events, data):
     assert correlator.losses() == []
 
 
+def test_events_of_one_time_are_not_late_whatever_their_order_among_it():
+    """A chained correlation's input (an inner alert) can come after another event of the
+    same time was released; it is evaluated at that time, not counted late."""
+    inner = correlation("temporal", ("rb", "ra"), ("host",), timespan=0.5, op="gt", value=0.0, key="inner",
+                        title="Inner", aliases={"host": {"ra": "src", "rb": "dst"}})
+    outer = correlation("event_count", ("inner",), ("host",), timespan=5.0, op="gte", value=2.0, key="outer",
+                        title="Outer")
+    records = [("ra", {"src": "a", "dst": "x"})] * 5 + [("rb", {"src": "a", "dst": "x"}),
+                                                          ("rb", {"src": "a", "dst": "y"})]
+    events = in_time_order(inner, [Observed(0.0, rule, {**record, "n": 1, "uid": f"C{i}"}, f"rule {rule}")
+                                   for i, (rule, record) in enumerate(records)])
+    correlator = Correlator([outer, inner], CorrelationLimits(max_reorder_events=1))
+    for event in events:
+        feed(correlator, event)
+    found = [found_in(a) for a in correlator.finish()]
+    assert sorted(found, key=repr) == sorted(reference([inner, outer], events), key=repr)
+    assert correlator.losses() == []
+
+
 def _fields(compiled: CompiledCorrelation) -> dict:
     names = ("kind", "rules", "group_by", "timespan", "op", "value", "value_field", "percentile", "expression",
              "aliases", "key", "title")

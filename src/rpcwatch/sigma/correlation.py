@@ -374,7 +374,9 @@ class _Evaluation:
         column = self._record_id_column(table)
         record_id = _canonical(lookup(record, column)) if column else None
         item = ((time, self.rule_number[rule_key], tie), group, value, reference, record_id, table)
-        if time < self.floor or (self.released is not None and item[0] < self.released):
+        # late: before a time already released (an event of the same time is not late,
+        # whatever its place among that time's events: it is evaluated at that time anyway)
+        if time < self.floor or (self.released is not None and time < self.released[0]):
             self.losses["late"] += 1
             self._evaluate(item, late=True)
             return
