@@ -9,6 +9,7 @@ import stat
 import sys
 import threading
 import zipfile
+from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -169,7 +170,41 @@ def _size(path: Path) -> int | None:
         return None
 
 
-class GzipStream(io.RawIOBase):
+class BlockStream(io.RawIOBase):
+    """A raw stream whose bytes come block by block from :meth:`next_block` (inflated,
+    read ahead, rewritten), handed out without re-slicing a block per read."""
+
+    def __init__(self, raw: ByteStream | BinaryIO):
+        self._raw = raw
+        self._pending = b""
+        self._position = 0
+
+    @abstractmethod
+    def next_block(self) -> bytes | None:
+        """The next bytes (maybe none for now); None at the end."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._position >= len(self._pending):
+            block = self.next_block()
+            if block is None:
+                return 0
+            self._pending, self._position = block, 0
+        size = min(len(buffer), len(self._pending) - self._position)
+        buffer[:size] = memoryview(self._pending)[self._position:self._position + size]
+        self._position += size
+        return size
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+class GzipStream(BlockStream):
     """Inflate gzip data, tolerating what the ``gzip`` module does not.
 
     ``gzip.GzipFile`` raises on a truncated or corrupt file and drops the data it had
@@ -183,12 +218,10 @@ class GzipStream(io.RawIOBase):
     """
 
     def __init__(self, raw: ByteStream, stats: ReadStats, reopen: Callable[[], BinaryIO] | None = None):
-        self._raw = raw
+        super().__init__(raw)
         self._stats = stats
         self._reopen = reopen
         self._inflater = _zlib.decompressobj(31)
-        self._pending = b""
-        self._offset = 0  # how much of _pending was handed out (no re-slicing per read)
         self._done = False
         self.compressed_read = 0
         #: where the current member starts (compressed), and what it has produced so far
@@ -198,16 +231,8 @@ class GzipStream(io.RawIOBase):
         self._block_start = 0
         self._input = b""
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while self._offset >= len(self._pending) and not self._done:
-            self._pending, self._offset = self._inflate_more(), 0
-        size = min(len(buffer), len(self._pending) - self._offset)
-        buffer[:size] = memoryview(self._pending)[self._offset:self._offset + size]
-        self._offset += size
-        return size
+    def next_block(self) -> bytes | None:
+        return None if self._done else self._inflate_more()
 
     def _inflate_more(self) -> bytes:
         """Up to about :data:`INFLATE_BATCH` inflated bytes (memory bounded however well
@@ -279,14 +304,8 @@ class GzipStream(io.RawIOBase):
             pass
         return b"".join(kept)
 
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
 
-
-class ReadAheadStream(io.RawIOBase):
+class ReadAheadStream(BlockStream):
     """Reads ``raw`` in a background thread, a few blocks ahead of the consumer.
 
     Inflating gzip releases the GIL (``isal`` and ``zlib`` both do), so while the reader
@@ -294,37 +313,27 @@ class ReadAheadStream(io.RawIOBase):
     core. Errors raised by ``raw`` reach the consumer at the point where they happened."""
 
     def __init__(self, raw: ByteStream, block_size: int = READ_AHEAD_BLOCK, depth: int = READ_AHEAD_DEPTH):
-        self._raw = raw
+        super().__init__(raw)
         self._block_size = block_size
         self._blocks: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pending = b""
-        self._offset = 0
         self._finished = False
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
+    def next_block(self) -> bytes | None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._fill, name="rpcwatch-read-ahead", daemon=True)
             self._thread.start()
-        while self._offset >= len(self._pending):
-            if self._finished:
-                return 0
-            block = self._blocks.get()
-            if isinstance(block, BaseException):
-                self._finished = True
-                raise block
-            if not block:
-                self._finished = True
-                return 0
-            self._pending, self._offset = block, 0
-        size = min(len(buffer), len(self._pending) - self._offset)
-        buffer[:size] = memoryview(self._pending)[self._offset:self._offset + size]
-        self._offset += size
-        return size
+        if self._finished:
+            return None
+        block = self._blocks.get()
+        if isinstance(block, BaseException):
+            self._finished = True
+            raise block
+        if not block:
+            self._finished = True
+            return None
+        return block
 
     def _fill(self) -> None:
         try:

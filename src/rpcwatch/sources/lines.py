@@ -29,10 +29,10 @@ import io
 import re
 from abc import abstractmethod
 from collections.abc import Iterator
-from typing import BinaryIO, ClassVar
+from typing import ClassVar
 
 from rpcwatch.sources.base import Reader, ReadStats, TableBatch
-from rpcwatch.sources.inputs import InputFile
+from rpcwatch.sources.inputs import BlockStream, InputFile
 from rpcwatch.sources.prefilter import LineFilter, PrefilterPlan
 from rpcwatch.sources.scan import Run, line_runs, run_bytes
 
@@ -96,38 +96,10 @@ class LineParser:
         """The records of whole, well-formed lines as Arrow tables."""
 
 
-class RewrittenStream(io.RawIOBase):
+class RewrittenStream(BlockStream):
     """A stream of another stream's bytes rewritten block by block (pretty-printed JSON as
-    one object per line), for a :class:`LineParser` to read lines from."""
-
-    def __init__(self, raw: BinaryIO):
-        self._raw = raw
-        self._pending = b""
-        self._position = 0
-
-    @abstractmethod
-    def next_block(self) -> bytes | None:
-        """The next rewritten bytes (maybe none for now); None at the end."""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while self._position >= len(self._pending):
-            block = self.next_block()
-            if block is None:
-                return 0
-            self._pending, self._position = block, 0
-        size = min(len(buffer), len(self._pending) - self._position)
-        buffer[:size] = memoryview(self._pending)[self._position:self._position + size]
-        self._position += size
-        return size
-
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
+    one object per line), for a :class:`LineParser` to read lines from; subclasses give
+    :meth:`next_block`."""
 
 
 class LineReader(Reader):
