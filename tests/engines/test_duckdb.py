@@ -12,6 +12,7 @@ from sigma_strategies import event_values, rule
 
 from rpcwatch.engines.duckdb import INDEXED_RULES, DuckDBEngine
 from rpcwatch.sigma.compiler import RuleError, compile_rule
+from rpcwatch.sigma.expr import And
 from rpcwatch.sigma.logsources import BoundRule
 
 SCHEMA = pa.schema([("__id__", pa.int64()), ("s", pa.string()), ("t", pa.string()), ("n", pa.int64()),
@@ -35,6 +36,28 @@ def test_the_literal_index_changes_no_answer(definitions, events):
     must still be the oracle's."""
     try:
         rules = [bound(d, i) for i, d in enumerate(definitions)]
+    except (SigmaError, RuleError, ValueError):
+        assume(False)
+    table = pa.Table.from_pylist([{"__id__": i, **e} for i, e in enumerate(events)], schema=SCHEMA)
+    expected = {(r.rule.title, row["__id__"]) for r in rules for row in table.to_pylist() if evaluate(r.expr, row)}
+    assert matches(DuckDBEngine(), table, rules) == expected
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.lists(st.tuples(rule(), st.integers(0, 2)), min_size=INDEXED_RULES, max_size=INDEXED_RULES + 4),
+       st.lists(event_values(), min_size=1, max_size=40))
+def test_rules_with_a_route_selection_are_indexed_by_both_parts(definitions, events):
+    """Rules whose route adds a selection (a Windows channel) are narrowed by the
+    selection's literals and the rule's own: the answers are still the oracle's."""
+    selections = [bound({"logsource": {"product": "test"}, "detection": {"sel": {"t|contains": word},
+                                                                          "condition": "sel"}}, 1000 + i).expr
+                  for i, word in enumerate(["ab", "1", "c"])]
+    try:
+        rules = []
+        for index, (definition, route) in enumerate(definitions):
+            own = bound(definition, index)
+            where = selections[route]
+            rules.append(BoundRule(own.rule, "test", And((where, own.expr)), where=where, body=own.expr))
     except (SigmaError, RuleError, ValueError):
         assume(False)
     table = pa.Table.from_pylist([{"__id__": i, **e} for i, e in enumerate(events)], schema=SCHEMA)

@@ -296,3 +296,17 @@ def test_zeek_json_and_windows_json_are_told_apart(corpus, tmp_path):
     # and neither claims the other's files whatever the registration order
     assert not any(ZeekJsonReader.sniff(head(path)) for path in windows_json)
     assert not any(WindowsJsonReader.sniff(head(path)) for path in zeek_json)
+
+
+def test_only_lines_nested_too_deep_are_taken_out_of_a_block():
+    from rpcwatch.sources.base import ReadStats
+    from rpcwatch.sources.jsonlines import shallow_lines
+
+    deep = b'{"a":' * 70 + b"1" + b"}" * 70 + b"\n"
+    many_braces_in_a_string = b'{"s":"' + b"{" * 80 + b'","b":[[[1]]]}\n'
+    fine = b'{"x":1}\n'
+    stats = ReadStats("block")
+    kept = shallow_lines(fine + deep + many_braces_in_a_string + fine + deep + b'{"y":2}', stats)
+    assert kept == fine + many_braces_in_a_string + fine + b'{"y":2}'
+    assert stats.skipped == {"JSON nested deeper than 64 levels": 2}
+    assert shallow_lines(deep.rstrip(b"\n"), ReadStats("last")) == b""

@@ -107,9 +107,10 @@ class DuckDBEngine(SqlRuleEngine):
         finally:
             self.con.unregister(VIEW_NAME)
 
-    def evaluate(self, view: pa.Table, rules: tuple[BoundRule, ...]) -> Iterator[tuple[BoundRule, pa.Array]]:
+    def evaluate(self, view: pa.Table, rules: tuple[BoundRule, ...],
+                 narrowed: bool = False) -> Iterator[tuple[BoundRule, pa.Array]]:
         if len(rules) < INDEXED_RULES:
-            yield from super().evaluate(view, rules)
+            yield from super().evaluate(view, rules, narrowed)
             return
         # each group of rules only on the rows that hold one of its literals; rules
         # without literals on every row
@@ -121,7 +122,7 @@ class DuckDBEngine(SqlRuleEngine):
             subset = view.select(self._columns_for(view, members))
             if len(unit_rows) < view.num_rows // 2:
                 subset = subset.take(pa.array(unit_rows))
-            yield from super().evaluate(subset, members)
+            yield from super().evaluate(subset, members, narrowed=True)
         if index.always:
             members = tuple(rules[i] for i in index.always)
             yield from super().evaluate(view.select(self._columns_for(view, members)), members)

@@ -29,9 +29,15 @@ VIEW_NAME = "batch"
 
 
 def rules_query(schema: pa.Schema, rules: Sequence[BoundRule], dialect: Dialect, source: str,
-                problems: MutableMapping[str, str], columns: Sequence[str] = (ROW_COLUMN,)) -> str | None:
+                problems: MutableMapping[str, str], columns: Sequence[str] = (ROW_COLUMN,),
+                narrowed: bool = False) -> str | None:
     """``SELECT <columns>, __rules__ FROM source WHERE ...`` (None: no rule can match).
-    Rules that cannot be printed for this schema are left out and named in ``problems``."""
+    Rules that cannot be printed for this schema are left out and named in ``problems``.
+
+    ``narrowed``: the source holds only rows worth trying (a literal index chose them), so
+    each rule's condition is printed once, in the list of matched rules, and rows with an
+    empty list are dropped: a ``WHERE`` of every condition would only repeat them (an
+    engine's cost grows with the expression more than with a few hundred rows)."""
     names = {f.name: original_name(f.name) for f in schema}
     printer = SqlPrinter({names[f.name]: f.type for f in schema}, dialect, lowered_columns=True,
                          sql_names={original: sql for sql, original in names.items()})
@@ -64,6 +70,10 @@ def rules_query(schema: pa.Schema, rules: Sequence[BoundRule], dialect: Dialect,
     lowered = "".join(f", lower({printer.ident(c)}) AS {dialect.ident(lowered_name(printer.sql_name(c)))}"
                       for c in sorted(printer.lowered))
     selected = ", ".join(dialect.ident(name) for name in columns)
+    if narrowed:
+        flags = [flag for _, branch_flags in branches for flag in branch_flags]
+        return (f"SELECT * FROM (SELECT {selected}, {dialect.non_null_list(flags)} AS {RULES_COLUMN} "
+                f"FROM (SELECT *{lowered} FROM {source})) WHERE {dialect.not_empty(RULES_COLUMN)}")
     return " UNION ALL ".join(
         f"SELECT {selected}, {dialect.non_null_list(flags)} AS {RULES_COLUMN} "
         f"FROM (SELECT *{lowered} FROM {source}) WHERE {condition}" for condition, flags in branches)
@@ -91,11 +101,13 @@ class SqlRuleEngine(ABC):
     def execute(self, view: pa.Table, sql: str) -> pa.Table:
         """Run ``sql`` with ``view`` registered as :data:`VIEW_NAME`; the result as Arrow."""
 
-    def query_for(self, schema: pa.Schema, rules: Sequence[BoundRule]) -> str | None:
-        """The SQL that evaluates these rules on this schema (None: no rule can match)."""
-        key = (schema, tuple(rules))
+    def query_for(self, schema: pa.Schema, rules: Sequence[BoundRule], narrowed: bool = False) -> str | None:
+        """The SQL that evaluates these rules on this schema (None: no rule can match);
+        ``narrowed``: on rows a literal index chose (see :func:`rules_query`)."""
+        key = (schema, tuple(rules), narrowed)
         if key not in self._queries:
-            self._queries[key] = rules_query(schema, rules, self.dialect, VIEW_NAME, self.problems)
+            self._queries[key] = rules_query(schema, rules, self.dialect, VIEW_NAME, self.problems,
+                                             narrowed=narrowed)
         return self._queries[key]
 
     def match(self, data: pa.Table, rules: Sequence[BoundRule]) -> Iterator[tuple[BoundRule, pa.Table]]:
@@ -109,9 +121,10 @@ class SqlRuleEngine(ABC):
         found = list(self.evaluate(shape.project(data), rules))
         yield from _taken(data, found)
 
-    def evaluate(self, view: pa.Table, rules: tuple[BoundRule, ...]) -> Iterator[tuple[BoundRule, pa.Array]]:
+    def evaluate(self, view: pa.Table, rules: tuple[BoundRule, ...],
+                 narrowed: bool = False) -> Iterator[tuple[BoundRule, pa.Array]]:
         """One query over ``view``: each rule with the row numbers it matched."""
-        sql = self.query_for(view.schema, rules)
+        sql = self.query_for(view.schema, rules, narrowed)
         if sql is None:
             return
         for index, hit in matched_row_numbers(self.execute(view, sql)):

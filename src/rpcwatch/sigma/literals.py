@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 
 from rpcwatch.schema import SAFE_LITERAL, Literal, LiteralSet
 from rpcwatch.sigma.expr import (
@@ -138,29 +139,48 @@ FieldLiteral = tuple[str, str]
 KEYWORD_FIELD = ""
 
 
-def field_literals(expr: Expr) -> frozenset[FieldLiteral] | None:
-    """Like :func:`required_literals`, but each literal is tied to the field whose value
-    must contain it (lower-cased; any characters, since it is looked for in parsed values,
-    not raw bytes; a keyword's literal has :data:`KEYWORD_FIELD`). ``None`` when no such set
-    exists (negations, regexes...)."""
+#: literals at least one of which a record's values hold (a disjunction)
+Clause = frozenset[FieldLiteral]
+
+
+def field_clauses(expr: Expr) -> tuple[Clause, ...] | None:
+    """What a matching record's values must hold, as clauses that must all be satisfied
+    (each satisfied by any one of its literals): every conjunct that demands a literal is a
+    clause of its own, so ``Image|endswith: '\\powershell.exe'`` and
+    ``CommandLine|contains: 'readtoend'`` narrow to the rows holding both. Each literal is
+    tied to the field whose value must contain it (lower-cased; any characters, since it is
+    looked for in parsed values, not raw bytes; a keyword's literal has
+    :data:`KEYWORD_FIELD`). ``None`` when nothing is demanded (negations, regexes...); an
+    empty clause when nothing can match."""
     if isinstance(expr, (Match, Keyword)):
         text = _value_text(expr.test)
         field = expr.field if isinstance(expr, Match) else KEYWORD_FIELD
-        return frozenset({(field, text)}) if text else None
+        return (frozenset({(field, text)}),) if text else None
     if isinstance(expr, And):
-        options = [s for s in map(field_literals, expr.items) if s is not None]
-        return max(options, key=lambda s: (min(len(t) for _, t in s), -len(s)), default=None) if options else None
+        return all_clauses(*map(field_clauses, expr.items))
     if isinstance(expr, Or):
+        # a disjunction of conjunctions: each item stands for its most selective clause
         union: set[FieldLiteral] = set()
         for item in expr.items:
-            found = field_literals(item)
+            found = field_clauses(item)
             if found is None:
                 return None
-            union |= found
-        return frozenset(union)
+            union |= max(found, key=_selectivity) if found else frozenset()
+        return (frozenset(union),)
     if isinstance(expr, Const):
-        return frozenset() if not expr.value else None
+        return (frozenset(),) if not expr.value else None
     return None
+
+
+def all_clauses(*parts: tuple[Clause, ...] | None) -> tuple[Clause, ...] | None:
+    """The clauses of a conjunction of parts (``None``: a part that demands nothing)."""
+    clauses = [clause for part in parts for clause in (part or ())]
+    return tuple(dict.fromkeys(clauses)) if clauses else None
+
+
+def _selectivity(clause: AbstractSet[FieldLiteral]) -> tuple[int, int]:
+    """Longer literals are rarer; fewer alternatives keep fewer rows (an empty clause: nothing)."""
+    return (min((len(text) for _, text in clause), default=1 << 30), -len(clause))
 
 
 def _foldable_runs(text: str) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from rpcwatch.datafiles import load_yaml
@@ -40,6 +40,7 @@ from rpcwatch.sigma.expr import (
     negate,
     plain_text,
 )
+from rpcwatch.sigma.literals import Clause, all_clauses, field_clauses
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,14 @@ class BoundRule:
 
     def parts(self) -> tuple[Expr | None, Expr]:
         return (self.where, self.body) if self.where is not None and self.body is not None else (None, self.expr)
+
+    @cached_property
+    def clauses(self) -> tuple[Clause, ...] | None:
+        """The literals a matching record's values hold, as clauses that must all be
+        satisfied, the route's selection included (:func:`~rpcwatch.sigma.literals.field_clauses`).
+        Computed when the rule set is compiled, so the rule cache keeps them."""
+        where, body = self.parts()
+        return all_clauses(field_clauses(where) if where is not None else None, field_clauses(body))
 
 
 def _load_yaml(name: str) -> dict:

@@ -40,6 +40,9 @@ def compile_rule_set(files: list[Path], filter_files: list[Path], config: Config
     _drop_unrunnable_correlations(rule_set)
     rule_set.literals = {table: literals_for_table(bound.parts() for bound in rules)
                          for table, rules in rule_set.by_table.items()}
+    for rules in rule_set.by_table.values():
+        for bound in rules:
+            bound.clauses  # noqa: B018 - computed now, so the rule cache holds them
     return rule_set
 
 

@@ -75,6 +75,15 @@ def cache_key(files: Iterable[Path], settings: object) -> str | None:
     return digest.hexdigest()
 
 
+def content_key(kind: str, *parts: str) -> str:
+    """The key of something derived from a rule set (a matcher compiled for it): a digest
+    of its kind and every input it was derived from, in the same store as rule sets."""
+    digest = hashlib.sha256()
+    for part in (str(CACHE_FORMAT), kind, *parts):
+        _update(digest, part.encode())
+    return digest.hexdigest()
+
+
 def load(key: str) -> object | None:
     """The object stored under ``key``, or None (a miss)."""
     folder = _private_dir(create=False)

@@ -112,6 +112,10 @@ class Dialect:
         """A list of the items that are not NULL (the rules a row matched)."""
         return f"list_filter([{', '.join(items)}], lambda r: r IS NOT NULL)"
 
+    def not_empty(self, expr: str) -> str:
+        """The list is not empty."""
+        return f"len({expr}) > 0"
+
     def cidr(self, expr: str, test: CidrTest) -> str:
         if self.cidr_mode == "engine":
             networks = ",".join(str(net) for net in test.networks)
@@ -217,6 +221,9 @@ class SparkDialect(Dialect):
 
     def non_null_list(self, items: list[str]) -> str:
         return f"filter(array({', '.join(items)}), r -> r IS NOT NULL)"
+
+    def not_empty(self, expr: str) -> str:
+        return f"size({expr}) > 0"
 
     def timestamp(self, expr: str, dtype: pa.DataType) -> str:
         if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):

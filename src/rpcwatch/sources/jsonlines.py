@@ -72,14 +72,22 @@ class JsonLinesParser(LineParser):
 
 def shallow_lines(data: bytes, stats: ReadStats) -> bytes:
     """The block without lines nested deeper than :data:`MAX_JSON_DEPTH` (each counted)."""
-    if _MANY_OPENINGS.search(data) is None:
-        return data
     kept = []
-    for line in data.splitlines(keepends=True):
-        if _MANY_OPENINGS.search(line) is not None and json_depth(line) > MAX_JSON_DEPTH:
+    done = 0  # data before this offset is decided
+    for found in _MANY_OPENINGS.finditer(data):  # each match starts a line (multi-line ^)
+        start = found.start()
+        if start < done:
+            continue
+        end = data.find(b"\n", found.end())
+        end = len(data) if end < 0 else end + 1
+        line = data[start:end]
+        if json_depth(line) > MAX_JSON_DEPTH:
             stats.skip(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", where=excerpt(line))
-        else:
-            kept.append(line)
+            kept.append(data[done:start])
+            done = end
+    if not done:
+        return data
+    kept.append(data[done:])
     return b"".join(kept)
 
 
