@@ -12,10 +12,10 @@ import json
 import re
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pjson
-import re2
 
 from rpcwatch.sources.base import ReadStats
 from rpcwatch.sources.lines import LineParser, excerpt
@@ -34,9 +34,6 @@ MAX_REPARSES = 32
 #: few levels, and a parser's recursion is bounded by its stack (Arrow's crashes the
 #: process past a few thousand levels)
 MAX_JSON_DEPTH = 64
-#: a line with more openings than MAX_JSON_DEPTH may nest that deep; only such lines are
-#: measured (one RE2 pass finds them; no other line is looked at)
-_MANY_OPENINGS = re2.compile(b"(?m)^(?:[^\\n\\[{]*[\\[{]){%d}" % (MAX_JSON_DEPTH + 1))
 _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 #: a UTF-16 surrogate half on its own cannot be text (Python refuses to encode it)
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -74,12 +71,7 @@ def shallow_lines(data: bytes, stats: ReadStats) -> bytes:
     """The block without lines nested deeper than :data:`MAX_JSON_DEPTH` (each counted)."""
     kept = []
     done = 0  # data before this offset is decided
-    for found in _MANY_OPENINGS.finditer(data):  # each match starts a line (multi-line ^)
-        start = found.start()
-        if start < done:
-            continue
-        end = data.find(b"\n", found.end())
-        end = len(data) if end < 0 else end + 1
+    for start, end in _lines_with_many_openings(data):
         line = data[start:end]
         if json_depth(line) > MAX_JSON_DEPTH:
             stats.skip(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", where=excerpt(line))
@@ -89,6 +81,20 @@ def shallow_lines(data: bytes, stats: ReadStats) -> bytes:
         return data
     kept.append(data[done:])
     return b"".join(kept)
+
+
+def _lines_with_many_openings(data: bytes) -> list[tuple[int, int]]:
+    """Where the lines with more than :data:`MAX_JSON_DEPTH` ``{`` and ``[`` are (only they
+    can nest that deep): the openings counted per line in bulk, no line looked at alone."""
+    raw = np.frombuffer(data, np.uint8)
+    openings = np.flatnonzero((raw == ord("{")) | (raw == ord("[")))
+    if len(openings) <= MAX_JSON_DEPTH:
+        return []
+    newlines = np.flatnonzero(raw == ord("\n"))
+    per_line = np.bincount(np.searchsorted(newlines, openings), minlength=len(newlines) + 1)
+    starts = np.concatenate(([0], newlines + 1))
+    ends = np.concatenate((newlines + 1, [len(data)]))
+    return [(int(starts[line]), int(ends[line])) for line in np.flatnonzero(per_line > MAX_JSON_DEPTH)]
 
 
 def json_depth(line: bytes) -> int:
