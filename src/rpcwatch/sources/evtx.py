@@ -99,11 +99,15 @@ def _seekable_evtx(source: InputFile, stream: io.BufferedReader,
     The parser needs random access: a plain file on disk is handed over by path; a
     stream (stdin, zip member, gzip) is spooled to a temporary file first."""
     path = Path(source.disk_path) if source.disk_path else None
-    if path is not None and stream.peek(len(EVTX_MAGIC)).startswith(EVTX_MAGIC):
+    if path is not None:
+        # the file's own magic, read from the file (a peek at the stream would fill its
+        # 1 MiB buffer, read for nothing: the parser opens the path itself)
         with open(path, "rb") as file:
-            stats.bytes_read = path.stat().st_size
-            yield file, str(path)
-        return
+            if file.read(len(EVTX_MAGIC)) == EVTX_MAGIC:
+                file.seek(0)
+                stats.bytes_read = path.stat().st_size
+                yield file, str(path)
+                return
     with tempfile.TemporaryFile(prefix="rpcwatch-", suffix=".evtx") as spool:
         shutil.copyfileobj(stream, spool, 1 << 20)
         stats.bytes_read = spool.tell()
