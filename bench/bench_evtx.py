@@ -5,14 +5,15 @@ The input is the corpus EVTX files, repeated in a list of paths until it holds a
 process, so every peak RSS figure is that measurement's own; times are medians of
 --runs runs.
 
-    python bench/bench_evtx.py [--events 1000000] [--runs 3] [--mix large|all]
+    python bench/bench_evtx.py [--events 1000000] [--runs 3] [--mix large|all] [--baseline REVISION]
 
 ``large`` repeats the corpus files with at least 50 records (6 files, 1,200 records:
 DE_RDP_Tunnel, DE_sysmon-3-rdp-tun, dicovery_4661 and the three evtx-rs samples, whose
 corrupt chunks both sides skip); ``all`` repeats every corpus EVTX (1-358 records each,
 mostly 1-record Sigma samples), which measures per-file cost rather than throughput.
 The last rows run the reader with the literal prefilter a rule on port 135 gets, and with
-the prefilter of the bundled rules (what `rpcwatch hunt` gives the reader).
+the prefilter of the bundled rules (what `rpcwatch hunt` gives the reader); with --baseline,
+that row again with rpcwatch as of an earlier revision, in the same rounds.
 """
 from __future__ import annotations
 
@@ -101,8 +102,9 @@ def measure(specs: list[dict], runs: int) -> list[dict]:
     results: list[list[dict]] = [[] for _ in specs]
     for _ in range(runs):
         for spec, found in zip(specs, results):
+            env = {**os.environ, "PYTHONPATH": spec["source"]} if spec.get("source") else None
             done = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(spec), text=True,
-                                  capture_output=True, check=True)
+                                  capture_output=True, check=True, env=env)
             found.append(json.loads(done.stdout))
     return [{"records": found[0]["records"], "seconds": statistics.median(r["seconds"] for r in found),
              "peak_mib": max(r["peak_mib"] for r in found)} for found in results]
@@ -113,6 +115,7 @@ def main() -> None:
     options.add_argument("--events", type=int, default=1_000_000)
     options.add_argument("--runs", type=int, default=3)
     options.add_argument("--mix", choices=("large", "all"), default="large")
+    options.add_argument("--baseline", metavar="REVISION", help="also the bundled-prefilter row as of this revision")
     options.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = options.parse_args()
     if args.child:
@@ -131,6 +134,11 @@ def main() -> None:
         ("EvtxReader, prefilter for port 135", {"what": "reader", "prefilter": "port"}),
         ("EvtxReader, the bundled rules' prefilter", {"what": "reader", "prefilter": "bundled"}),
     ]
+    if args.baseline:
+        from common import baseline_source
+
+        rows.append((f"  the same, before ({args.baseline})",
+                     {"what": "reader", "prefilter": "bundled", "source": str(baseline_source(args.baseline))}))
     baseline = None
     print(f"{'':50} {'seconds':>8} {'events/s':>11} {'x parser':>9} {'peak RSS':>9}")
     for (label, _), result in zip(rows, measure([spec | {"paths": paths} for _, spec in rows], args.runs)):

@@ -2,13 +2,15 @@
 """Thousands of Sigma rules at once: every runnable SigmaHQ Windows rule over the corpus's
 Windows events repeated to at least a million, end to end (`rpcwatch hunt`).
 
-    python3 bench/bench_sigma.py [--events 1000000] [--runs 3]
+    python3 bench/bench_sigma.py [--events 1000000] [--runs 3] [--baseline REVISION]
 
 Two inputs, each at least --events events:
 * ``evtx``: the corpus EVTX files with 50 records or more, repeated as a list of paths;
 * ``json``: the same records as evtx_dump JSON lines (the Sigma regression samples' format),
   written once to bench/out/ in files of 125,000 events.
-Every run is its own process (wall time median of --runs, peak RSS the largest seen). The
+Every run is its own process, in rounds with --baseline (rpcwatch as of an earlier revision)
+side by side (bench/common.py: wall time median of --runs, peak RSS the largest seen); one
+unmeasured run of each first fills its rule cache. The
 printed references are published figures, not measured here: Hayabusa about 12.8k events/s
 with about 3.6k rules; RSigma 19k-99k events/s per core.
 """
@@ -17,14 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
-import sys
-import time
 import warnings
 from pathlib import Path
 
 import evtx
+from common import REPO, baseline_source, compiled, measure_rounds, rpcwatch, run_once
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -66,20 +65,6 @@ def json_input(found: dict[Path, list[str]], events: int) -> tuple[list[str], in
     return [str(folder)], total
 
 
-def measure(command: list[str], runs: int) -> tuple[float, float, int]:
-    times, peak, alerts = [], 0.0, 0
-    for _ in range(runs):
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        alerts = sum(1 for _ in process.stdout)
-        _, status, usage = os.wait4(process.pid, 0)
-        times.append(time.perf_counter() - start)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"failed: {' '.join(command[:8])} ...")
-        peak = max(peak, usage.ru_maxrss / 1024)
-    return statistics.median(times), peak, alerts
-
-
 def rule_count() -> int:
     from rpcwatch.hunt import plan_hunt
 
@@ -91,20 +76,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--baseline", metavar="REVISION")
     args = parser.parse_args()
     found = corpus_records()
+    trees = {"rpcwatch": compiled(REPO / "src")}
+    if args.baseline:
+        trees[f"before ({args.baseline})"] = baseline_source(args.baseline)
     print(f"rules: {rule_count()} runnable SigmaHQ Windows rules ({RULES})")
-    print(f"{'input':6} {'events':>10} | {'wall s':>8} {'events/s':>10} {'per core':>9} {'peak MiB':>9} | "
-          f"{'alerts':>8} | vs Hayabusa 12.8k/s, RSigma 19k-99k/s per core")
+    print(f"{'input':6} {'command':18} {'events':>10} | {'wall s':>8} {'CPU s':>7} {'events/s':>10} {'per core':>9} "
+          f"{'peak MiB':>9} | {'alerts':>8} | vs Hayabusa 12.8k/s, RSigma 19k-99k/s per core")
     for name, build in (("evtx", evtx_input), ("json", json_input)):
         paths, events = build(found, args.events)
-        command = [sys.executable, "-m", "rpcwatch", "hunt", *paths, "--rules", str(RULES), "--no-bundled-rules",
-                   "--format", "jsonl", "-q", "--no-progress"]
-        wall, peak, alerts = measure(command, args.runs)
-        rate = events / wall
-        print(f"{name:6} {events:>10,} | {wall:>8.1f} {rate:>10,.0f} {rate / 2:>9,.0f} {peak:>9.0f} | {alerts:>8,} | "
-              f"{rate / 12_800:.1f}x Hayabusa, {rate / 2 / 99_000:.2f}-{rate / 2 / 19_000:.1f}x RSigma per core",
-              flush=True)
+        hunt = ["hunt", *paths, "--rules", str(RULES), "--no-bundled-rules", "--format", "jsonl", "-q", "--no-progress"]
+        commands = {label: rpcwatch(hunt, source) for label, source in trees.items()}
+        for command in commands.values():
+            run_once(command)  # fills the rule cache
+        for label, result in measure_rounds(commands, args.runs).items():
+            rate = events / result.seconds
+            alerts = sum(1 for line in result.output.splitlines() if line.strip())
+            print(f"{name:6} {label:18} {events:>10,} | {result.seconds:>8.1f} {result.cpu:>7.1f} {rate:>10,.0f} "
+                  f"{rate / 2:>9,.0f} {result.peak_mib:>9.0f} | {alerts:>8,} | {rate / 12_800:.1f}x Hayabusa, "
+                  f"{rate / 2 / 99_000:.2f}-{rate / 2 / 19_000:.1f}x RSigma per core", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rpcwatch.engines.query import original_name
-from rpcwatch.sigma import rulecache
+from rpcwatch.matchers import cached_databases
 from rpcwatch.sigma.literals import KEYWORD_FIELD, Clause
 from rpcwatch.sigma.logsources import BoundRule
 from rpcwatch.sigma.sql import keyword_columns
@@ -115,30 +115,10 @@ def _column_resolver(names: list[str]):
     return lambda field: exact.get(field) or folded.get(field.lower())
 
 
-#: serialized databases are for the library build that wrote them
-_HYPERSCAN_VERSION = str(getattr(hyperscan, "__version__", ""))
-
-
 def _literal_databases(words: dict[str, list[tuple[bytes, int]]]) -> dict[str, hyperscan.Database]:
-    """Each field's literal database; from the rule cache when these literals were compiled
-    before (compiling thousands of rules' literals takes about half a second)."""
-    key = rulecache.content_key("rule index", _HYPERSCAN_VERSION, repr(sorted(words.items())))
-    stored = rulecache.load(key) if rulecache.enabled() else None
-    if isinstance(stored, dict) and stored.keys() == words.keys():
-        try:
-            return {field: _loaded(serialized) for field, serialized in stored.items()}
-        except (hyperscan.error, TypeError):  # another build of the library: compile again
-            pass
-    databases = {field: _literal_database(field_words) for field, field_words in words.items()}
-    if rulecache.enabled():
-        rulecache.store(key, {field: hyperscan.dumpb(database) for field, database in databases.items()})
-    return databases
-
-
-def _loaded(serialized: bytes) -> hyperscan.Database:
-    database = hyperscan.loadb(serialized, hyperscan.HS_MODE_BLOCK)
-    database.scratch = hyperscan.Scratch(database)
-    return database
+    """Each field's literal database (from the rule cache when compiled before)."""
+    return cached_databases("rule index", sorted(words.items()),
+                            lambda: {field: _literal_database(field_words) for field, field_words in words.items()})
 
 
 def _literal_database(words: list[tuple[bytes, int]]) -> hyperscan.Database:

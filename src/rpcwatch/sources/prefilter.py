@@ -120,15 +120,22 @@ def _hyperscan_database(alternatives: list[bytes]):
         import hyperscan
     except ImportError:  # pragma: no cover - the wheel ships the library on every platform we test on
         return None
+    from rpcwatch.matchers import cached_databases
+
     flags = [hyperscan.HS_FLAG_MULTILINE | (hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP
                                             if b"(?i" in alternative else 0) for alternative in alternatives]
-    database = hyperscan.Database()
-    try:
-        database.compile(expressions=alternatives, ids=list(range(len(alternatives))),
-                         elements=len(alternatives), flags=flags)
-    except hyperscan.error:
-        return None
-    return database
+
+    def compile_all() -> dict[str, hyperscan.Database]:
+        database = hyperscan.Database()
+        try:
+            database.compile(expressions=alternatives, ids=list(range(len(alternatives))),
+                             elements=len(alternatives), flags=flags)
+        except hyperscan.error:
+            return {}
+        return {"lines": database}
+
+    # thousands of rules' alternatives take seconds to compile: kept in the rule cache
+    return cached_databases("line filter", (alternatives, flags), compile_all).get("lines")
 
 
 def compile_line_pattern(pattern: bytes) -> LineMatcher:
