@@ -52,6 +52,9 @@ class RunContext:
     workers: WorkerPool = field(default_factory=WorkerPool)
     #: compiled prefilter matchers by pattern (each learns whether it pays, per run)
     line_matchers: dict = field(default_factory=dict)
+    #: prefilter line filters by plan and (table, format): a worker gets the plan with each
+    #: input, and building a filter of thousands of literals takes tens of milliseconds
+    line_filters: dict = field(default_factory=dict)
     _token: Token | None = field(default=None, repr=False)
 
     def __enter__(self) -> RunContext:

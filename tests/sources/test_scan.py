@@ -143,3 +143,20 @@ def test_line_and_marker_counts_are_what_bytes_count_gives(data, marker):
     assert scan._lines_and_marks(data, marker) == (data.count(b"\n") + (not data.endswith(b"\n")),
                                                    data.count(marker))
     assert scan._edges(data) == body[:1] + body[-1:]
+
+
+def test_a_plan_sent_with_each_input_builds_its_line_filter_once_per_process():
+    import pickle
+
+    from rpcwatch.context import RunContext
+    from rpcwatch.sources.prefilter import Literal, PrefilterPlan
+
+    plan = PrefilterPlan({"windows": frozenset({Literal("135", "number")}), "conn": None})
+    other = PrefilterPlan({"windows": frozenset({Literal("445", "number")})})
+    with RunContext():
+        first, second = pickle.loads(pickle.dumps(plan)), pickle.loads(pickle.dumps(plan))  # two inputs' copies
+        assert first.for_table("windows", "json") is second.for_table("windows", "json")
+        assert first.for_table("conn", "json") is None
+        assert other.for_table("windows", "json").pattern != first.for_table("windows", "json").pattern
+        assert first.for_table("windows", "json").select(b'{"p":135}\n{"p":445}\n') == b'{"p":135}\n'
+        assert other.for_tables("win", "json").select(b'{"p":135}\n{"p":445}\n') == b'{"p":445}\n'

@@ -76,31 +76,42 @@ class RuleIndex:
             for column in columns:
                 for literal, rows in _scan(database, view.column(column)).items():
                     hits[literal].append(rows)
-        satisfying: dict[tuple[int, ...], tuple[int, np.ndarray]] = {}  # per clause, shared by groups
+        satisfying: dict[tuple[int, ...], np.ndarray] = {}  # rows per clause, shared by groups
         for (_, members), clauses in zip(self._groups, self._group_clauses):
-            found = sorted((_clause_rows(clause, hits, satisfying, view.num_rows) for clause in clauses),
-                           key=lambda counted: counted[0])
-            if not found[0][0]:
-                continue
-            mask = found[0][1]
-            for _, other in found[1:]:
-                mask = mask & other
-            rows = np.flatnonzero(mask)
+            found = sorted((_clause_rows(clause, hits, satisfying) for clause in clauses), key=len)
+            rows = found[0]
+            for other in found[1:]:
+                if not rows.size:
+                    break
+                rows = _intersection(rows, other)
             if rows.size:
                 yield CandidateGroup(tuple(members), rows)
 
 
 def _clause_rows(clause: tuple[int, ...], hits: list[list[np.ndarray]],
-                 satisfying: dict[tuple[int, ...], tuple[int, np.ndarray]], rows: int) -> tuple[int, np.ndarray]:
-    """How many rows hold one of the clause's literals, and which (a mask)."""
-    counted = satisfying.get(clause)
-    if counted is None:
-        mask = np.zeros(rows, np.bool_)
-        for literal in clause:
-            for found in hits[literal]:
-                mask[found] = True
-        counted = satisfying[clause] = (int(np.count_nonzero(mask)), mask)
-    return counted
+                 satisfying: dict[tuple[int, ...], np.ndarray]) -> np.ndarray:
+    """The rows holding one of the clause's literals (sorted, each once): memory in
+    proportion to the rows found, whatever the batch's size."""
+    rows = satisfying.get(clause)
+    if rows is None:
+        found = [rows for literal in clause for rows in hits[literal]]
+        if not found:
+            rows = np.empty(0, np.int64)
+        elif len(found) == 1:
+            rows = found[0]
+        else:
+            rows = np.unique(np.concatenate(found))
+        satisfying[clause] = rows
+    return rows
+
+
+def _intersection(few: np.ndarray, many: np.ndarray) -> np.ndarray:
+    """The rows in both sorted arrays, in the time of a binary search per row of the smaller
+    (a channel's clause can hold most of a batch; a rule's own clauses a few rows)."""
+    if not many.size:
+        return many
+    at = np.minimum(np.searchsorted(many, few), len(many) - 1)
+    return few[many[at] == few]
 
 
 def _column_resolver(names: list[str]):

@@ -17,6 +17,7 @@ turns it off entirely).
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -182,10 +183,24 @@ class PrefilterPlan:
         self.raw_tables = frozenset(raw_tables)
         self._columns = dict(columns or {})
         self._filters: dict[tuple[str, str], LineFilter | None] = {}
+        #: names this plan in a worker process's cache of filters (it arrives with every input)
+        self._token = os.urandom(16).hex()
 
     def __getstate__(self) -> dict:
-        """Sent to worker processes without the compiled filters (each process compiles its own)."""
+        """Sent to worker processes without the compiled filters (each process builds its own
+        once per plan: see :meth:`_filter`)."""
         return {**self.__dict__, "_filters": {}}
+
+    def _filter(self, key: tuple[str, str], build) -> LineFilter | None:
+        if key not in self._filters:
+            from rpcwatch.context import current
+
+            shared = current().line_filters
+            cache_key = (self._token, *key)
+            if cache_key not in shared:
+                shared[cache_key] = build()
+            self._filters[key] = shared[cache_key]
+        return self._filters[key]
 
     def keeps_raw(self, table: str) -> bool:
         return table in self.raw_tables
@@ -198,23 +213,19 @@ class PrefilterPlan:
         """The filter for lines of ``table`` written in format ``fmt``; ``None`` keeps all lines.
 
         A table that no rule reads yields no lines at all (an empty literal set)."""
-        key = (table, fmt)
-        if key not in self._filters:
-            literals = self._by_table.get(table, frozenset())
-            self._filters[key] = None if literals is None else LineFilter(literals, fmt)
-        return self._filters[key]
+        literals = self._by_table.get(table, frozenset())
+        return self._filter((table, fmt), lambda: None if literals is None else LineFilter(literals, fmt))
 
     def for_tables(self, prefix: str, fmt: str) -> LineFilter | None:
         """One filter for a stream that may hold records of any table named ``prefix*``."""
-        key = (prefix + "*", fmt)
-        if key not in self._filters:
-            sets = [lits for table, lits in self._by_table.items() if table.startswith(prefix)]
+        def build() -> LineFilter | None:
             union: set[Literal] = set()
-            for literals in sets:
-                if literals is None:
-                    self._filters[key] = None
-                    return None
-                union |= literals
-            self._filters[key] = LineFilter(frozenset(union), fmt)
-        return self._filters[key]
+            for table, literals in self._by_table.items():
+                if table.startswith(prefix):
+                    if literals is None:
+                        return None
+                    union |= literals
+            return LineFilter(frozenset(union), fmt)
+
+        return self._filter((prefix + "*", fmt), build)
 
