@@ -5,7 +5,6 @@ decorated with :func:`~rpcwatch.sources.base.register`, imported below.
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from rpcwatch import workers
 from rpcwatch.sources import ecs, evtx, netfilter, pcap, suricata, vpcflow, winjson, zeek  # noqa: F401  (registers)
 from rpcwatch.sources.base import READERS, ByteStream, Reader, ReadStats, TableBatch
-from rpcwatch.sources.inputs import InputError, InputFile, expand_inputs, open_decompressed
+from rpcwatch.sources.inputs import InputError, InputFile, WrappedStream, expand_inputs, open_decompressed
 from rpcwatch.sources.prefilter import PrefilterPlan
 
 __all__ = ["InputError", "InputFile", "ReadStats", "TableBatch", "LogReading", "expand_inputs",
@@ -29,15 +28,14 @@ def sniff_reader(head: bytes) -> type[Reader] | None:
     return None
 
 
-class _CountingStream(io.RawIOBase):
+class _CountingStream(WrappedStream):
     """Reports raw (on-disk) bytes consumed, for progress bars."""
 
-    def __init__(self, raw: ByteStream, on_bytes: Callable[[int], None]):
-        self._raw = raw
-        self._on_bytes = on_bytes
+    _raw: ByteStream
 
-    def readable(self) -> bool:
-        return True
+    def __init__(self, raw: ByteStream, on_bytes: Callable[[int], None]):
+        super().__init__(raw)
+        self._on_bytes = on_bytes
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
@@ -48,12 +46,6 @@ class _CountingStream(io.RawIOBase):
         size = self._raw.readinto(buffer) or 0  # straight into the reader's buffer: no copy
         self._on_bytes(size)
         return size
-
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
 
 
 @dataclass

@@ -170,21 +170,34 @@ def _size(path: Path) -> int | None:
         return None
 
 
-class BlockStream(io.RawIOBase):
+class WrappedStream(io.RawIOBase):
+    """A readable raw stream over another one, which it closes when it is closed."""
+
+    def __init__(self, raw: ByteStream | BinaryIO):
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
+
+
+class BlockStream(WrappedStream):
     """A raw stream whose bytes come block by block from :meth:`next_block` (inflated,
     read ahead, rewritten), handed out without re-slicing a block per read."""
 
     def __init__(self, raw: ByteStream | BinaryIO):
-        self._raw = raw
+        super().__init__(raw)
         self._pending = b""
         self._position = 0
 
     @abstractmethod
     def next_block(self) -> bytes | None:
         """The next bytes (maybe none for now); None at the end."""
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer) -> int:
         while self._position >= len(self._pending):
@@ -196,12 +209,6 @@ class BlockStream(io.RawIOBase):
         buffer[:size] = memoryview(self._pending)[self._position:self._position + size]
         self._position += size
         return size
-
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
 
 
 class GzipStream(BlockStream):
@@ -359,24 +366,20 @@ class ReadAheadStream(BlockStream):
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        try:
-            self._raw.close()
-        finally:
-            super().close()
+        super().close()
 
 
-class TolerantStream(io.RawIOBase):
+class TolerantStream(WrappedStream):
     """Turns an I/O error after the first bytes into end-of-data plus a recorded loss, so
     everything read before a failing disk or network share still gets processed."""
 
+    _raw: ByteStream
+
     def __init__(self, raw: ByteStream, stats: ReadStats):
-        self._raw = raw
+        super().__init__(raw)
         self._stats = stats
         self._seen = 0
         self._failed = False
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer) -> int:
         if self._failed:
@@ -392,46 +395,33 @@ class TolerantStream(io.RawIOBase):
         self._seen += size or 0
         return size or 0
 
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
 
-
-class PeekStream(io.RawIOBase):
+class PeekStream(WrappedStream):
     """A stream whose first bytes have already been read (for sniffing) and are replayed."""
 
-    def __init__(self, head: bytes, rest: ByteStream):
-        self._head = head
-        self._rest = rest
+    _raw: ByteStream
 
-    def readable(self) -> bool:
-        return True
+    def __init__(self, head: bytes, rest: ByteStream):
+        super().__init__(rest)
+        self._head = head
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            data, self._head = self._head + self._rest.read(), b""
+            data, self._head = self._head + self._raw.read(), b""
             return data
         if self._head:
             data, self._head = self._head[:size], self._head[size:]
             if len(data) < size:
-                data += self._rest.read(size - len(data))
+                data += self._raw.read(size - len(data))
             return data
-        return self._rest.read(size)
+        return self._raw.read(size)
 
     def readinto(self, buffer) -> int:
         if not self._head:
-            return self._rest.readinto(buffer)
+            return self._raw.readinto(buffer)
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
-
-    def close(self) -> None:
-        try:
-            self._rest.close()
-        finally:
-            super().close()
 
 
 def open_decompressed(source: InputFile, stats: ReadStats) -> tuple[InputFile, bytes, io.BufferedReader]:
